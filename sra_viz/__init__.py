@@ -1,0 +1,64 @@
+"""sra_viz: see, measure and run cross-tokenizer distillation with Span Representation Alignment.
+
+The library is a chain of plain functions (text -> byte-exact tokens -> spans -> features -> losses and
+geometry -> figures); every public name below is importable from ``sra_viz`` directly:
+
+    >>> import sra_viz  # doctest: +SKIP
+    >>> pair = sra_viz.load_pair()  # doctest: +SKIP
+    >>> alignment = sra_viz.align_spans("Hello, world!", pair.teacher.tokenizer, pair.student.tokenizer)  # doctest: +SKIP
+
+Names are resolved lazily so ``import sra_viz`` stays cheap (no torch until a model is needed).
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+__version__ = "0.1.0"
+
+_EXPORTS = {
+    "SraVizError": "errors",
+    "load_model": "models",
+    "load_pair": "models",
+    "load_tokenizer": "models",
+    "LoadedModel": "models",
+    "ModelPair": "models",
+    "ModelInfo": "models",
+    "pick_device": "models",
+    "fetch_all": "fetch",
+    "ensure_default_model": "fetch",
+    "tokenize_bytes": "tokenization",
+    "TokenizedText": "tokenization",
+    "align_spans": "alignment",
+    "SpanAlignment": "alignment",
+    "Span": "alignment",
+    "extract_features": "features",
+    "analyze_text": "features",
+    "extract_corpus": "features",
+    "SpanFeatures": "features",
+    "SideFeatures": "features",
+    "token_mass": "features",
+    "span_centers": "features",
+    "saliency_weights": "features",
+    "DistillConfig": "distill",
+    "DistillSession": "distill",
+    "load_examples": "data",
+    "load_bundled_corpus": "data",
+    "Example": "data",
+}
+
+__all__ = sorted(_EXPORTS) + ["__version__"]
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'sra_viz' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"sra_viz.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return __all__

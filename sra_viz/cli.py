@@ -1,0 +1,157 @@
+"""The ``sra-viz`` command line: headless runs of everything the app shows.
+
+    sra-viz models fetch                      # download + convert the default pair (idempotent)
+    sra-viz models info [--teacher X] [--student Y]
+    sra-viz align "some text" [--word] [--format table|csv|json]
+    sra-viz features "some text" [--mass-mode last_token] [--top 10]
+    sra-viz distill --method sra --steps 30 --out runs/sra   # see `sra-viz distill --help`
+
+``python -m sra_viz ...`` is the same. Bad input exits with status 2 and one line saying what was
+wrong; no traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from .errors import SraVizError
+from .fetch import DEFAULT_STUDENT, DEFAULT_TEACHER
+
+
+def _add_pair_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--teacher", default=DEFAULT_TEACHER, help="default name, folder, .gguf file or HF id")
+    p.add_argument("--student", default=DEFAULT_STUDENT, help="default name, folder, .gguf file or HF id")
+
+
+def _read_text(args: argparse.Namespace) -> str:
+    if args.file:
+        try:
+            with open(args.file, encoding="utf-8") as fh:
+                return fh.read()
+        except OSError as exc:
+            raise SraVizError(f"cannot read text file {args.file!r}: {exc.strerror}") from exc
+        except UnicodeDecodeError as exc:
+            raise SraVizError(f"text file {args.file!r} is not valid UTF-8 ({exc.reason} at byte {exc.start})") from exc
+    if args.text is None:
+        raise SraVizError("no text given: pass it as an argument or with --file PATH")
+    return args.text
+
+
+def _cmd_models(args: argparse.Namespace) -> int:
+    if args.models_cmd == "fetch":
+        from .fetch import fetch_all
+
+        for name, folder in fetch_all(include_test_tokenizers=not args.no_test_tokenizers).items():
+            print(f"{name}\t{folder}")
+        return 0
+    from .models import load_pair
+
+    import pandas as pd
+
+    pair = load_pair(args.teacher, args.student, device=args.device)
+    frame = pd.DataFrame(
+        {"teacher": pair.teacher.info.as_dict(), "student": pair.student.info.as_dict()}
+    )
+    print(frame.to_string())
+    return 0
+
+
+def _cmd_align(args: argparse.Namespace) -> int:
+    from .alignment import align_spans
+    from .models import load_tokenizer
+
+    text = _read_text(args)
+    alignment = align_spans(
+        text, load_tokenizer(args.teacher), load_tokenizer(args.student),
+        granularity="word" if args.word else "token",
+    )
+    frame = alignment.to_frame()
+    if args.format == "json":
+        print(alignment.to_json())
+    elif args.format == "csv":
+        print(frame.to_csv(index=False), end="")
+    else:
+        cols = ["text", "teacher_start", "teacher_end", "student_start", "student_end"]
+        shown = frame[cols].assign(text=frame["text"].map(repr))
+        print(shown.to_string())
+        for key, value in alignment.stats().items():
+            print(f"{key}: {value:.3f}" if isinstance(value, float) else f"{key}: {value}")
+    return 0
+
+
+def _cmd_features(args: argparse.Namespace) -> int:
+    from .features import analyze_text
+    from .models import load_pair
+
+    text = _read_text(args)
+    pair = load_pair(args.teacher, args.student, device=args.device)
+    feats = analyze_text(text, pair, mass_mode=args.mass_mode)
+    frame = feats.to_frame().sort_values("saliency", ascending=False).head(args.top)
+    print(frame.to_string())
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="sra-viz", description="Span Representation Alignment toolkit")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    models = sub.add_parser("models", help="fetch the default pair, show model facts")
+    msub = models.add_subparsers(dest="models_cmd", required=True)
+    fetch_p = msub.add_parser("fetch", help="download and convert the default teacher/student pair")
+    fetch_p.add_argument("--no-test-tokenizers", action="store_true", help="skip the GPT-2 test tokenizer")
+    info = msub.add_parser("info", help="load a pair and print its facts side by side")
+    _add_pair_args(info)
+    info.add_argument("--device", default=None)
+
+    for name, helptext in (("align", "print the span alignment of a text"),
+                           ("features", "print the most salient spans of a text")):
+        p = sub.add_parser(name, help=helptext)
+        p.add_argument("text", nargs="?", default=None)
+        p.add_argument("--file", default=None, help="read the text from a UTF-8 file")
+        _add_pair_args(p)
+        if name == "align":
+            p.add_argument("--word", action="store_true", help="word-level spans")
+            p.add_argument("--format", choices=["table", "csv", "json"], default="table")
+        else:
+            p.add_argument("--device", default=None)
+            p.add_argument("--mass-mode", default="last_token", choices=["last_token", "received", "uniform"])
+            p.add_argument("--top", type=int, default=15)
+
+    try:
+        from .distill_cli import add_distill_parser
+    except ImportError:  # the engine is optional for the other commands
+        add_distill_parser = None
+    if add_distill_parser is not None:
+        add_distill_parser(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``sra-viz``; returns the process exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "models":
+            return _cmd_models(args)
+        if args.command == "align":
+            return _cmd_align(args)
+        if args.command == "features":
+            return _cmd_features(args)
+        if args.command == "distill":
+            from .distill_cli import run_distill
+
+            return run_distill(args)
+    except SraVizError as exc:
+        print(f"sra-viz: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("sra-viz: interrupted", file=sys.stderr)
+        return 130
+    parser.error(f"unknown command {args.command!r}")
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

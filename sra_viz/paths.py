@@ -1,0 +1,53 @@
+"""Where sra_viz keeps what it downloads, converts and writes.
+
+Everything lives under one home folder: ``$SRA_VIZ_HOME`` or ``~/.cache/sra_viz``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def home() -> Path:
+    """The sra_viz cache folder (created on first use).
+
+    Example:
+        >>> home().name in {"sra_viz"} or "SRA_VIZ_HOME" in os.environ
+        True
+    """
+    root = os.environ.get("SRA_VIZ_HOME")
+    path = Path(root).expanduser() if root else Path.home() / ".cache" / "sra_viz"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def models_dir() -> Path:
+    """Converted transformers folders of the default models."""
+    return _sub("models")
+
+
+def gguf_dir() -> Path:
+    """The original GGUF files of the default models."""
+    return _sub("gguf")
+
+
+def tokenizers_dir() -> Path:
+    """Extra tokenizers without weights (GPT-2) used by tests and benchmarks."""
+    return _sub("tokenizers")
+
+
+def runs_dir() -> Path:
+    """Default parent folder of distillation run directories."""
+    return _sub("runs")
+
+
+def numba_cache_dir() -> Path:
+    """Persistent numba JIT cache, so umap-learn compiles once per machine."""
+    return _sub("numba")
+
+
+def _sub(name: str) -> Path:
+    path = home() / name
+    path.mkdir(parents=True, exist_ok=True)
+    return path
