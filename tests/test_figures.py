@@ -1,0 +1,342 @@
+"""Figure builders on real data from the default pair, token labels, and offline export.
+
+Run: ``.venv/bin/python -m pytest tests/test_figures.py -q`` (``-m "not slow"`` skips the real models).
+"""
+
+from __future__ import annotations
+
+import io
+import re
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+import pytest
+
+from sra_viz import export, geometry
+from sra_viz import figures as F
+from sra_viz.errors import SraVizError
+from sra_viz.figures.style import visible_bytes, visible_text
+
+TEXT = "Hello  world!\n\tdef f(x):\n    return x**2  # 東京 café 🎉 naïve\u00a0end"
+
+
+def _rects(trace) -> list[tuple[float, float, float, float]]:
+    """(x0, x1, y_low, y_high) of each None-separated rectangle of a fill trace."""
+    xs, ys = list(trace.x), list(trace.y)
+    out = []
+    for i in range(0, len(xs), 6):
+        x, y = xs[i : i + 4], ys[i : i + 4]
+        out.append((min(x), max(x), min(y), max(y)))
+    return out
+
+
+def _trace(fig: go.Figure, name: str):
+    (found,) = [t for t in fig.data if t.name == name]
+    return found
+
+
+# ---------------------------------------------------------------- labels (no models)
+
+
+def test_visible_labels_show_whitespace_and_byte_pieces():
+    assert visible_text(" a\n\tb\u00a0\u200b") == "␣a↵→b⍽⟨ZWSP⟩"
+    assert visible_bytes("東".encode()) == "東"
+    assert visible_bytes("東".encode()[:1]) == "<E6>"
+    assert visible_bytes(b" " + "🎉".encode()[:2]) == "␣<F0><9F>"
+    assert visible_bytes("🎉".encode()[2:] + b"x") == "<8E><89>x"
+
+
+def test_token_side_rejects_ragged_input():
+    with pytest.raises(SraVizError, match="equal-length"):
+        F.token_labels({"ids": [1, 2], "tokens": ["a"], "byte_spans": [None, None]})
+
+
+# ---------------------------------------------------------------- alignment diagram
+
+
+def test_alignment_diagram_real_tokenizers_bands_contain_their_tokens(teacher_tokenizer, student_tokenizer):
+    from sra_viz.alignment import align_spans
+
+    al = align_spans(TEXT, teacher_tokenizer, student_tokenizer)
+    fig = F.alignment_figure(al)
+    names = [t.name for t in fig.data]
+    assert {
+        "teacher tokens",
+        "teacher special",
+        "student tokens",
+        "teacher labels",
+        "student labels",
+        "span",
+    } <= set(names)
+    t_lab, s_lab = _trace(fig, "teacher labels"), _trace(fig, "student labels")
+    assert list(t_lab.customdata) == list(range(len(al.teacher.ids)))
+    assert list(s_lab.customdata) == list(range(len(al.student.ids)))
+    assert len(_trace(fig, "span").x) == len(al.spans)
+    # labels: <bos> escaped, whitespace visible, byte pieces of 東 on the byte-level student as hex
+    assert t_lab.text[0] == "&lt;bos&gt;"
+    assert "␣␣" in t_lab.text and "→" in s_lab.text
+    assert any(lab.startswith("␣&lt;E6&gt;") for lab in s_lab.text)
+    # every token of span k sits inside band k, on the same line
+    bands = {0: _rects(_trace(fig, "spans (even)")), 1: _rects(_trace(fig, "spans (odd)"))}
+    for k, sp in enumerate(al.spans):
+        x0, x1, y_low, y_high = bands[k % 2][k // 2]
+        for lab, lo, hi in (
+            (t_lab, sp.teacher_start, sp.teacher_end),
+            (s_lab, sp.student_start, sp.student_end),
+        ):
+            for i in range(lo, hi):
+                assert x0 <= lab.x[i] <= x1 and y_low <= lab.y[i] <= y_high, (k, i)
+                assert f"span {k}:" in lab.hovertext[i]
+    # hover carries id and bytes of the token
+    i = next(i for i, t in enumerate(al.teacher.tokens) if "東" in t)
+    assert f"id {al.teacher.ids[i]}" in t_lab.hovertext[i] and "E6 9D B1" in t_lab.hovertext[i]
+
+
+def test_alignment_diagram_wraps_long_texts(teacher_tokenizer, student_tokenizer):
+    from sra_viz.alignment import align_spans
+
+    long_text = " ".join([TEXT] * 12)  # a few hundred tokens
+    al = align_spans(long_text, teacher_tokenizer, student_tokenizer)
+    assert len(al.student.ids) > 250
+    fig = F.alignment_figure(al, width=900)
+    t_lab = _trace(fig, "teacher labels")
+    lines = sorted(set(np.round(t_lab.y, 6)))
+    assert len(lines) > 5
+    assert fig.layout.width == 900 and fig.layout.height > 5 * 60
+    x_max = fig.layout.xaxis.range[1]
+    assert max(t_lab.x) < x_max and max(_trace(fig, "student labels").x) < x_max
+    # reading order is kept: token i+1 is right of token i on its line, or on a later line
+    points = list(zip(t_lab.y, t_lab.x, strict=True))
+    for a, b in zip(points[:-1], points[1:], strict=True):
+        assert b[0] < a[0] - 1e-9 or (abs(b[0] - a[0]) < 1e-9 and b[1] > a[1])
+
+
+# ---------------------------------------------------------------- real features
+
+
+@pytest.fixture(scope="module")
+def real(default_pair):
+    from sra_viz.features import analyze_text
+
+    return analyze_text(TEXT, default_pair)
+
+
+@pytest.mark.slow
+def test_saliency_text_real_masses(real):
+    fig = F.saliency_figure(real)
+    bars = [t for t in fig.data if isinstance(t, go.Bar)]
+    assert [b.name for b in bars] == ["teacher span mass", "student span mass"]
+    n = len(real)
+    for bar, side in zip(bars, (real.teacher, real.student), strict=True):
+        colors = np.asarray(bar.marker.color)
+        assert colors.shape == (n,)
+        mass = side.span_mass.numpy()
+        np.testing.assert_allclose(colors, mass / mass.sum(), rtol=1e-6)
+    assert bars[0].marker.cmax == bars[1].marker.cmax  # one scale for both sides
+
+
+@pytest.mark.slow
+def test_attention_heatmap_real_heads(real):
+    for side in ("teacher", "student"):
+        att = getattr(real, side).attention.numpy()  # (H, L, L)
+        fig = F.attention_figure(real, side=side)
+        heatmaps = [t for t in fig.data if isinstance(t, go.Heatmap)]
+        assert len(heatmaps) == att.shape[0] + 1
+        assert [t.visible for t in heatmaps] == [True] + [False] * att.shape[0]
+        np.testing.assert_allclose(np.asarray(heatmaps[0].z), att.mean(0), atol=1e-5)
+        np.testing.assert_allclose(np.asarray(heatmaps[0].z).sum(1), 1.0, atol=1e-3)  # causal softmax rows
+        assert len(fig.layout.updatemenus[0].buttons) == att.shape[0] + 1
+    assert "&lt;bos&gt;" in F.attention_figure(real, side="teacher").layout.xaxis.ticktext
+
+
+@pytest.mark.slow
+def test_top_spans_real_order(real):
+    fig = F.top_spans_figure(real, k=5)
+    sal = real.saliency.numpy()
+    order = np.argsort(-sal, kind="stable")[:5]
+    teacher_bar = _trace(fig, "teacher mass share")
+    assert [int(y.split(":")[0]) for y in teacher_bar.y] == order.tolist()
+    np.testing.assert_allclose(_trace(fig, "saliency ŵ").x, sal[order], rtol=1e-6)
+
+
+@pytest.mark.slow
+def test_com_scatter_real_centers_2d_and_3d(real):
+    T, S = real.teacher.centers[-1].numpy(), real.student.centers[-1].numpy()
+    s_al, t_al = geometry.procrustes_align(S, T)
+    texts = [sp.text for sp in real.alignment.spans]
+    for k, kind in ((2, go.Scatter), (3, go.Scatter3d)):
+        xy = geometry.project_pca(np.vstack([t_al, s_al]), n_components=k)
+        fig = F.com_scatter(
+            xy[: len(T)], xy[len(T) :], texts, color_by=real.saliency.numpy(), color_title="saliency"
+        )
+        assert [t.name for t in fig.data] == ["span pairs", "teacher", "student"]
+        assert all(isinstance(t, kind) for t in fig.data)
+        assert len(fig.data[0].x) == 3 * len(T)  # teacher, student, gap per span
+        assert fig.data[1].marker.line.color == F.PALETTE["teacher"]
+        assert fig.data[2].marker.line.color == F.PALETTE["student"]
+        assert "東京" in "".join(fig.data[1].hovertext)
+
+
+@pytest.mark.slow
+def test_corpus_scatter_real_corpus_and_single_text(real, default_pair):
+    from sra_viz.features import extract_corpus
+
+    corpus = extract_corpus([TEXT, "Paris is the capital of France.", "2 + 2 = 4"], default_pair)
+    fig = F.corpus_scatter(corpus)
+    n = len(corpus.frame)
+    assert len(fig.data[1].x) == len(fig.data[2].x) == n
+    assert "procrustes" in fig.layout.title.text
+    colors = list(fig.data[1].marker.color)  # categorical by text id: one colour per text
+    assert len(set(colors)) == 3 and colors[0] != colors[-1]
+    one = F.corpus_scatter(real, student_map="least_squares")
+    assert "least-squares" in one.layout.title.text and len(one.data[1].x) == len(real)
+    np.testing.assert_allclose(one.data[1].marker.color, real.saliency.numpy(), rtol=1e-6)
+    with pytest.raises(SraVizError, match="student_map"):
+        F.corpus_scatter(real, student_map="magic")
+
+
+@pytest.mark.slow
+def test_gram_matrices_real(real):
+    T, S = real.teacher.centers[-1].numpy(), real.student.centers[-1].numpy()
+    fig = F.gram_matrices(T, S, [sp.text for sp in real.alignment.spans])
+    gt, gs, diff = (np.asarray(t.z) for t in fig.data)
+    np.testing.assert_allclose(np.diag(gt), 1.0, atol=1e-3)
+    np.testing.assert_allclose(diff, gs - gt, atol=2e-4)
+    dist = geometry.gram_distance(T, S)
+    assert f"{dist:.4f}" in fig.layout.annotations[2].text
+
+
+@pytest.mark.slow
+def test_geometry_over_training_real_frames(real):
+    T, S = real.teacher.centers[-1].numpy(), real.student.centers[-1].numpy()
+    s_al, t_al = geometry.procrustes_align(S, T)
+    steps = [0, 10, 20, 30]
+    snaps = [
+        t_al + (1 - a) * (s_al - t_al) for a in np.linspace(0, 1, len(steps))
+    ]  # student moving to teacher
+    proj = geometry.project_snapshots(t_al, snaps, steps=steps)
+    fig = F.snapshots_figure(proj, [sp.text for sp in real.alignment.spans])
+    assert [f.name for f in fig.frames] == [str(s) for s in steps]
+    n = len(real)
+    for frame in fig.frames:
+        assert [type(t) for t in frame.data] == [go.Scattergl] * 3
+        assert len(frame.data[1].x) == len(frame.data[2].x) == n
+    xr, yr = fig.layout.xaxis.range, fig.layout.yaxis.range
+    everything = np.concatenate([proj.teacher.reshape(-1, 2), proj.student.reshape(-1, 2)])
+    assert xr[0] <= everything[:, 0].min() and everything[:, 0].max() <= xr[1]
+    assert yr[0] <= everything[:, 1].min() and everything[:, 1].max() <= yr[1]
+    np.testing.assert_allclose(fig.frames[-1].data[2].x, fig.frames[-1].data[1].x, atol=1e-9)  # converged
+    assert len(fig.layout.sliders[0].steps) == len(steps)
+
+
+@pytest.mark.slow
+def test_convergence_curves_real_metrics(default_pair):
+    """Real probe metrics per student layer (as steps) for saliency-weighted and uniform pooling."""
+    from sra_viz.features import analyze_text
+
+    layers = (6, 12, 18, 24, -1)
+    rows = []
+    for method, mode in (("sra", "last_token"), ("uniform", "uniform")):
+        f = analyze_text(TEXT, default_pair, teacher_layers=(-1,), student_layers=layers, mass_mode=mode)
+        T = f.teacher.centers[-1].numpy()
+        for step, layer in enumerate(layers):
+            S = f.student.centers[layer].numpy()
+            s_al, t_al = geometry.procrustes_align(S, T)
+            rows.append(dict(step=step, method=method, probe_cka=geometry.linear_cka(S, T),
+                             probe_gram_distance=geometry.gram_distance(S, T),
+                             probe_cos=geometry.mean_matched_cosine(s_al, t_al)))  # fmt: skip
+    fig = F.convergence_curves(rows)
+    titles = [a.text for a in fig.layout.annotations]
+    assert titles == [F.METRIC_TITLES[c] for c in ("probe_cos", "probe_cka", "probe_gram_distance")]
+    assert len(fig.data) == 2 * 3
+    assert [t.name for t in fig.data if t.showlegend] == ["sra", "uniform"]
+    assert {t.line.color for t in fig.data if t.name == "sra"} == {F.PALETTE["sra"]}
+    cka = [t for t in fig.data if t.name == "sra" and t.xaxis == "x2"][0]
+    np.testing.assert_allclose(cka.y, [r["probe_cka"] for r in rows if r["method"] == "sra"])
+
+
+@pytest.fixture(scope="module")
+def tiny_run(default_pair, tmp_path_factory):
+    """A real 2-step SRA run (truncated 2-block student) with probe metrics and snapshots at every step."""
+    from sra_viz.distill import DistillConfig, DistillSession
+
+    out = tmp_path_factory.mktemp("runs") / "sra"
+    cfg = DistillConfig(method="sra", steps=2, batch_size=2, max_length=32, student_variant="truncated",
+                        student_k=2, probe_size=2, heldout_size=2, log_every=1, snapshot_every=1,
+                        checkpoint_every=0, out=str(out))  # fmt: skip
+    assert DistillSession(cfg, pair=default_pair).run() == "finished"
+    return out
+
+
+@pytest.mark.slow
+def test_run_figures_from_a_real_distillation_run(tiny_run):
+    from sra_viz.distill import load_run
+
+    _, metrics, snaps = load_run(tiny_run)
+    fig = F.run_metrics_figure([tiny_run])
+    titles = [a.text for a in fig.layout.annotations]
+    for col in ("loss", "span", "geo", "kd", "ce", "probe_cos", "probe_cka", "heldout_ppl"):
+        assert F.METRIC_TITLES[col] in titles, col
+    assert not {"lr", "epoch", "step_time_s"} & {a.text for a in fig.layout.annotations}
+    (legend,) = [t for t in fig.data if t.showlegend]
+    assert legend.name == "sra · sra" and legend.line.color == F.PALETTE["sra"]
+    panel = titles.index(F.METRIC_TITLES["loss"]) + 1
+    loss = [t for t in fig.data if t.xaxis == ("x" if panel == 1 else f"x{panel}")][0]
+    np.testing.assert_allclose(loss.y, metrics.dropna(subset=["loss"])["loss"])
+
+    geo = F.snapshots_figure(snaps, metrics=metrics)
+    assert [f.name for f in geo.frames] == [str(s) for s in snaps.steps] == ["0", "1", "2"]
+    assert all(len(f.data[2].x) == len(snaps.span_text) for f in geo.frames)
+    cos0 = metrics.set_index("step").at[0, "probe_cos"]
+    assert f"cos {cos0:.3f}" in geo.frames[0].layout.title.text
+    gram = F.gram_matrices(snaps.teacher, snaps.student[-1], snaps.span_text)
+    assert np.asarray(gram.data[0].z).shape == (len(snaps.span_text),) * 2
+
+
+def test_convergence_curves_columns_smoothing_and_errors():
+    rows = [dict(step=s, loss=1.0 / (s + 1), loss_kd=0.5, run=r) for r in ("SRA", "ULD") for s in range(10)]
+    rows += [dict(step=s, heldout_ppl=20.0 - s, run="SRA") for s in (0, 5)]
+    fig = F.convergence_curves(pd.DataFrame(rows), smoothing=0.5)
+    assert [a.text for a in fig.layout.annotations] == [
+        F.METRIC_TITLES[c] for c in ("loss", "loss_kd", "heldout_ppl")
+    ]
+    raw = [t for t in fig.data if t.name == "SRA raw"]
+    assert raw and all(t.opacity == 0.3 for t in raw)
+    ppl = [t for t in fig.data if t.name == "SRA" and t.xaxis == "x3"][0]
+    assert ppl.mode == "lines+markers" and list(ppl.x) == [0, 5]
+    with pytest.raises(SraVizError, match="'step' column"):
+        F.convergence_curves([{"loss": 1.0}])
+
+
+# ---------------------------------------------------------------- export
+
+
+def test_html_export_is_offline_and_written(tmp_path):
+    fig = F.com_scatter(np.zeros((3, 2)), np.ones((3, 2)), ["a", "<b>", "c"])
+    path = tmp_path / "fig.html"
+    html = export.figure_to_html(fig, path, title="CoMs")
+    assert path.read_text(encoding="utf-8") == html
+    assert not re.search(r"<script[^>]+src=[\"']?https?:", html)
+    assert not re.search(r"<script[^>]*\ssrc=", html)  # no external script of any kind
+    assert "plotly.js v" in html and len(html) > 1_000_000  # plotly.js is inlined
+    assert "<title>CoMs</title>" in html and "&lt;b&gt;" in html
+    animated = F.geometry_over_training(np.zeros((3, 4, 2)), np.ones((3, 4, 2)), [0, 1, 2])
+    autoplay = r"Plotly\.animate\(\s*['\"][0-9a-f-]{36}['\"]"  # the call plotly adds after newPlot
+    assert re.search(autoplay, animated.to_html(include_plotlyjs=False))  # the default plays on load
+    assert not re.search(autoplay, export.figure_to_html(animated))  # ours opens on step 0
+    assert export.figure_to_html_bytes(fig).lower().startswith(b"<!doctype html>")
+
+
+def test_csv_and_parquet_round_trip_of_a_real_alignment(teacher_tokenizer, student_tokenizer, tmp_path):
+    from sra_viz.alignment import align_spans
+
+    al = align_spans(TEXT, teacher_tokenizer, student_tokenizer)
+    frame = al.to_frame()
+    back = pd.read_csv(io.StringIO(export.frame_to_csv(al)), keep_default_na=False)
+    assert back["text"].tolist() == frame["text"].tolist()  # newlines, tabs, NBSP survive quoting
+    assert back["teacher_start"].tolist() == frame["teacher_start"].tolist()
+    pq = pd.read_parquet(export.frame_to_parquet(al, tmp_path / "spans.parquet"))
+    assert pq["text"].tolist() == frame["text"].tolist()
+    assert [list(v) for v in pq["student_tokens"]] == [list(v) for v in frame["student_tokens"]]
+    assert export.frame_to_csv_bytes(frame).decode("utf-8") == export.frame_to_csv(frame)
