@@ -127,7 +127,7 @@ def _looks_like_path(spec: str) -> bool:
     return spec.startswith((".", "/", "~")) or spec.endswith(".gguf")
 
 
-def _resolve(spec: str | os.PathLike) -> _Source:
+def _resolve(spec: str | os.PathLike, tokenizer_only: bool = False) -> _Source:
     spec = str(spec).strip()
     if not spec:
         raise SraVizError("model spec is empty: give a default name, a folder, a .gguf file or a Hugging Face id")
@@ -140,7 +140,8 @@ def _resolve(spec: str | os.PathLike) -> _Source:
                 raise SraVizError(f"{spec!r} is a file but not a .gguf file; give a model folder or a .gguf file")
             _check_gguf_header(path)
             return _Source("gguf", str(path.parent), path.name)
-        if not (path / "config.json").is_file():
+        has_tokenizer = (path / "tokenizer.json").is_file() or (path / "tokenizer_config.json").is_file()
+        if not (path / "config.json").is_file() and not (tokenizer_only and has_tokenizer):
             raise SraVizError(
                 f"folder {spec!r} holds no config.json, so it is not a transformers model folder; "
                 "save one with model.save_pretrained(folder) and tokenizer.save_pretrained(folder)"
@@ -214,7 +215,7 @@ def load_tokenizer(spec: str | os.PathLike, trust_remote_code: bool = False):
         >>> tok("Hello").input_ids  # doctest: +SKIP
         [19556]
     """
-    return _load_tokenizer_cached(_resolve(spec), trust_remote_code)
+    return _load_tokenizer_cached(_resolve(spec, tokenizer_only=True), trust_remote_code)
 
 
 def load_model(
