@@ -39,6 +39,12 @@ def _read_text(args: argparse.Namespace) -> str:
     return args.text
 
 
+def _require_text(text: str) -> str:
+    if not text.strip():
+        raise SraVizError(f"text is empty or only whitespace ({len(text)} characters): give some text to analyse")
+    return text
+
+
 def _cmd_models(args: argparse.Namespace) -> int:
     if args.models_cmd == "fetch":
         from .fetch import fetch_all
@@ -46,9 +52,9 @@ def _cmd_models(args: argparse.Namespace) -> int:
         for name, folder in fetch_all(include_test_tokenizers=not args.no_test_tokenizers).items():
             print(f"{name}\t{folder}")
         return 0
-    from .models import load_pair
-
     import pandas as pd
+
+    from .models import load_pair
 
     pair = load_pair(args.teacher, args.student, device=args.device)
     frame = pd.DataFrame(
@@ -62,7 +68,7 @@ def _cmd_align(args: argparse.Namespace) -> int:
     from .alignment import align_spans
     from .models import load_tokenizer
 
-    text = _read_text(args)
+    text = _require_text(_read_text(args))
     alignment = align_spans(
         text, load_tokenizer(args.teacher), load_tokenizer(args.student),
         granularity="word" if args.word else "token",
@@ -85,11 +91,15 @@ def _cmd_features(args: argparse.Namespace) -> int:
     from .features import analyze_text
     from .models import load_pair
 
-    text = _read_text(args)
+    text = _require_text(_read_text(args))
     pair = load_pair(args.teacher, args.student, device=args.device)
-    feats = analyze_text(text, pair, mass_mode=args.mass_mode)
+    feats = analyze_text(
+        text, pair, mass_mode=args.mass_mode, layers=args.layer, max_tokens=args.max_tokens, windowed=args.windowed
+    )
+    if feats.truncated:
+        print(f"note: {feats.message}", file=sys.stderr)
     frame = feats.to_frame().sort_values("saliency", ascending=False).head(args.top)
-    print(frame.to_string())
+    print(frame.assign(text=frame["text"].map(repr)).to_string())
     return 0
 
 
@@ -117,7 +127,10 @@ def build_parser() -> argparse.ArgumentParser:
         else:
             p.add_argument("--device", default=None)
             p.add_argument("--mass-mode", default="last_token", choices=["last_token", "received", "uniform"])
-            p.add_argument("--top", type=int, default=15)
+            p.add_argument("--top", type=int, default=15, help="how many spans to print")
+            p.add_argument("--layer", type=int, default=-1, help="block whose CoMs and attention are used")
+            p.add_argument("--max-tokens", type=int, default=512, help="longest sequence fed to a model")
+            p.add_argument("--windowed", action="store_true", help="cover long texts with windows, not truncation")
 
     try:
         from .distill_cli import add_distill_parser
