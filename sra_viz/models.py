@@ -168,6 +168,21 @@ def _hub_error(spec: str, exc: Exception) -> SraVizError:
     )
 
 
+def _hub_reachable(timeout: float = 3.0) -> bool:
+    """One quick TCP connect to the hub: offline, transformers would otherwise retry for about a minute."""
+    import socket
+    from urllib.parse import urlparse
+
+    from huggingface_hub import constants
+
+    url = urlparse(constants.ENDPOINT)
+    try:
+        socket.create_connection((url.hostname, url.port or 443), timeout=timeout).close()
+    except OSError:
+        return False
+    return True
+
+
 def _from_pretrained(cls, src: _Source, **kwargs):
     if src.gguf_file:
         kwargs["gguf_file"] = src.gguf_file
@@ -176,7 +191,7 @@ def _from_pretrained(cls, src: _Source, **kwargs):
     try:
         return cls.from_pretrained(src.location, local_files_only=True, **kwargs)
     except OSError as local_exc:
-        if os.environ.get("HF_HUB_OFFLINE") == "1":
+        if os.environ.get("HF_HUB_OFFLINE") == "1" or not _hub_reachable():
             raise _hub_error(src.location, local_exc) from local_exc
         try:
             return cls.from_pretrained(src.location, **kwargs)

@@ -162,3 +162,9 @@ def test_unknown_dtype_and_device():
     if not torch.cuda.is_available():
         with pytest.raises(SraVizError, match="CUDA is not available"):
             load_model("smollm2-135m", device="cuda")
+
+
+def test_unknown_hub_id_without_network_fails_fast_and_clearly(monkeypatch):
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    with pytest.raises(SraVizError, match="could not load Hugging Face model 'someorg/somemodel'"):
+        load_model("someorg/somemodel", device="cpu")
