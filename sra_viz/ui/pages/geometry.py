@@ -1,0 +1,166 @@
+"""Geometry page: span centers of mass of many texts, teacher vs student, as pictures and numbers."""
+
+from __future__ import annotations
+
+import numpy as np
+import streamlit as st
+
+from sra_viz import export, figures, geometry
+from sra_viz.alignment import align_spans
+from sra_viz.data import Example, load_bundled_corpus, load_examples
+from sra_viz.errors import SraVizError
+from sra_viz.features import MASS_MODES, extract_corpus
+from sra_viz.samples import PROBE_TEXTS
+from sra_viz.ui import state
+
+SOURCES = ["Bundled corpus", "Pasted texts", "Uploaded file"]
+UPLOAD_MB = 20  # matches server.maxUploadSize in .streamlit/config.toml
+MAX_TEXTS = 64  # a 2-core CPU runs both models on ~16 texts in about half a minute
+
+
+def chosen_examples(source: str, n: int) -> list[Example]:
+    """The first ``n`` examples of the chosen source (pasted texts: one per blank-line-separated block)."""
+    if source == "Bundled corpus":
+        return load_bundled_corpus()[:n]
+    if source == "Pasted texts":
+        raw = st.session_state.get("geometry_pasted") or ""
+        blocks = [b for b in raw.split("\n\n") if b.strip()]
+        if not blocks:
+            raise SraVizError("no pasted text: paste at least one text (separate texts with a blank line)")
+        return [Example("", state.check_text(b)) for b in blocks[:n]]
+    upload = st.session_state.get("geometry_upload")
+    if upload is None:
+        raise SraVizError("no file uploaded: upload a JSONL, JSON, CSV or TSV file of examples")
+    return load_examples(upload, max_bytes=UPLOAD_MB * 1_000_000)[:n]
+
+
+def compute(examples: list[Example], mode: str, responses_only: bool) -> dict:
+    """Span CoMs of every example at each model's last layer, plus the metrics that compare them."""
+    pair = state.get_pair()
+    items = [
+        align_spans(ex.text, pair.teacher.tokenizer, pair.student.tokenizer, prompt_end=ex.prompt_end)
+        if responses_only and ex.prompt_end
+        else ex.text
+        for ex in examples
+    ]
+    bar = st.progress(0.0, text=f"Running both models on {len(items)} texts…")
+
+    def advance(done: int, total: int) -> None:
+        bar.progress(done / total, text=f"{done}/{total} texts")
+
+    corpus = extract_corpus(items, pair, batch_size=4, mass_mode=mode, progress=advance)
+    bar.empty()
+    teacher, student = corpus.teacher_centers[-1], corpus.student_centers[-1]  # (N, D_T), (N, D_S)
+    if len(teacher) < 3:
+        raise SraVizError(f"only {len(teacher)} spans in all: give longer or more texts (at least 3 spans)")
+    mapped = student @ geometry.fit_linear_map(student, teacher)  # (N, D_T): student in teacher space
+    return dict(
+        corpus=corpus,
+        mapped=mapped,
+        metrics={
+            "spans": len(teacher),
+            "linear CKA": geometry.linear_cka(teacher, student),
+            "Gram distance": geometry.gram_distance(teacher, student),
+            "cosine (fitted map)": geometry.mean_matched_cosine(mapped, teacher),
+            "retrieval@1 (fitted map)": geometry.retrieval_accuracy(mapped, teacher),
+        },
+        pca=geometry.project_snapshots(teacher, [mapped], method="pca"),
+    )
+
+
+def scatter(result: dict, projection, color: str):
+    frame = result["corpus"].frame
+    color_by = frame["text_id"].to_numpy() if color == "text" else frame["saliency"].to_numpy()
+    title = f"Span CoMs ({projection.method.upper()}): teacher vs student mapped into teacher space"
+    return figures.com_scatter(
+        projection.teacher[0], projection.student[0], frame["text"].tolist(), color_by=color_by,
+        color_title="text" if color == "text" else "saliency ŵ", categorical=color == "text", title=title,
+    )  # fmt: skip
+
+
+st.title("Geometry")
+st.markdown(
+    "SRA aligns the **shape** of the span space, not just single spans. Here both models read many texts; "
+    "every span gets a teacher and a student center of mass (last layer), and the two clouds are compared."
+)
+state.keep("geometry_source", SOURCES[0], SOURCES)
+source = st.radio("Texts", SOURCES, horizontal=True, key="geometry_source")
+if source == "Pasted texts":
+    state.keep("geometry_pasted", "\n\n".join(PROBE_TEXTS[:6]))
+    st.text_area("Texts (blank line between texts)", key="geometry_pasted", height=160)
+elif source == "Uploaded file":
+    st.file_uploader(
+        f"Examples file (JSONL, JSON, CSV or TSV; up to {UPLOAD_MB} MB)", type=["jsonl", "json", "csv", "tsv"],
+        key="geometry_upload", max_upload_size=UPLOAD_MB,
+        help="Columns instruction/response (Dolly), prompt/response, or text.",
+    )  # fmt: skip
+left, mid, right = st.columns(3)
+state.keep("geometry_n", 12)
+n_texts = left.slider("Number of texts (first N)", 2, MAX_TEXTS, key="geometry_n")
+state.keep("geometry_mode", MASS_MODES[0], MASS_MODES)
+mode = mid.selectbox("Mass mode", list(MASS_MODES), key="geometry_mode")
+state.keep("geometry_responses", True)
+responses_only = right.toggle(
+    "Responses only", key="geometry_responses",
+    help="Align only the response of prompt/response examples, as distillation does.",
+)  # fmt: skip
+
+store = state.results("geometry")
+if st.button("Compute span centers", type="primary", icon=":material/play_arrow:", key="geometry_run"):
+    with state.reported("geometry"):
+        examples = chosen_examples(source, n_texts)
+        computed = compute(examples, mode, responses_only)
+        store.clear()
+        store.update(result=computed, source=f"{source} · {len(examples)} texts · {mode}")
+
+result = store.get("result")
+if result is None:
+    st.info("Pick the texts and press **Compute span centers** (about 2 s per text on a CPU).")
+    st.stop()
+
+st.caption(f"Showing: {store['source']}")
+for message in result["corpus"].messages.values():
+    st.warning(message)
+cols = st.columns(len(result["metrics"]))
+for col, (name, value) in zip(cols, result["metrics"].items(), strict=True):
+    col.metric(name, value if name == "spans" else f"{value:.3f}")
+st.info(
+    "The student's centers have a different dimension than the teacher's. CKA and the Gram distance compare "
+    "them as they are. For cosine, retrieval and the scatter, the student is mapped into the teacher's space "
+    "by a **least-squares linear map fitted on this same set** (a stand-in for SRA's trained projector): it "
+    "flatters the student.",
+    icon=":material/info:",
+)
+
+state.keep("geometry_color", "text")
+color = st.radio("Colour by", ["text", "saliency"], horizontal=True, key="geometry_color")
+st.plotly_chart(scatter(result, result["pca"], color), key="geometry_pca")
+if "umap" not in store:
+    st.caption("UMAP keeps local neighbourhoods better than PCA but takes longer: it is computed on request.")
+    if st.button("Compute UMAP", icon=":material/bubble_chart:", key="geometry_umap"):
+        with (
+            state.reported("UMAP"),
+            st.spinner("Fitting UMAP (the first fit compiles numba kernels: up to a minute)…"),
+        ):
+            teacher = result["corpus"].teacher_centers[-1]
+            store["umap"] = geometry.project_snapshots(teacher, [result["mapped"]], method="umap")
+if "umap" in store:
+    st.plotly_chart(scatter(result, store["umap"], color), key="geometry_umap_chart")
+
+st.subheader("Gram matrices of one text")
+frame = result["corpus"].frame
+text_ids = sorted(frame["text_id"].unique().tolist())
+state.keep("geometry_text", text_ids[0], text_ids)
+chosen = st.selectbox("Text", text_ids, key="geometry_text")
+rows = np.flatnonzero(frame["text_id"].to_numpy() == chosen)
+st.plotly_chart(
+    figures.gram_matrices(
+        result["corpus"].teacher_centers[-1][rows], result["corpus"].student_centers[-1][rows],
+        frame["text"].iloc[rows].tolist(), weights=frame["saliency"].to_numpy()[rows],
+    ),
+    key="geometry_gram",
+)  # fmt: skip
+st.download_button(
+    "Span table (CSV)", export.frame_to_csv_bytes(frame), file_name="span_centers.csv", mime="text/csv",
+    key="geometry_csv", on_click="ignore", icon=":material/table:",
+)  # fmt: skip

@@ -1,0 +1,205 @@
+"""Shared models and per-session state for the Streamlit pages.
+
+Models are loaded once per process with ``st.cache_resource`` and shared by every browser session,
+so nothing here may mutate them: pages only run forward passes, and the distillation engine trains
+its own deep copy of the student. Everything a page computes is kept in ``st.session_state`` so a
+rerun (a widget change, a page switch) never loses it.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import streamlit as st
+
+from sra_viz.errors import SraVizError
+from sra_viz.fetch import DEFAULT_STUDENT, DEFAULT_TEACHER
+from sra_viz.models import LoadedModel, ModelPair, load_model, load_tokenizer
+from sra_viz.samples import SAMPLES
+
+TEACHER_KEY = "teacher_spec"
+STUDENT_KEY = "student_spec"
+MAX_TEXT_CHARS = 4000  # a page of text: enough to read, small enough for a 2-core forward pass
+
+# Specs whose model sits in the resource cache, so pages can say what is loaded and the tokenizer
+# of a loaded model is reused instead of loading it twice.
+_loaded: set[str] = set()
+_loaded_lock = threading.Lock()
+
+
+@st.cache_resource(show_spinner=False)  # no eviction: "Release memory" frees a model
+def _cached_model(spec: str) -> LoadedModel:
+    model = load_model(spec)
+    with _loaded_lock:
+        _loaded.add(spec)
+    return model
+
+
+def get_model(spec: str) -> LoadedModel:
+    """The model of ``spec``, loaded once per process and shared by all sessions (read-only).
+
+    Example:
+        >>> get_model("smollm2-135m").info.layers  # doctest: +SKIP
+        30
+    """
+    spec = str(spec).strip()
+    if not spec:
+        raise SraVizError(
+            "model spec is empty: give a default name, a folder, a .gguf file or a Hugging Face id"
+        )
+    return _cached_model(spec)
+
+
+def release_model(spec: str) -> bool:
+    """Drop ``spec`` from the shared cache (its memory is freed once no session holds it).
+
+    Example:
+        >>> release_model("smollm2-135m")  # doctest: +SKIP
+        True
+    """
+    with _loaded_lock:
+        was_loaded = spec in _loaded
+        _loaded.discard(spec)
+    _cached_model.clear(spec)
+    return was_loaded
+
+
+def loaded_specs() -> list[str]:
+    """Specs whose model is in the shared cache now."""
+    with _loaded_lock:
+        return sorted(_loaded)
+
+
+def selected_specs() -> tuple[str, str]:
+    """(teacher spec, student spec) chosen in this session; the default pair until changed."""
+    st.session_state.setdefault(TEACHER_KEY, DEFAULT_TEACHER)
+    st.session_state.setdefault(STUDENT_KEY, DEFAULT_STUDENT)
+    return st.session_state[TEACHER_KEY], st.session_state[STUDENT_KEY]
+
+
+def get_pair() -> ModelPair:
+    """The selected teacher and student, loaded (with a spinner) and shared read-only.
+
+    Example:
+        >>> pair = get_pair()  # doctest: +SKIP
+    """
+    teacher, student = selected_specs()
+    with st.spinner(f"Loading teacher {teacher} and student {student} (about 10 s the first time)…"):
+        return ModelPair(teacher=get_model(teacher), student=get_model(student))
+
+
+def get_tokenizers() -> tuple[Any, Any]:
+    """(teacher tokenizer, student tokenizer) of the selected pair, without loading weights.
+
+    A model already in the cache lends its tokenizer; otherwise only the tokenizer is loaded.
+    """
+    specs = selected_specs()
+    with _loaded_lock:
+        loaded = set(_loaded)
+    with st.spinner("Loading tokenizers…"):
+        return tuple(get_model(s).tokenizer if s in loaded else load_tokenizer(s) for s in specs)
+
+
+def check_text(text: str | None, max_chars: int = MAX_TEXT_CHARS) -> str:
+    """``text`` when it is usable, else a ``SraVizError`` that says what to change.
+
+    Example:
+        >>> check_text("Hello")
+        'Hello'
+    """
+    if text is None or not text.strip():
+        raise SraVizError("text is empty: paste or pick a text with at least one non-space character")
+    if len(text) > max_chars:
+        raise SraVizError(f"text has {len(text):,} characters, over the limit of {max_chars:,}: shorten it")
+    return text
+
+
+KEPT = "_kept_widget_keys"
+
+
+def keep(key: str, default: Any, options: Any = None) -> Any:
+    """Seed a widget's value and keep it across page switches; call just before drawing ``key=key``.
+
+    Streamlit forgets the state of widgets that a run does not draw; :func:`carry_over` (called by
+    the router on every run) writes kept values back as session state so they survive other pages.
+    A kept value no longer in ``options`` is reset. Draw the widget without ``value=``/``index=``.
+
+    Example:
+        >>> keep("saliency_k", 15)  # doctest: +SKIP
+        15
+    """
+    value = st.session_state.get(key, default)
+    if options is not None and value not in list(options):
+        value = default
+    st.session_state[key] = value
+    st.session_state.setdefault(KEPT, set()).add(key)
+    return value
+
+
+def carry_over() -> None:
+    """Re-assert every kept widget value for this run (the router calls it before the page runs)."""
+    for key in st.session_state.get(KEPT, ()):
+        if key in st.session_state:
+            st.session_state[key] = st.session_state[key]
+
+
+def results(page: str) -> dict[str, Any]:
+    """This session's stored results of one page (a dict that survives reruns)."""
+    store = st.session_state.setdefault("_results", {})
+    return store.setdefault(page, {})
+
+
+@contextmanager
+def reported(what: str = "") -> Iterator[None]:
+    """Show any error raised inside as ``st.error`` (never a traceback).
+
+    Streamlit's own control flow (``st.rerun``, ``st.stop``) raises ``BaseException``s and passes.
+
+    Example:
+        >>> with reported("alignment"):  # doctest: +SKIP
+        ...     raise SraVizError("text is empty")
+    """
+    try:
+        yield
+    except SraVizError as exc:
+        st.error(str(exc), icon=":material/error:")
+    except Exception as exc:  # an unexpected failure still gets a readable message, not a traceback
+        prefix = f"{what} failed" if what else "failed"
+        st.error(f"{prefix}: {type(exc).__name__}: {exc}", icon=":material/error:")
+
+
+# ----------------------------------------------------------------------------- the shared text
+
+TEXT_KEY = "shared_text"
+SAMPLE_KEY = "shared_sample"
+
+
+def _use_sample() -> None:
+    name = st.session_state.get(SAMPLE_KEY)
+    if name in SAMPLES:
+        st.session_state[TEXT_KEY] = SAMPLES[name]
+
+
+def text_picker(label: str = "Text", height: int = 120) -> str:
+    """A sample chooser and the text area shared by every text page (one text per session).
+
+    Picking a sample copies it into the text area; whatever is typed there is the current text.
+    """
+    names = list(SAMPLES)
+    keep(TEXT_KEY, SAMPLES[names[0]])
+    st.selectbox(
+        "Start from a sample", names, index=None, key=SAMPLE_KEY, on_change=_use_sample,
+        placeholder="pick a sample text…",
+    )  # fmt: skip
+    return st.text_area(
+        label, key=TEXT_KEY, height=height,
+        help=f"Up to {MAX_TEXT_CHARS:,} characters. Press Ctrl+Enter (or click outside) to apply.",
+    )  # fmt: skip
+
+
+def current_text() -> str:
+    """The session's current text (the first sample until the user changes it)."""
+    return st.session_state.get(TEXT_KEY) or SAMPLES[next(iter(SAMPLES))]

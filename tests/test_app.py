@@ -1,0 +1,415 @@
+"""The Streamlit app driven headlessly with ``streamlit.testing.v1.AppTest``: every page, good and bad input.
+
+Run: ``.venv/bin/python -m pytest tests/test_app.py -q`` (``-m "not slow"`` skips the pages that load the
+real default models). Models are loaded once per process (``st.cache_resource``) and shared by tests.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from sra_viz.alignment import align_spans
+from sra_viz.samples import SAMPLES
+
+APP = Path(__file__).resolve().parents[1] / "app.py"
+PAGES = "sra_viz/ui/pages"
+TIMEOUT = 300  # seconds per script run: loading both models takes ~10 s alone on 2 busy cores
+
+
+def open_page(page: str | None = None, **session) -> AppTest:
+    """A fresh app session (its own session state), run once, then switched to ``page``."""
+    at = AppTest.from_file(str(APP), default_timeout=TIMEOUT)
+    for key, value in session.items():
+        at.session_state[key] = value
+    at.run()
+    if page is not None:
+        at.switch_page(f"{PAGES}/{page}.py").run()
+    return at
+
+
+def assert_clean(at: AppTest) -> None:
+    """No uncaught exception and no error box."""
+    assert not at.exception, [e.value for e in at.exception]
+    assert not at.error, [e.value for e in at.error]
+
+
+def metrics(at: AppTest) -> dict[str, str]:
+    return {m.label: m.value for m in at.metric}
+
+
+def charts(at: AppTest) -> list[dict]:
+    """The plotly figures on the page, as their JSON specs."""
+    return [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
+
+
+# ----------------------------------------------------------------------------- router and Models page
+
+
+def test_router_opens_on_models_with_default_pair():
+    at = open_page()
+    assert_clean(at)
+    assert [t.value for t in at.title] == ["Models"]
+    assert at.selectbox(key="models_teacher_default").value == "gemma3-270m"
+    assert at.selectbox(key="models_student_default").value == "smollm2-135m"
+    assert at.radio(key="models_teacher_source").value == "Default"
+
+
+def test_every_page_is_registered():
+    at = open_page()
+    for page in ("models", "alignment", "saliency", "geometry", "distill", "learn"):
+        at.switch_page(f"{PAGES}/{page}.py")  # raises ValueError for a page st.navigation does not know
+
+
+def test_models_page_reports_a_missing_folder():
+    at = open_page()
+    at.radio(key="models_teacher_source").set_value("Local folder").run()
+    at.text_input(key="models_teacher_Local folder").set_value("/no/such/model/folder").run()
+    at.button(key="models_load").click().run()
+    assert not at.exception
+    assert len(at.error) == 1
+    assert "no such file or folder" in at.error[0].value and "/no/such/model/folder" in at.error[0].value
+    assert at.session_state["teacher_spec"] == "gemma3-270m"  # a failed load leaves the pair as it was
+
+
+def test_models_page_reports_a_file_that_is_not_gguf(tmp_path):
+    fake = tmp_path / "weights.gguf"
+    fake.write_bytes(b"PK\x03\x04 not a gguf file")
+    at = open_page()
+    at.radio(key="models_student_source").set_value("GGUF file").run()
+    at.text_input(key="models_student_GGUF file").set_value(str(fake)).run()
+    at.button(key="models_load").click().run()
+    assert not at.exception
+    assert "is not a GGUF file" in at.error[0].value
+
+
+def test_models_page_refuses_an_empty_spec():
+    at = open_page()
+    at.radio(key="models_teacher_source").set_value("Hugging Face id").run()
+    at.button(key="models_load").click().run()
+    assert not at.exception
+    assert "empty" in at.error[0].value
+
+
+@pytest.mark.slow
+def test_models_page_loads_compares_and_releases():
+    at = open_page()
+    at.button(key="models_load").click().run()
+    assert_clean(at)
+    facts = at.dataframe[0].value
+    assert list(facts.columns) == ["teacher: gemma3-270m", "student: smollm2-135m"]
+    assert facts.loc["layers"].tolist() == ["18", "30"]
+    assert facts.loc["hidden size"].tolist() == ["640", "576"]
+    assert facts.loc["attention heads"].tolist() == ["4", "9"]
+    assert facts.loc["adds BOS"].tolist() == ["True", "False"]
+    assert facts.loc["padding side"].tolist() == ["left", "right"]
+    assert facts.loc["attention"].tolist() == ["eager", "eager"]
+    at.button(key="models_release").click().run()
+    assert_clean(at)
+    assert "Released" in at.success[0].value
+    assert len(at.dataframe) == 0  # facts are only shown for a pair in memory
+    at.button(key="models_load").click().run()  # and it loads again
+    assert len(at.dataframe) == 1
+
+
+# ----------------------------------------------------------------------------- Alignment page
+
+
+def test_alignment_page_shows_the_library_statistics(teacher_tokenizer, student_tokenizer):
+    at = open_page("alignment")
+    assert_clean(at)
+    text = at.text_area(key="shared_text").value
+    expected = align_spans(text, teacher_tokenizer, student_tokenizer).stats()
+    shown = metrics(at)
+    assert shown["spans"] == str(expected["spans"])
+    assert shown["teacher tokens"] == str(expected["teacher_tokens"])
+    assert shown["student tokens"] == str(expected["student_tokens"])
+    assert shown["one-to-one spans"] == f"{expected['one_to_one_share']:.1%}"
+    assert len(at.dataframe[0].value) == expected["spans"]
+    (diagram,) = charts(at)
+    assert diagram["layout"]["title"]["text"] == "Span alignment"
+    assert {b.label for b in at.get("download_button")} == {"Span table (CSV)", "Diagram (offline HTML)"}
+
+
+def test_alignment_page_sample_and_word_level(teacher_tokenizer, student_tokenizer):
+    at = open_page("alignment")
+    at.selectbox(key="shared_sample").set_value("CJK").run()
+    assert at.text_area(key="shared_text").value == SAMPLES["CJK"]
+    fine = int(metrics(at)["spans"])
+    assert fine == len(align_spans(SAMPLES["CJK"], teacher_tokenizer, student_tokenizer))
+    at.toggle(key="align_word").set_value(True).run()
+    assert_clean(at)
+    coarse = int(metrics(at)["spans"])
+    assert coarse == len(
+        align_spans(SAMPLES["CJK"], teacher_tokenizer, student_tokenizer, granularity="word")
+    )
+    assert coarse <= fine
+
+
+def test_alignment_page_bad_text_is_an_error_not_a_traceback():
+    at = open_page("alignment")
+    at.text_area(key="shared_text").set_value("   \n ").run()
+    assert not at.exception
+    assert "text is empty" in at.error[0].value
+    assert not at.get("plotly_chart")
+    at.text_area(key="shared_text").set_value("word " * 2000).run()
+    assert not at.exception
+    assert "over the limit" in at.error[0].value and "10,000 characters" in at.error[0].value
+
+
+def test_text_survives_a_page_switch():
+    at = open_page("alignment")
+    at.text_area(key="shared_text").set_value("Kept across pages: 東京.").run()
+    at.switch_page(f"{PAGES}/models.py").run()
+    at.switch_page(f"{PAGES}/alignment.py").run()
+    assert at.text_area(key="shared_text").value == "Kept across pages: 東京."
+    assert_clean(at)
+
+
+def test_two_sessions_keep_their_own_text_and_results():
+    first, second = open_page("alignment"), open_page("alignment")
+    first.text_area(key="shared_text").set_value("One short text.").run()
+    second.text_area(key="shared_text").set_value("Another, quite different and longer text for two.").run()
+    first.run()
+    assert first.text_area(key="shared_text").value == "One short text."
+    assert metrics(first)["spans"] != metrics(second)["spans"]
+    assert_clean(first)
+    assert_clean(second)
+
+
+# ----------------------------------------------------------------------------- Saliency page
+
+
+@pytest.mark.slow
+def test_saliency_page_draws_both_models():
+    at = open_page("saliency")
+    assert_clean(at)
+    figs = charts(at)
+    assert len(figs) == 3  # coloured text, attention heatmap, top spans
+    table = at.dataframe[0].value
+    assert np.isclose(table["saliency"].sum(), 1.0, atol=1e-4)
+    assert (np.diff(table["saliency"].to_numpy()) <= 1e-12).all()  # sorted by saliency
+    # one head of the student and uniform mass: recomputed, still a valid distribution
+    at.selectbox(key="saliency_student_head").set_value(0).run()
+    at.segmented_control(key="saliency_mode").set_value("uniform").run()
+    assert_clean(at)
+    uniform = at.dataframe[0].value
+    assert np.isclose(uniform["saliency"].sum(), 1.0, atol=1e-4)
+    assert not np.allclose(np.sort(uniform["teacher_mass"]), np.sort(table["teacher_mass"]))
+    at.radio(key="saliency_side").set_value("student").run()
+    assert_clean(at)
+    heat = charts(at)[1]
+    assert heat["layout"]["title"]["text"].startswith("student attention")
+
+
+# ----------------------------------------------------------------------------- Geometry page
+
+
+@pytest.mark.slow
+def test_geometry_page_on_the_bundled_corpus():
+    at = open_page("geometry")
+    assert_clean(at)
+    assert any("Compute span centers" in i.value for i in at.info)
+    at.slider(key="geometry_n").set_value(3).run()
+    at.button(key="geometry_run").click().run()
+    assert_clean(at)
+    shown = metrics(at)
+    assert int(shown["spans"]) >= 3
+    assert 0.0 <= float(shown["linear CKA"]) <= 1.0
+    assert -1.0 <= float(shown["cosine (fitted map)"]) <= 1.0
+    assert 0.0 <= float(shown["retrieval@1 (fitted map)"]) <= 1.0
+    assert any("least-squares linear map fitted on this same set" in i.value for i in at.info)
+    figs = charts(at)
+    assert len(figs) == 2  # PCA scatter and one text's Gram matrices (UMAP only on request)
+    assert "PCA" in figs[0]["layout"]["title"]["text"]
+    # a rerun keeps the result
+    at.radio(key="geometry_color").set_value("saliency").run()
+    assert metrics(at) == shown
+
+
+@pytest.mark.slow
+def test_geometry_page_upload_good_and_bad(tmp_path):
+    at = open_page("geometry")
+    at.radio(key="geometry_source").set_value("Uploaded file").run()
+    at.button(key="geometry_run").click().run()
+    assert "no file uploaded" in at.error[0].value
+    at.file_uploader(key="geometry_upload").set_value(
+        ("broken.jsonl", b'{"prompt": "x"\n{{{', "application/json")
+    )
+    at.run()
+    at.button(key="geometry_run").click().run()
+    assert not at.exception
+    assert len(at.error) == 1 and "broken.jsonl" in at.error[0].value
+    rows = [
+        {"prompt": "Name a colour.", "response": f"The sky is blue on day {i}, and grass is green."}
+        for i in range(3)
+    ]
+    good = "\n".join(json.dumps(r) for r in rows).encode()
+    at.file_uploader(key="geometry_upload").set_value(("good.jsonl", good, "application/json"))
+    at.run()
+    at.button(key="geometry_run").click().run()
+    assert_clean(at)
+    assert any("Uploaded file · 3 texts" in c.value for c in at.caption)
+    assert int(metrics(at)["spans"]) >= 3
+
+
+@pytest.mark.slow
+def test_geometry_page_umap_on_request():
+    at = open_page("geometry")
+    at.radio(key="geometry_source").set_value("Pasted texts").run()
+    at.slider(key="geometry_n").set_value(4).run()
+    at.button(key="geometry_run").click().run()
+    assert_clean(at)
+    assert len(charts(at)) == 2
+    at.button(key="geometry_umap").click().run()
+    assert_clean(at)
+    titles = [f["layout"]["title"]["text"] for f in charts(at)]
+    assert any("UMAP" in t for t in titles) and any("PCA" in t for t in titles)
+
+
+# ----------------------------------------------------------------------------- Distill page
+
+
+def _wait_until_done(at: AppTest, seconds: float = 900):
+    deadline = time.monotonic() + seconds
+    while True:
+        at.run()  # the fragment's redraw, as the browser's timer would trigger it
+        progress = at.session_state["distill_worker"].progress()
+        if not progress.active:
+            return progress
+        assert time.monotonic() < deadline, f"the run is still {progress.status} after {seconds} s"
+        time.sleep(2.0)
+
+
+def _small_run(at: AppTest, runs: Path, steps: int = 2) -> None:
+    at.text_input(key="distill_root").set_value(str(runs))
+    at.number_input(key="distill_steps").set_value(steps)
+    at.number_input(key="distill_batch").set_value(2)
+    at.number_input(key="distill_max_length").set_value(48)
+    at.number_input(key="distill_probe").set_value(4)
+    at.number_input(key="distill_probe_every").set_value(1)
+    at.slider(key="distill_k").set_value(2)
+    at.selectbox(key="distill_variant").set_value("truncated")
+
+
+@pytest.mark.slow
+def test_distill_page_runs_two_steps_with_a_truncated_student(tmp_path):
+    from sra_viz.ui.state import get_model
+
+    shared = get_model("smollm2-135m").model  # the process-wide cached student every session reads
+    before = {n: p.detach().clone() for n, p in shared.named_parameters() if ".layers.0." in n}
+    at = open_page("distill")
+    assert_clean(at)
+    assert [b.label for b in at.button][:3] == ["Start", "Stop", "Resume"]
+    _small_run(at, tmp_path)
+    at.button(key="distill_start").click().run()
+    assert_clean(at)
+    assert at.button(key="distill_start").disabled and not at.button(key="distill_stop").disabled
+    progress = _wait_until_done(at)
+    assert progress.status == "finished", progress.error
+    assert progress.steps_done == 2
+    assert_clean(at)
+    shown = metrics(at)
+    assert shown["Steps done"] == "2 / 2"
+    assert np.isfinite(float(shown["loss"])) and 0 <= float(shown["probe CKA"]) <= 1
+    assert any(m.value.startswith("**Run finished**") for m in at.markdown)
+    titles = [f["layout"]["title"]["text"] for f in charts(at)]
+    assert "Convergence" in titles and any("Span geometry over training" in t for t in titles)
+    # the run directory holds what the engine wrote; the past-runs table lists it
+    run_dir = Path(progress.run_dir)
+    assert run_dir.parent == tmp_path
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [0, 1, 2]
+    past = at.dataframe[-1].value
+    assert (
+        run_dir.name in list(past["run"])
+        and past.loc[past["run"] == run_dir.name, "state"].item() == "finished"
+    )
+    assert not at.button(key="distill_start").disabled
+    # the shared student was not trained: the engine trained its own copy
+    after = dict(shared.named_parameters())
+    assert all(np.array_equal(before[n].numpy(), after[n].detach().numpy()) for n in before)
+
+
+@pytest.mark.slow
+def test_distill_page_stop_and_resume(tmp_path):
+    at = open_page("distill")
+    _small_run(at, tmp_path, steps=3)
+    at.number_input(key="distill_probe_every").set_value(3)
+    at.button(key="distill_start").click().run()
+    deadline = time.monotonic() + 900
+    while at.session_state["distill_worker"].progress().steps_done < 1:
+        assert time.monotonic() < deadline
+        time.sleep(1.0)
+    at.button(key="distill_stop").click().run()
+    progress = _wait_until_done(at)
+    # the stop lands while step 2 runs: the run ends between steps, with a checkpoint
+    assert progress.status == "stopped", progress.error
+    assert 1 <= progress.steps_done < 3
+    assert any(f"Run stopped at step {progress.steps_done}" in w.value for w in at.warning)
+    assert (Path(progress.run_dir) / "checkpoint").is_dir()
+    assert not at.button(key="distill_resume").disabled
+    at.button(key="distill_resume").click().run()
+    progress = _wait_until_done(at)
+    assert progress.status == "finished" and progress.steps_done == 3
+    assert_clean(at)
+
+
+@pytest.mark.slow
+def test_distill_page_bad_configurations_are_errors(tmp_path):
+    at = open_page("distill")
+    _small_run(at, tmp_path)
+    for name in ("use_span", "use_geo", "use_kd", "use_ce"):
+        at.toggle(key=f"distill_{name}").set_value(False)
+    at.button(key="distill_start").click().run()
+    assert not at.exception
+    assert "every SRA loss term is switched off" in at.error[0].value
+    assert "distill_worker" not in at.session_state
+    at.toggle(key="distill_use_ce").set_value(True)
+    not_a_folder = tmp_path / "file.txt"
+    not_a_folder.write_text("x")
+    at.text_input(key="distill_root").set_value(str(not_a_folder))
+    at.button(key="distill_start").click().run()
+    assert not at.exception
+    assert "is a file" in at.error[0].value and "file.txt" in at.error[0].value
+    assert "distill_worker" not in at.session_state
+
+
+# ----------------------------------------------------------------------------- Learn page
+
+
+def test_learn_page_paper_step_needs_no_model():
+    at = open_page("learn", learn_step="What the paper reports")
+    assert_clean(at)
+    results, ablation, cost = (d.value for d in at.dataframe)
+    assert results.loc[results["student"] == "GPT2-120M", "SRA"].item() == 17.97
+    assert ablation.loc[ablation["average ROUGE-L"].idxmax()].iloc[0] == "full SRA"
+    assert ablation["average ROUGE-L"].min() == 14.85
+    assert cost.loc[cost["seconds per step"].idxmin(), "method"] == "SRA"
+    assert at.button(key="learn_next").disabled
+
+
+@pytest.mark.slow
+def test_learn_tour_every_step_on_the_live_models():
+    at = open_page("learn")
+    seen = []
+    while True:
+        assert_clean(at)
+        step = at.segmented_control(key="learn_step").value
+        seen.append(step)
+        if step != "What the paper reports":
+            assert charts(at) or at.dataframe, f"step {step!r} shows no figure or table"
+        if at.button(key="learn_next").disabled:
+            break
+        at.button(key="learn_next").click().run()
+    assert len(seen) == 7 and seen[0] == "Token alignment is brittle"
+    at.session_state["learn_step"] = "Geometric regularizer"
+    at.run()
+    shown = metrics(at)
+    assert 0.0 <= float(shown["linear CKA"]) <= 1.0
+    assert float(shown["Gram distance (saliency-weighted)"]) >= 0.0

@@ -1,0 +1,242 @@
+"""End to end in a real headless browser: `streamlit run app.py` driven by Playwright on Debian's Chromium.
+
+Run: ``bash scripts/install_browser.sh && .venv/bin/python -m pytest tests/test_browser.py -q``
+Screenshots go to ``tests/artifacts/`` (look at them: they are the point of this test).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-quic",
+]
+TEXT = "Distillation across tokenizers: Gemma reads 東京 and 🙂 differently from SmolLM2, yet spans align."
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _wait_healthy(url: str, proc: subprocess.Popen, log: Path, timeout: float = 90.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(
+                f"streamlit exited with {proc.returncode} before it was healthy:\n{log.read_text()[-3000:]}"
+            )
+        try:
+            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.5)
+    pytest.fail(f"streamlit was not healthy after {timeout:.0f} s:\n{log.read_text()[-3000:]}")
+
+
+@pytest.fixture(scope="module")
+def app_url():
+    """A `streamlit run app.py` subprocess on a free port; always terminated afterwards."""
+    if not CHROMIUM.exists():
+        pytest.skip(
+            "/usr/bin/chromium is missing: run `bash scripts/install_browser.sh` to install Debian's chromium"
+        )
+    pytest.importorskip("playwright.sync_api", reason="the playwright Python package is not installed")
+    ARTIFACTS.mkdir(exist_ok=True)
+    port = _free_port()
+    log = ARTIFACTS / "streamlit.log"
+    cmd = [
+        sys.executable,
+        "-m",
+        "streamlit",
+        "run",
+        "app.py",
+        "--server.port",
+        str(port),
+        "--server.headless",
+        "true",
+    ]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "TOKENIZERS_PARALLELISM": "false"}
+    with open(log, "w") as sink:
+        proc = subprocess.Popen(
+            cmd, cwd=ROOT, stdout=sink, stderr=subprocess.STDOUT, env=env, start_new_session=True
+        )
+    url = f"http://localhost:{port}"
+    try:
+        _wait_healthy(url, proc, log)
+        yield url
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=15)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        chromium = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
+        try:
+            yield chromium
+        finally:
+            chromium.close()
+
+
+@pytest.fixture
+def page(browser):
+    context = browser.new_context(viewport={"width": 1400, "height": 1600})
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.errors = errors
+    try:
+        yield page
+    finally:
+        context.close()
+
+
+def _no_exception(page) -> None:
+    """Streamlit draws an uncaught exception as an stException block: there must be none."""
+    shown = page.get_by_test_id("stException")
+    assert shown.count() == 0, shown.first.inner_text()
+
+
+def _steps_done(page) -> int:
+    """The number before the slash of the "Steps done" metric ("2 / 3" -> 2)."""
+    return int(_metric(page, "Steps done").split("/")[0])
+
+
+@contextmanager
+def _shot_on_failure(page, name: str):
+    """Save what the browser showed when a step failed, then let the failure through."""
+    try:
+        yield
+    except BaseException:
+        page.screenshot(path=str(ARTIFACTS / f"{name}_failure.png"), full_page=True)
+        raise
+
+
+def _metric(page, label: str) -> str:
+    """The value shown by the st.metric whose label is exactly ``label``."""
+    label_node = page.get_by_test_id("stMetricLabel").get_by_text(label, exact=True)
+    return (
+        page.get_by_test_id("stMetric")
+        .filter(has=label_node)
+        .first.get_by_test_id("stMetricValue")
+        .inner_text()
+        .strip()
+    )
+
+
+def _wait_for(condition, seconds: float) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {seconds:.0f} s")
+        time.sleep(0.5)
+
+
+def test_alignment_diagram_in_browser(app_url, page, teacher_tokenizer, student_tokenizer):
+    from sra_viz.alignment import align_spans
+
+    expected = align_spans(TEXT, teacher_tokenizer, student_tokenizer).stats()
+    page.goto(f"{app_url}/alignment", wait_until="networkidle")
+    with _shot_on_failure(page, "alignment"):
+        page.get_by_role("heading", name="Alignment").first.wait_for(timeout=60_000)
+        page.locator(".js-plotly-plot").first.wait_for(state="visible", timeout=120_000)  # the default sample
+        box = page.get_by_label("Text", exact=True)
+        box.fill(TEXT)
+        box.press("Control+Enter")  # commit the text area, as a user does with Ctrl+Enter or a click outside
+        # the statistics switch to the pasted text: the same numbers the library gives
+        _wait_for(lambda: _metric(page, "teacher tokens") == str(expected["teacher_tokens"]), 120)
+        _wait_for(lambda: _metric(page, "student tokens") == str(expected["student_tokens"]), 30)
+        assert _metric(page, "spans") == str(expected["spans"])
+        plot = page.locator(".js-plotly-plot").first
+        plot.wait_for(state="visible", timeout=60_000)
+        time.sleep(1.5)  # let plotly finish drawing before the screenshot
+        page.screenshot(path=str(ARTIFACTS / "alignment.png"), full_page=True)
+        _no_exception(page)
+        assert page.get_by_role("heading", name="Span table").count() == 1
+        assert page.get_by_test_id("stDownloadButton").count() == 2
+    assert not page.errors, page.errors
+
+
+def test_distillation_runs_and_stops_in_browser(app_url, page, tmp_path):
+    page.goto(f"{app_url}/distill", wait_until="networkidle")
+    with _shot_on_failure(page, "distill"):
+        _run_and_stop(page, tmp_path)
+    assert not page.errors, page.errors
+
+
+def _run_and_stop(page, runs_folder: Path) -> None:
+    page.get_by_role("heading", name="Distill").first.wait_for(timeout=120_000)
+    page.get_by_text("Run folder and seed").click()
+    folder = page.get_by_label("Runs folder", exact=True)
+    folder.fill(str(runs_folder))
+    folder.press("Enter")
+    # a small run so three steps fit a busy 2-core machine: 2 texts of at most 48 tokens, 4 probe texts
+    for label, value in (
+        ("Steps", "3"),
+        ("Batch size", "2"),
+        ("Max tokens per text", "48"),
+        ("Probe texts", "4"),
+    ):
+        box = page.get_by_label(label, exact=True)
+        box.fill(value)
+        box.press("Enter")
+        _wait_for(lambda box=box, value=value: box.input_value() == value, 10)
+    page.get_by_role("button", name="Start").click()
+    # the worker thread trains while the page keeps answering: the fragment redraws the metrics
+    page.get_by_text(re.compile(r"Run (preparing|running)")).first.wait_for(timeout=60_000)
+    assert _metric(page, "loss") == "–"
+    _wait_for(lambda: _steps_done(page) >= 1, 400)
+    loss = _metric(page, "loss")
+    assert float(loss) > 0, f"the first step's loss is shown as {loss!r}"
+    page.screenshot(path=str(ARTIFACTS / "distill_running.png"), full_page=True)
+    page.get_by_role("button", name="Stop").click()
+    page.get_by_text(re.compile(r"Run (stopped|finished)")).first.wait_for(timeout=300_000)
+    stopped_at = _steps_done(page)
+    # Stop lands while step 2 runs (a step takes seconds): the run ends between steps with its checkpoint
+    assert 1 <= stopped_at < 3, f"stopped at step {stopped_at}"
+    page.get_by_text(f"Run stopped at step {stopped_at}").first.wait_for(timeout=10_000)
+    resume = page.get_by_role("button", name="Resume", exact=False).first
+    _wait_for(resume.is_enabled, 30)  # the whole page reruns once the run has ended
+    page.screenshot(path=str(ARTIFACTS / "distill_stopped.png"), full_page=True)
+    resume.click()  # goes on from the checkpoint
+    page.get_by_text("Run finished").first.wait_for(timeout=400_000)
+    assert _steps_done(page) == 3
+    page.get_by_text("Convergence").first.wait_for(timeout=30_000)
+    page.locator(".js-plotly-plot").first.wait_for(state="visible", timeout=30_000)
+    time.sleep(1.5)
+    page.screenshot(path=str(ARTIFACTS / "distill_finished.png"), full_page=True)
+    _no_exception(page)
