@@ -1,0 +1,119 @@
+"""Median optimizer-step time of the distillation engine against the bare pipeline, same models, same batch.
+
+    (a) bare: teacher forward (no grad, no LM head) + student forward/backward with CE only + AdamW
+    (b) SRA:  the engine's SRA step (span + geometric + span logit KD + CE)
+    (c) ULD:  the engine's ULD step (full teacher logits at the response positions, sorted L1, + CE)
+
+Targets: SRA <= 1.10x bare and SRA <= ULD. Steps of the three are interleaved so that load drift on
+a shared machine hits them alike; the probe evaluation is not part of a step and is not timed.
+
+    python benchmarks/bench_distill.py                          # truncated student (6 blocks), 4 x 64
+    python benchmarks/bench_distill.py --variant last_k --k 2 --repeats 6
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+
+
+def _optimizer_step(session, terms) -> None:
+    import torch
+
+    from sra_viz.losses import total_loss
+
+    loss = total_loss(terms, session.config.alpha, session.config.lambda_geo)
+    session.optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(session.params, session.config.max_grad_norm)
+    session.optimizer.step()
+
+
+def bare_step(session, batch) -> None:
+    """Teacher forward + student forward/backward on CE: what any distillation step must pay."""
+    from sra_viz.distill.terms import ce_term, student_forward, teacher_forward
+
+    teacher_forward(session, batch, [session.teacher_last], None, centers_for=[])
+    _, logits = student_forward(session, batch, [session.student_last], [], None)
+    _optimizer_step(session, {"ce": ce_term(batch, logits)})
+
+
+def engine_step(session, batch) -> None:
+    _optimizer_step(session, session.loss_terms(batch))
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--variant", default="truncated", choices=["full", "last_k", "truncated"])
+    parser.add_argument("--k", type=int, default=6)
+    parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument("--max-length", type=int, default=64)
+    parser.add_argument(
+        "--repeats", type=int, default=8, help="timed steps per pipeline (after 2 warm-up steps)"
+    )
+    parser.add_argument("--device", default=None)
+    args = parser.parse_args(argv)
+
+    import torch
+
+    from sra_viz.distill import DistillConfig, DistillSession
+    from sra_viz.distill.batch import collate
+    from sra_viz.models import load_pair
+
+    torch.manual_seed(0)
+    pair = load_pair(device=args.device)
+    with tempfile.TemporaryDirectory() as tmp:
+        sessions = {}
+        for name, method in (("bare", "sra"), ("sra", "sra"), ("uld", "uld")):
+            cfg = DistillConfig(
+                method=method,
+                student_variant=args.variant,
+                student_k=args.k,
+                batch_size=args.batch_size,
+                max_length=args.max_length,
+                probe_size=2,
+                heldout_size=1,
+                out=f"{tmp}/{name}",
+            )
+            sessions[name] = DistillSession(cfg, pair=pair)
+        first = sessions["sra"]
+        items = [first._prepare(e) for e in first.train_examples[: args.batch_size]]
+        batch = collate(items, first.teacher_side, first.student_side)
+        tokens_t = sum(len(i.teacher_ids) for i in items)
+        tokens_s = sum(len(i.student_ids) for i in items)
+        print(
+            f"device {first.device}; student {args.variant} k={args.k} "
+            f"({first.student.trainable_params / 1e6:.1f} M trainable); batch {args.batch_size} texts, "
+            f"{tokens_t} teacher / {tokens_s} student tokens, {batch.n_spans} spans max; threads "
+            f"{torch.get_num_threads()}"
+        )
+        runners = {"bare": bare_step, "sra": engine_step, "uld": engine_step}
+        times: dict[str, list[float]] = {name: [] for name in runners}
+        for rep in range(args.repeats + 2):
+            for name, fn in runners.items():
+                if torch.cuda.is_available():
+                    torch.cuda.synchronize()
+                t0 = time.perf_counter()
+                fn(sessions[name], batch)
+                if torch.cuda.is_available():
+                    torch.cuda.synchronize()
+                if rep >= 2:
+                    times[name].append(time.perf_counter() - t0)
+    med = {name: statistics.median(ts) for name, ts in times.items()}
+    for name, value in med.items():
+        spread = f"{min(times[name]):.3f}-{max(times[name]):.3f}"
+        print(f"{name:5s} median step {value:.3f} s  (range {spread} s over {len(times[name])} steps)")
+    sra_vs_bare, sra_vs_uld = med["sra"] / med["bare"], med["sra"] / med["uld"]
+    print(
+        f"SRA / bare = {sra_vs_bare:.3f}x (target <= 1.10)   SRA / ULD = {sra_vs_uld:.3f}x (target <= 1.00)   "
+        f"ULD / bare = {med['uld'] / med['bare']:.3f}x"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,32 @@
+"""The distillation engine: SRA and token-level baselines (ULD, exact-token KD) in short observable runs.
+
+    config.py   DistillConfig (every option, one documented field each, JSON round-trip)
+    session.py  DistillSession: step() / run() / stop() / resume(), metrics, checkpoints
+    student.py  student variants (full, last_k, truncated), always a deep copy
+    batch.py    aligned, truncated, padded batches
+    compute.py  one side's forward, masses and span CoMs
+    probe.py    probe metrics, measured the same way for every method
+    runs.py     run directory I/O: list_runs, load_run
+    dist.py     data-parallel runs under torchrun / accelerate launch
+
+Example:
+    >>> from sra_viz.distill import DistillConfig, DistillSession
+    >>> cfg = DistillConfig(method="sra", steps=30, student_variant="truncated", student_k=6)
+    >>> DistillSession(cfg).run()  # doctest: +SKIP
+    'finished'
+"""
+
+from .config import DistillConfig
+from .runs import RunSnapshots, RunSummary, list_runs, load_run
+from .session import DistillSession, NonFiniteLossError, resume
+
+__all__ = [
+    "DistillConfig",
+    "DistillSession",
+    "NonFiniteLossError",
+    "RunSnapshots",
+    "RunSummary",
+    "list_runs",
+    "load_run",
+    "resume",
+]

@@ -1,0 +1,94 @@
+"""One side's forward pass over a batch, its token masses and span CoMs (training and probe share it).
+
+Reuses :func:`sra_viz.forward.forward_features` (hooks keep only the mapped layers and the mass
+layer's attention; the LM head is skipped) and :mod:`sra_viz.features` (token_mass, span_centers).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from ..features import span_centers, token_mass
+from ..forward import ForwardResult, forward_features
+from .batch import Batch
+
+
+@dataclass
+class SideView:
+    """A model as forward_features wants it: ``.model``, ``.tokenizer``, ``.name`` (a trainable copy fits)."""
+
+    model: Any
+    tokenizer: Any
+    name: str
+
+
+def autocast_for(device: torch.device | str, dtype: str):
+    """bfloat16 autocast on CUDA when asked; a no-op context otherwise (CPU runs stay float32)."""
+    if dtype == "bfloat16" and str(device).startswith("cuda"):
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+@dataclass
+class SideOutput:
+    """What a side contributes to the losses: hidden states of its layers, masses, CoMs."""
+
+    forward: ForwardResult
+    span_index: torch.Tensor  # (B, L) long, -1 = none, padded like the ids
+    pool_mass: torch.Tensor  # (B, L) mass used to pool CoMs (uniform when pooling is unweighted)
+    span_mass: torch.Tensor | None  # (B, N) attention span masses M_k (None without attention)
+    centers: dict[int, torch.Tensor]  # resolved layer -> (B, N, D)
+
+
+def run_side(
+    loaded: Any,
+    batch: Batch,
+    side: str,
+    layers: list[int],
+    mass_layer: int | None,
+    mass_mode: str,
+    weighted_pooling: bool,
+    grad: bool,
+    dtype: str = "float32",
+    centers_for: list[int] | None = None,
+) -> SideOutput:
+    """Forward ``batch`` through one side and pool the CoMs of ``centers_for`` (default: all ``layers``).
+
+    ``mass_layer`` None skips the attention (uniform masses, no span masses).
+    Example:
+        >>> out = run_side(pair.teacher, batch, "teacher", [17], 17, "last_token", True, grad=False)  # doctest: +SKIP
+    """
+    device = next(loaded.model.parameters()).device
+    with autocast_for(device, dtype):
+        fwd = forward_features(loaded, batch.ids(side), layers=layers, attention_layer=mass_layer, grad=grad)
+    span_index = (batch.teacher_span if side == "teacher" else batch.student_span).to(device)  # (B, L)
+    valid = span_index >= 0
+    span_mass = None
+    if mass_layer is not None and mass_mode != "uniform":
+        mass = token_mass(fwd.attention, fwd.attention_mask, mass_mode, valid_mask=valid)  # (B, L)
+        _, span_mass = span_centers(mass[..., None], mass, span_index, batch.n_spans)  # (B, N) only
+    else:
+        mass = token_mass(None, fwd.attention_mask, "uniform", valid_mask=valid)
+    pool = mass if weighted_pooling else token_mass(None, fwd.attention_mask, "uniform", valid_mask=valid)
+    centers = {}
+    for layer in centers_for if centers_for is not None else layers:
+        centers[layer], _ = span_centers(
+            fwd.hidden[layer].float(), pool, span_index, batch.n_spans
+        )  # (B, N, D)
+    fwd.attention = None  # (B, H, L, L) no longer needed: let it go early
+    return SideOutput(fwd, span_index, pool, span_mass, centers)
+
+
+def pooled_rows(
+    values: torch.Tensor, span_index: torch.Tensor, pool_mass: torch.Tensor, n_spans: int
+) -> torch.Tensor:
+    """Per-span mass-weighted mean of per-token rows, exactly as span_centers pools hidden states.
+
+    values (B, L, V) -> (B, N, V). Used to get the LM head of a CoM from the token logits: the head is
+    linear, so head(Σ w_t h_t) = Σ w_t head(h_t), and the token logits already exist for the CE term.
+    """
+    return span_centers(values, pool_mass, span_index, n_spans)[0]

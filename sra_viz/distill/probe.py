@@ -1,0 +1,227 @@
+"""Probe metrics: how far the student's span geometry is from the teacher's, measured the same way for
+every method.
+
+The probe is a fixed set of texts (chosen by seed, never trained on). Teacher CoMs are computed once;
+student CoMs at each evaluation, at the *last* mapped layer pair, pooled exactly as in training.
+
+**One measurement for all methods (our choice).** ULD and exact-token KD train no projector, and an
+SRA projector would favour SRA, so every method is measured through the same closed-form map: a
+ridge regression student -> teacher (no bias, like the projector) fitted on the probe CoMs of half of
+the probe texts and applied to the other half, and vice versa (2-fold cross-fit by text, so no span
+is projected by a map that saw it). From it: ``probe_cos`` (mean cosine of projected student CoMs vs
+teacher CoMs) and ``probe_retrieval`` (is the nearest teacher span of the same text to a projected
+student span its own counterpart? cosine after removing each side's mean, which all CoMs share).
+
+Projector-free: ``probe_cka`` (linear CKA over all probe spans), ``probe_gram_distance`` (the
+unweighted L_geo: mean over texts of the mean squared difference of the cosine Grams) and
+``probe_gram_distance_weighted`` (the same with the teacher's saliency pair weights π: what L_geo
+trains). SRA runs also log ``probe_cos_projector``, the cosine through their own trained projector
+(not comparable across methods). Held-out: the student's CE on held-out texts and its perplexity.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from .. import geometry
+from ..features import saliency_weights
+from ..losses import causal_lm_loss
+from .batch import PreparedExample, collate, label_positions
+from .compute import autocast_for, run_side
+
+
+@dataclass
+class ProbeTeacher:
+    """Teacher side of the probe, computed once: CoMs of the last pair, per-span facts."""
+
+    centers: np.ndarray  # (N, D_T) all probe spans, text after text
+    text_id: np.ndarray  # (N,) index of the probe text of each span
+    span_index: np.ndarray  # (N,) span index within its text
+    span_text: list[str]
+    saliency: np.ndarray  # (N,) teacher ŵ within each text
+
+
+def ridge_crossfit(X: np.ndarray, Y: np.ndarray, groups: np.ndarray, ridge: float = 0.1) -> np.ndarray:
+    """Out-of-fold ridge predictions of Y (N, D_Y) from X (N, D_X), folds = group parity (no bias).
+
+    ``W = (XᵀX + λI)⁻¹XᵀY`` with ``λ = ridge · tr(XᵀX)/D_X``; with one group the fit is in-sample.
+        >>> X = np.random.default_rng(0).normal(size=(40, 3)); Y = X @ np.ones((3, 2))
+        >>> bool(np.allclose(ridge_crossfit(X, Y, np.arange(40) % 4, ridge=1e-9), Y, atol=1e-4))
+        True
+    """
+    X, Y = np.asarray(X, np.float64), np.asarray(Y, np.float64)
+    fold = np.asarray(groups) % 2
+    out = np.zeros_like(Y)
+    for f in (0, 1):
+        test = fold == f
+        train = ~test if (~test).any() else test
+        if not test.any():
+            continue
+        Xt = X[train]
+        gram = Xt.T @ Xt  # (D_X, D_X)
+        lam = ridge * np.trace(gram) / max(X.shape[1], 1) + 1e-12
+        W = np.linalg.solve(gram + lam * np.eye(X.shape[1]), Xt.T @ Y[train])  # (D_X, D_Y)
+        out[test] = X[test] @ W
+    return out
+
+
+def _batches(items: list[PreparedExample], size: int):
+    for i in range(0, len(items), size):
+        yield i, items[i : i + size]
+
+
+def teacher_probe(session: Any) -> ProbeTeacher:
+    """Teacher CoMs and saliency of every probe span at the last mapped teacher layer (no grad)."""
+    cfg, t_layer = session.config, session.teacher_layers[-1]
+    centers, text_id, span_idx, texts, sal = [], [], [], [], []
+    for start, items in _batches(session.probe_items, cfg.batch_size):
+        batch = collate(items, session.teacher_side, session.student_side)
+        with torch.no_grad():
+            out = run_side(
+                session.teacher,
+                batch,
+                "teacher",
+                [t_layer],
+                session.teacher_mass_layer,
+                cfg.mass_mode,
+                cfg.weighted_pooling,
+                grad=False,
+                dtype=cfg.dtype,
+            )
+            valid = batch.span_valid.to(out.centers[t_layer].device)
+            w = (
+                saliency_weights(out.span_mass, valid, cfg.saliency_power)
+                if out.span_mass is not None
+                else valid.float() / valid.sum(-1, keepdim=True).clamp_min(1)
+            )
+        for b, item in enumerate(items):
+            n = item.n_spans
+            centers.append(out.centers[t_layer][b, :n].float().cpu().numpy())
+            sal.append(w[b, :n].float().cpu().numpy())
+            text_id += [start + b] * n
+            span_idx += list(range(n))
+            texts += item.span_texts
+    return ProbeTeacher(
+        np.concatenate(centers), np.asarray(text_id), np.asarray(span_idx), texts, np.concatenate(sal)
+    )
+
+
+def student_probe(session: Any) -> np.ndarray:
+    """Student CoMs (N, D_S) of every probe span at the last mapped student layer (no grad)."""
+    cfg, s_layer = session.config, session.student_layers[-1]
+    rows = []
+    for _, items in _batches(session.probe_items, cfg.batch_size):
+        batch = collate(items, session.teacher_side, session.student_side)
+        with torch.no_grad():
+            out = run_side(
+                session.student_view,
+                batch,
+                "student",
+                [s_layer],
+                session.student_mass_layer,
+                cfg.mass_mode,
+                cfg.weighted_pooling,
+                grad=False,
+                dtype=cfg.dtype,
+            )
+        for b, item in enumerate(items):
+            rows.append(out.centers[s_layer][b, : item.n_spans].float().cpu().numpy())
+    return np.concatenate(rows)
+
+
+def heldout_loss(session: Any) -> float:
+    """Mean CE of the student on the held-out texts' label tokens (NaN without held-out texts)."""
+    cfg = session.config
+    total, count = 0.0, 0
+    for _, items in _batches(session.heldout_items, cfg.batch_size):
+        batch = collate(items, session.teacher_side, session.student_side)
+        rows, pos, targets = label_positions(batch, "student")
+        if rows.numel() == 0:
+            continue
+        with torch.no_grad():
+            out = run_side(
+                session.student_view,
+                batch,
+                "student",
+                [session.student_last],
+                None,
+                "uniform",
+                False,
+                grad=False,
+                dtype=cfg.dtype,
+                centers_for=[],
+            )
+            hidden = out.forward.hidden[session.student_last][rows.to(session.device), pos.to(session.device)]
+            with autocast_for(session.device, cfg.dtype):
+                logits = session.student_logits(hidden)  # (M, V_S)
+            total += float(causal_lm_loss(logits, targets.to(session.device))) * rows.numel()
+            count += rows.numel()
+    return total / count if count else float("nan")
+
+
+def _gram_distance_by_text(S: np.ndarray, T: np.ndarray, text_id: np.ndarray, weights=None) -> float:
+    values = []
+    for t in np.unique(text_id):
+        rows = text_id == t
+        w = None if weights is None else weights[rows]
+        if rows.sum() >= 2 and (w is None or np.count_nonzero(w) >= 2):
+            values.append(geometry.gram_distance(S[rows], T[rows], weights=w))
+    values = [v for v in values if math.isfinite(v)]
+    return float(np.mean(values)) if values else float("nan")
+
+
+def _retrieval_by_text(projected: np.ndarray, T: np.ndarray, text_id: np.ndarray) -> float:
+    """Top-1 retrieval among the spans of the same text, after removing each side's probe mean.
+
+    Within a text every span is a distinct position (pooled over texts, the many "." spans of other
+    texts would count as misses), and the mean direction that all CoMs share would otherwise make one
+    teacher span the nearest neighbour of almost every projected student span.
+    """
+    P, Q = projected - projected.mean(0), T - T.mean(0)
+    scores = [geometry.retrieval_accuracy(P[text_id == t], Q[text_id == t]) for t in np.unique(text_id)]
+    return float(np.mean(scores)) if scores else float("nan")
+
+
+def evaluate_probe(session: Any) -> tuple[dict[str, float], dict[str, np.ndarray]]:
+    """Probe + held-out metrics, and the snapshot arrays of this step.
+
+    Example:
+        >>> metrics, snapshot = evaluate_probe(session)  # doctest: +SKIP
+    """
+    teacher = session.probe_teacher
+    S = student_probe(session)  # (N, D_S)
+    T = teacher.centers  # (N, D_T)
+    projected = ridge_crossfit(S, T, teacher.text_id, session.config.probe_ridge)  # (N, D_T)
+    metrics = {
+        "probe_cos": geometry.mean_matched_cosine(projected, T),
+        "probe_cka": geometry.linear_cka(S, T),
+        "probe_gram_distance": _gram_distance_by_text(S, T, teacher.text_id),
+        "probe_gram_distance_weighted": _gram_distance_by_text(S, T, teacher.text_id, teacher.saliency),
+        "probe_retrieval": _retrieval_by_text(projected, T, teacher.text_id),
+    }
+    snapshot = {"student_projected": projected.astype(np.float32)}
+    if session.projectors is not None:
+        with torch.no_grad():
+            own = session.projectors[-1](torch.from_numpy(S).to(session.device)).float().cpu().numpy()
+        metrics["probe_cos_projector"] = geometry.mean_matched_cosine(own, T)
+        snapshot["student_projector"] = own.astype(np.float32)
+    loss = heldout_loss(session)
+    metrics["heldout_loss"] = loss
+    metrics["heldout_ppl"] = math.exp(min(loss, 50.0)) if math.isfinite(loss) else float("nan")
+    return metrics, snapshot
+
+
+def teacher_snapshot(teacher: ProbeTeacher) -> dict[str, np.ndarray]:
+    """The arrays of ``snapshots/teacher.npz``."""
+    return {
+        "teacher": teacher.centers.astype(np.float32),
+        "text_id": teacher.text_id.astype(np.int64),
+        "span_index": teacher.span_index.astype(np.int64),
+        "span_text": np.asarray(teacher.span_text, dtype=str),
+        "saliency": teacher.saliency.astype(np.float32),
+    }

@@ -1,0 +1,445 @@
+"""``DistillSession``: short, observable distillation runs (SRA or a token-level baseline) on CPU or GPU.
+
+One ``step()`` = one optimizer step on one batch: the teacher's pass runs once under ``no_grad``
+(hidden states of the mapped layers and one layer's attention, no LM head), the student's pass keeps
+the graph, the loss terms of the method are combined by :func:`sra_viz.losses.total_loss`, then
+AdamW (warm-up + cosine; projectors with their own lr and no weight decay). Every ``log_every`` steps
+the probe metrics are measured (:mod:`sra_viz.distill.probe`). Everything is written to the run
+directory (:mod:`sra_viz.distill.runs`). ``stop()`` may be called from another thread; it is honoured
+between steps. A non-finite loss or gradient stops the run before the update is applied.
+
+Example:
+    >>> session = DistillSession(DistillConfig(student_variant="truncated", steps=30), pair=load_pair())  # doctest: +SKIP
+    >>> status = session.run(callback=print)  # doctest: +SKIP
+    >>> again = DistillSession.resume(session.run_dir.path)  # continues where it stopped  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..errors import SraVizError
+from ..forward import n_layers, resolve_layer
+from ..losses import SpanProjector, total_loss
+from . import checkpoint, dist, probe, terms
+from .batch import Batch, PreparedExample, collate, prepare_example
+from .compute import SideView
+from .config import DistillConfig
+from .runs import RunDir, atomic_write_text, read_config, read_metrics_rows
+from .student import make_student
+
+Progress = Callable[[str], None]
+
+
+class NonFiniteLossError(SraVizError):
+    """A loss term or the gradient became NaN/inf: the run stopped and the update was not applied."""
+
+
+def _softcap(logits: torch.Tensor, cap: float | None) -> torch.Tensor:
+    return logits if not cap else cap * torch.tanh(logits / cap)
+
+
+def _hidden_size(loaded: Any) -> int:
+    cfg = loaded.model.config
+    cfg = getattr(cfg, "text_config", None) or cfg
+    return int(getattr(cfg, "hidden_size", 0) or cfg.n_embd)
+
+
+def _lr_factor(step: int, warmup: int, total: int) -> float:
+    """Linear warm-up to 1, then cosine decay to 0 at ``total`` steps."""
+    if warmup and step < warmup:
+        return (step + 1) / (warmup + 1)
+    progress = (step - warmup) / max(1, total - warmup)
+    return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+
+class DistillSession:
+    """A distillation run that can be stepped, observed, stopped and resumed (see module docstring)."""
+
+    def __init__(
+        self,
+        config: DistillConfig,
+        pair: Any = None,
+        progress: Progress | None = None,
+        *,
+        _resuming: bool = False,
+    ):
+        self.config = cfg = config.validate()
+        self.progress = progress
+        self._stop = threading.Event()
+        self.status, self.error = "ready", ""
+        self.history: list[dict[str, Any]] = []
+        self.step_count, self.epoch, self.batch_in_epoch = 0, 0, 0
+        self._data_iter = None
+        self._prepared: dict[tuple[str, int], PreparedExample] = {}
+
+        from ..data import load_bundled_corpus, load_examples, split_examples
+        from ..models import load_pair, pick_device
+
+        examples = load_bundled_corpus() if cfg.data is None else load_examples(cfg.data)
+        self.train_examples, probe_examples, heldout_examples = split_examples(
+            examples, cfg.probe_size, cfg.heldout_size, cfg.seed
+        )
+        self.dist = dist.env_dist_info()
+        if pair is None:
+            device = dist.device_for(self.dist, pick_device(cfg.device))
+            self._say(f"loading teacher {cfg.teacher!r} and student {cfg.student!r} on {device}")
+            pair = load_pair(cfg.teacher, cfg.student, device=device)
+        self.pair, self.teacher = pair, pair.teacher
+        self.device = pair.teacher.device
+        self.dist = dist.init_distributed(str(self.device))
+        self._seed_everything(cfg.seed)
+
+        self.student = make_student(
+            pair.student.model, cfg.student_variant, cfg.student_k, cfg.freeze_embeddings
+        )
+        self.student.model.to(self.device)
+        self.student_view = SideView(
+            self.student.model, pair.student.tokenizer, f"{pair.student.name} (student copy)"
+        )
+        self.teacher_side = pair.teacher.tokenizer.padding_side or "right"
+        self.student_side = pair.student.tokenizer.padding_side or "right"
+        self._resolve_layers()
+        self._build_heads()
+        self.projectors = None
+        if cfg.method == "sra" and (cfg.use_span or "dynamics" in cfg.distill_terms()):
+            d_s, d_t = _hidden_size(self.student_view), _hidden_size(self.teacher)
+            self.projectors = torch.nn.ModuleList(
+                [SpanProjector(d_s, d_t, cfg.projector_init) for _ in cfg.layer_pairs]
+            ).to(self.device)
+        self._build_optimizer()
+        dist.broadcast_(
+            [p for p in self.projectors.parameters()] if self.projectors is not None else [], self.dist
+        )
+
+        self._say(f"aligning {len(probe_examples)} probe and {len(heldout_examples)} held-out texts")
+        self.probe_items = [self._prepare(e) for e in probe_examples]
+        self.heldout_items = [self._prepare(e) for e in heldout_examples]
+        if sum(it.n_spans for it in self.probe_items) < 2:
+            raise SraVizError(
+                "the probe texts hold fewer than 2 aligned spans; give longer texts or a larger probe_size"
+            )
+        self._probe_teacher: probe.ProbeTeacher | None = None
+        self.run_dir: RunDir | None = None
+        if not _resuming:
+            self._open_run_dir()
+
+    # ------------------------------------------------------------------ set-up
+
+    def _say(self, message: str) -> None:
+        if self.progress is not None and self.dist.is_main:
+            self.progress(message)
+
+    @staticmethod
+    def _seed_everything(seed: int) -> None:
+        random.seed(seed)
+        np.random.seed(seed % 2**32)
+        torch.manual_seed(seed)
+
+    def _resolve_layers(self) -> None:
+        cfg = self.config
+        self.teacher_layers = [resolve_layer(self.teacher, t) for t, _ in cfg.layer_pairs]
+        self.student_layers = [resolve_layer(self.student_view, s) for _, s in cfg.layer_pairs]
+        self.teacher_last = n_layers(self.teacher) - 1
+        self.student_last = n_layers(self.student_view) - 1
+        attention = cfg.mass_mode != "uniform"
+        self.teacher_mass_layer = (
+            self.teacher_layers[-1] if attention and (cfg.weighted_pooling or cfg.weighted_loss) else None
+        )
+        self.student_mass_layer = self.student_layers[-1] if attention and cfg.weighted_pooling else None
+
+    def _build_heads(self) -> None:
+        """LM heads: the teacher's rows of V∩ are copied once (its 262k-row head is never run whole for SRA)."""
+        cfg = self.config
+        t_cfg, s_cfg = self.teacher.model.config, self.student.model.config
+        self.teacher_softcap = getattr(
+            getattr(t_cfg, "text_config", None) or t_cfg, "final_logit_softcapping", None
+        )
+        self.student_softcap = getattr(
+            getattr(s_cfg, "text_config", None) or s_cfg, "final_logit_softcapping", None
+        )
+        self.shared = None
+        self.teacher_head_shared = None
+        needs_shared = (cfg.method == "sra" and cfg.use_kd) or cfg.method == "exact"
+        if needs_shared:
+            from ..vocab import shared_vocab
+
+            self.shared = shared_vocab(self.teacher.tokenizer, self.pair.student.tokenizer).to(self.device)
+            head = self.teacher.model.get_output_embeddings().weight  # (V_T, D_T)
+            self.teacher_head_shared = head.detach()[self.shared.teacher_ids].float()  # (V∩, D_T) a copy
+
+    def _build_optimizer(self) -> None:
+        cfg = self.config
+        groups = [{"params": self.student.parameters(), "lr": cfg.lr, "weight_decay": cfg.weight_decay}]
+        if self.projectors is not None:
+            groups.append(
+                {"params": list(self.projectors.parameters()), "lr": cfg.projector_lr, "weight_decay": 0.0}
+            )
+        self.params = [p for g in groups for p in g["params"]]
+        self.optimizer = torch.optim.AdamW(groups)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lambda step: _lr_factor(step, cfg.warmup_steps, cfg.steps)
+        )
+
+    def _open_run_dir(self) -> None:
+        cfg = self.config
+        if cfg.out is None:
+            from .. import paths
+
+            out = str(paths.runs_dir() / f"{cfg.method}-{time.strftime('%Y%m%d-%H%M%S')}")
+            if self.dist.active:  # every rank must agree on rank 0's folder name
+                box = [out]
+                torch.distributed.broadcast_object_list(box, src=0)
+                out = box[0]
+            cfg.out = out
+        if self.dist.is_main:
+            self.run_dir = RunDir(cfg.out).create(cfg)
+            self._say(f"run directory {cfg.out}")
+        dist.barrier(self.dist)
+
+    def _prepare(self, example) -> PreparedExample:
+        key = (example.text, int(example.prompt_end or 0))
+        if key not in self._prepared:
+            self._prepared[key] = prepare_example(
+                example,
+                self.teacher.tokenizer,
+                self.pair.student.tokenizer,
+                self.config.max_length,
+                self.config.max_prompt_fraction,
+            )
+        return self._prepared[key]
+
+    # ------------------------------------------------------------------ heads
+
+    def student_logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """The student's LM head on last-layer hidden states (..., D_S) -> (..., V_S)."""
+        return _softcap(self.student.model.get_output_embeddings()(hidden), self.student_softcap)
+
+    def teacher_logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """The teacher's full LM head (all V_T rows; only ULD needs it), no grad."""
+        with torch.no_grad():
+            return _softcap(self.teacher.model.get_output_embeddings()(hidden), self.teacher_softcap)
+
+    def teacher_shared_logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """The teacher's LM head restricted to V∩: ``z = h @ W_head[V∩]ᵀ`` (..., D_T) -> (..., |V∩|)."""
+        with torch.no_grad():
+            return _softcap(hidden.float() @ self.teacher_head_shared.T, self.teacher_softcap)
+
+    # ------------------------------------------------------------------ data
+
+    def _next_examples(self) -> list:
+        """This process's share of the next global batch (resumable: (epoch, batch index))."""
+        from ..data import batches
+
+        cfg, world = self.config, self.dist.world_size
+        for _ in range(100_000):
+            if self._data_iter is None:
+                self._data_iter = batches(self.train_examples, cfg.batch_size * world, cfg.seed, self.epoch)
+                for _ in range(self.batch_in_epoch):
+                    next(self._data_iter, None)
+            chunk = next(self._data_iter, None)
+            if chunk is None:
+                self.epoch, self.batch_in_epoch, self._data_iter = self.epoch + 1, 0, None
+                continue
+            self.batch_in_epoch += 1
+            if len(chunk) >= world:  # a tail smaller than the world would leave a process without data
+                return chunk[self.dist.rank :: world]
+        raise SraVizError(
+            f"no batch of {world} or more examples could be formed from {len(self.train_examples)}"
+        )
+
+    def loss_terms(self, batch: Batch) -> dict[str, torch.Tensor]:
+        """Every active loss term of the method on one collated batch (graph kept on the student side)."""
+        return terms.loss_terms(self, batch)
+
+    # ------------------------------------------------------------------ stepping
+
+    @property
+    def probe_teacher(self) -> probe.ProbeTeacher:
+        if self._probe_teacher is None:
+            self._say("computing the teacher's probe CoMs (once)")
+            self._probe_teacher = probe.teacher_probe(self)
+            if self.run_dir is not None:
+                self.run_dir.write_teacher_snapshot(probe.teacher_snapshot(self._probe_teacher))
+        return self._probe_teacher
+
+    def evaluate(self, snapshot: bool = True) -> dict[str, float]:
+        """Probe + held-out metrics of the current student (rank 0; other ranks get {})."""
+        if not self.dist.is_main:
+            return {}
+        _ = self.probe_teacher
+        self.student.model.eval()
+        try:
+            metrics, arrays = probe.evaluate_probe(self)
+        finally:
+            self.student.model.train()
+        if snapshot and self.run_dir is not None:
+            self.run_dir.write_snapshot(self.step_count, arrays)
+        return metrics
+
+    def _log(self, row: dict[str, Any]) -> None:
+        self.history.append(row)
+        if self.run_dir is not None:
+            self.run_dir.append_metrics(row)
+
+    def _due(self, every: int) -> bool:
+        return every > 0 and (self.step_count % every == 0 or self.step_count == self.config.steps)
+
+    def _ensure_initial_eval(self) -> None:
+        if self.step_count == 0 and not any(r.get("step") == 0 for r in self.history) and self.dist.is_main:
+            t0 = time.perf_counter()
+            row = {"step": 0, **self.evaluate(snapshot=True), "eval_time_s": time.perf_counter() - t0}
+            self._log(row)
+
+    def step(self) -> dict[str, Any]:
+        """One optimizer step; returns its metrics row (probe metrics on evaluation steps).
+
+        Raises NonFiniteLossError (the update is not applied) when a term or the gradient is NaN/inf.
+        """
+        if self.status == "failed":
+            raise NonFiniteLossError(self.error)
+        self._ensure_initial_eval()
+        t0 = time.perf_counter()
+        items = [self._prepare(e) for e in self._next_examples()]
+        batch = collate(items, self.teacher_side, self.student_side)
+        parts = self.loss_terms(batch)
+        loss = total_loss(parts, self.config.alpha, self.config.lambda_geo)
+        values = torch.stack([loss.detach().float()] + [v.detach().float() for v in parts.values()])
+        dist.all_reduce_mean_([values], self.dist)
+        names = ["loss", *parts]
+        row: dict[str, Any] = {
+            "step": self.step_count + 1,
+            **{n: float(v) for n, v in zip(names, values, strict=True)},
+        }
+        if not torch.isfinite(values).all():
+            self._fail(
+                f"non-finite loss at step {self.step_count + 1}: "
+                + ", ".join(f"{n}={float(v):.4g}" for n, v in zip(names, values, strict=True))
+            )
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        dist.average_grads_(self.params, self.dist)
+        max_norm = self.config.max_grad_norm if self.config.max_grad_norm > 0 else float("inf")
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(self.params, max_norm))
+        if not math.isfinite(grad_norm):
+            self.optimizer.zero_grad(set_to_none=True)
+            self._fail(
+                f"non-finite gradient norm at step {self.step_count + 1} (loss {float(values[0]):.4g})"
+            )
+        lrs = [group["lr"] for group in self.optimizer.param_groups]  # the rates this update uses
+        self.optimizer.step()
+        self.scheduler.step()
+        self.step_count += 1
+        row.update(
+            grad_norm=grad_norm,
+            lr=lrs[0],
+            epoch=self.epoch,
+            step_time_s=time.perf_counter() - t0,
+            texts=len(items) * self.dist.world_size,
+        )
+        if self.projectors is not None:
+            row["projector_lr"] = lrs[1]
+        if self._due(self.config.log_every) or self._due(self.config.snapshot_every):
+            t1 = time.perf_counter()
+            row.update(self.evaluate(snapshot=self._due(self.config.snapshot_every)))
+            row["eval_time_s"] = time.perf_counter() - t1
+        if self.dist.is_main:
+            self._log(row)
+        if self._due(self.config.checkpoint_every) and self.step_count < self.config.steps:
+            self.save_checkpoint()
+        return row
+
+    def _fail(self, message: str) -> None:
+        """Stop for good: keep the last good checkpoint (and write one now if the weights are still finite)."""
+        self.optimizer.zero_grad(set_to_none=True)
+        self.status, self.error = "failed", message + "; the update was not applied"
+        finite = all(torch.isfinite(p).all() for p in self.params)
+        if finite and self.step_count > 0:
+            self.save_checkpoint()
+        if self.run_dir is not None:
+            self.run_dir.write_status("failed", self.step_count, self.error)
+        raise NonFiniteLossError(self.error)
+
+    def stop(self) -> None:
+        """Ask a running ``run()`` to stop after the current step (safe from any thread)."""
+        self._stop.set()
+
+    def run(self, n: int | None = None, callback: Callable[[dict], None] | None = None) -> str:
+        """Run ``n`` more steps (default: up to ``config.steps``); returns the final status.
+
+        "finished" (all steps done, checkpoint written), "stopped" (``stop()`` was called; checkpoint
+        written), "running" (``n`` steps done, more to go) or "failed" (see ``self.error``).
+        """
+        target = self.config.steps if n is None else min(self.config.steps, self.step_count + n)
+        self._stop.clear()
+        self.status = "running"
+        if self.run_dir is not None:
+            self.run_dir.write_status("running", self.step_count)
+        try:
+            self._ensure_initial_eval()
+            while self.step_count < target and not self._stop.is_set():
+                row = self.step()
+                if callback is not None:
+                    callback(row)
+        except NonFiniteLossError:
+            return self.status
+        if self.step_count >= self.config.steps:
+            self.status = "finished"
+        elif self._stop.is_set():
+            self.status = "stopped"
+        else:
+            return self.status
+        self.save_checkpoint()
+        if self.run_dir is not None:
+            self.run_dir.write_status(self.status, self.step_count)
+        return self.status
+
+    # ------------------------------------------------------------------ checkpoints
+
+    def save_checkpoint(self) -> None:
+        """Trainable student weights, projectors, optimizer, scheduler, RNG, step and data position."""
+        checkpoint.save(self)
+
+    @classmethod
+    def resume(
+        cls, run_dir: str | Path, pair: Any = None, progress: Progress | None = None, steps: int | None = None
+    ) -> DistillSession:
+        """Reopen a stopped, failed or killed run at its last checkpoint; ``steps`` may extend it.
+
+        Metrics rows past the checkpoint are dropped (those steps are replayed, identically on CPU).
+        Example:
+            >>> session = DistillSession.resume("runs/sra", steps=60)  # doctest: +SKIP
+            >>> session.run()  # doctest: +SKIP
+        """
+        run_dir = Path(run_dir)
+        config = read_config(run_dir)
+        config.out = str(run_dir)
+        if steps is not None:
+            config.steps = int(steps)
+        session = cls(config, pair=pair, progress=progress, _resuming=True)
+        checkpoint.restore(session, run_dir)
+        if session.dist.is_main:
+            session.run_dir = RunDir(run_dir)
+            atomic_write_text(run_dir / "config.json", config.to_json())
+            session.run_dir.truncate_metrics(session.step_count)
+            rows = read_metrics_rows(run_dir / "metrics.jsonl")
+            session.history = [r for r in rows if int(r.get("step", 0)) <= session.step_count]
+            session.run_dir.write_status("running", session.step_count, "resumed")
+        session._say(f"resumed {run_dir} at step {session.step_count}")
+        return session
+
+
+def resume(
+    run_dir: str | Path, pair: Any = None, progress: Progress | None = None, steps: int | None = None
+) -> DistillSession:
+    """``DistillSession.resume`` as a function."""
+    return DistillSession.resume(run_dir, pair=pair, progress=progress, steps=steps)

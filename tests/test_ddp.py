@@ -1,0 +1,62 @@
+"""Two CPU processes under torchrun (gloo): the run trains, rank 0 alone writes the run directory."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+
+@pytest.mark.slow
+def test_torchrun_two_cpu_processes(tmp_path):
+    out = tmp_path / "ddp"
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        "-m",
+        "sra_viz",
+        "distill",
+        "--steps",
+        "2",
+        "--student-variant",
+        "truncated",
+        "--student-k",
+        "2",
+        "--batch-size",
+        "1",
+        "--max-length",
+        "32",
+        "--probe-size",
+        "2",
+        "--heldout-size",
+        "1",
+        "--log-every",
+        "100",
+        "--snapshot-every",
+        "100",
+        "--checkpoint-every",
+        "0",
+        "--device",
+        "cpu",
+        "--out",
+        str(out),
+        "--quiet",
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=900, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [0, 1, 2]  # written once, by rank 0
+    assert all(r["texts"] == 2 for r in rows[1:])  # one text per process per step, two processes
+    assert all(r["loss"] is not None and r["kd"] is not None for r in rows[1:])
+    assert rows[-1]["probe_cka"] is not None
+    assert json.loads((out / "status.json").read_text())["state"] == "finished"
+    assert (out / "checkpoint" / "student.safetensors").is_file()
+    assert done.stderr.count("run directory") == 1  # progress messages come from rank 0 only

@@ -1,0 +1,344 @@
+"""The distillation engine on the real default pair: variants, terms, metrics, run directory, resume.
+
+Cheap settings throughout: a truncated student of 1-2 blocks, batches of 2 texts, 32 tokens.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+
+import numpy as np
+import pytest
+import torch
+
+from sra_viz.distill import DistillConfig, DistillSession, NonFiniteLossError, list_runs, load_run
+from sra_viz.distill.batch import collate, label_positions
+from sra_viz.distill.config import field_defaults
+from sra_viz.distill.probe import ridge_crossfit
+from sra_viz.distill.student import make_student
+from sra_viz.errors import SraVizError
+
+
+def _cfg(tmp_path, name="run", **over) -> DistillConfig:
+    base = dict(
+        steps=2,
+        batch_size=2,
+        max_length=32,
+        student_variant="truncated",
+        student_k=2,
+        probe_size=3,
+        heldout_size=2,
+        log_every=1,
+        snapshot_every=1,
+        checkpoint_every=0,
+        warmup_steps=0,
+        out=str(tmp_path / name),
+    )
+    base.update(over)
+    return DistillConfig(**base)
+
+
+def _batch(session, n=2):
+    items = [session._prepare(e) for e in session.train_examples[:n]]
+    return collate(items, session.teacher_side, session.student_side)
+
+
+# ------------------------------------------------------------------ config (no models)
+
+
+def test_config_json_round_trip_and_validation():
+    cfg = DistillConfig(method="uld", layer_pairs=[[-1, -1], [12, 4]], use_geo=False, data="x.jsonl")
+    assert DistillConfig.from_json(cfg.to_json()) == cfg
+    assert set(field_defaults()) == set(cfg.to_dict())
+    for bad, match in (
+        (dict(method="mined"), "method"),
+        (dict(alpha=1.5), "alpha"),
+        (dict(steps=0), "steps"),
+        (dict(layer_pairs=[]), "layer_pairs"),
+        (dict(mass_mode="max"), "mass_mode"),
+    ):
+        with pytest.raises(SraVizError, match=match):
+            DistillConfig(**bad).validate()
+    with pytest.raises(SraVizError, match="unknown DistillConfig fields"):
+        DistillConfig.from_dict({"stepz": 3})
+    assert DistillConfig(use_geo=False, use_dynamics=True).distill_terms() == ["span", "kd", "ce"]
+    assert DistillConfig(layer_pairs=[[8, 2], [-1, -1]], use_dynamics=True).distill_terms()[-2:] == [
+        "dynamics",
+        "ce",
+    ]
+
+
+def test_ridge_crossfit_never_sees_the_rows_it_predicts():
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(40, 30))
+    Y = rng.normal(size=(40, 5))  # unrelated: in-sample a 30-dim fit would look good, out-of-fold it cannot
+    pred = ridge_crossfit(X, Y, np.arange(40) // 4, ridge=1e-6)
+    in_sample = X @ np.linalg.lstsq(X, Y, rcond=None)[0]
+    assert np.mean((pred - Y) ** 2) > np.mean((in_sample - Y) ** 2) * 2
+
+
+# ------------------------------------------------------------------ student variants
+
+
+@pytest.mark.slow
+def test_student_variants_copy_and_freeze(default_pair):
+    base = default_pair.student.model
+    before = {n: p.detach().clone() for n, p in list(base.named_parameters())[:3]}
+    n_base = base.config.num_hidden_layers
+    trunc = make_student(base, "truncated", k=3)
+    assert trunc.n_layers == 3 and trunc.model.config.num_hidden_layers == 3
+    assert base.config.num_hidden_layers == n_base and len(base.model.layers) == n_base  # base untouched
+    emb = trunc.model.get_input_embeddings().weight
+    assert emb is trunc.model.get_output_embeddings().weight and not emb.requires_grad  # tied, frozen
+    assert all(not n.startswith("model.embed_tokens") for n in trunc.trainable)
+    last = make_student(base, "last_k", k=2)
+    assert {n.split(".")[2] for n in last.trainable if n.startswith("model.layers.")} == {
+        str(n_base - 2),
+        str(n_base - 1),
+    }
+    assert "model.norm.weight" in last.trainable
+    full = make_student(base, "full", k=0, freeze_embeddings=False)
+    assert full.trainable_params == sum(p.numel() for p in base.parameters())
+    with torch.no_grad():
+        trunc.model.model.layers[0].mlp.down_proj.weight.add_(1.0)
+    for name, value in before.items():
+        assert torch.equal(dict(base.named_parameters())[name], value)
+    with pytest.raises(SraVizError, match="out of range"):
+        make_student(base, "truncated", k=n_base + 1)
+
+
+# ------------------------------------------------------------------ loss terms on a real batch
+
+
+@pytest.mark.slow
+def test_every_ablation_switch_selects_its_terms(default_pair, tmp_path):
+    session = DistillSession(
+        _cfg(tmp_path, "abl", student_k=1, probe_size=2, heldout_size=1), pair=default_pair
+    )
+    batch = _batch(session)
+    for over in (
+        dict(),
+        dict(use_geo=False),
+        dict(use_kd=False, use_ce=False),
+        dict(use_span=False),
+        dict(kd_weighting="saliency"),
+        dict(weighted_loss=False),
+    ):
+        for key, value in over.items():
+            setattr(session.config, key, value)
+        terms = session.loss_terms(batch)
+        assert list(terms) == [t for t in session.config.distill_terms()], over
+        assert all(torch.isfinite(v) and v.requires_grad for v in terms.values())
+        for key in over:
+            setattr(session.config, key, field_defaults()[key])
+    # weighted vs uniform span weights give different span losses; uniform mass turns attention off
+    a = float(session.loss_terms(batch)["span"])
+    session.config.weighted_loss = False
+    assert float(session.loss_terms(batch)["span"]) != pytest.approx(a, abs=1e-7)
+
+
+@pytest.mark.slow
+def test_kd_logits_equal_the_heads_applied_to_the_centers(default_pair, tmp_path):
+    """The engine pools token logits instead of running the heads on CoMs: the two must agree."""
+    from sra_viz.distill.compute import pooled_rows, run_side
+
+    session = DistillSession(
+        _cfg(tmp_path, "kd", student_k=1, probe_size=2, heldout_size=1), pair=default_pair
+    )
+    batch = _batch(session)
+    cfg = session.config
+    with torch.no_grad():
+        s = run_side(
+            session.student_view,
+            batch,
+            "student",
+            [session.student_last],
+            session.student_mass_layer,
+            cfg.mass_mode,
+            True,
+            grad=False,
+        )
+        logits = session.student_logits(s.forward.hidden[session.student_last])
+        pooled = pooled_rows(logits, s.span_index, s.pool_mass, batch.n_spans)
+        direct = session.student_logits(s.centers[session.student_last])
+        valid = batch.span_valid
+        assert torch.allclose(pooled[valid], direct[valid], atol=1e-3, rtol=1e-4)
+        t = run_side(
+            session.teacher, batch, "teacher", [session.teacher_last], None, "uniform", False, grad=False
+        )
+        h = t.centers[session.teacher_last][valid]  # (M, D_T)
+        full = session.teacher_logits(h)[:, session.shared.teacher_ids]
+        assert torch.allclose(session.teacher_shared_logits(h), full, atol=1e-3, rtol=1e-4)
+
+
+@pytest.mark.slow
+def test_labels_and_exact_pairs_point_at_the_response(default_pair, tmp_path):
+    session = DistillSession(
+        _cfg(tmp_path, "lab", student_k=1, probe_size=2, heldout_size=1), pair=default_pair
+    )
+    batch = _batch(session, 2)
+    rows, pos, targets = label_positions(batch, "student")
+    for b, item in enumerate(batch.items):
+        mine = pos[rows == b] - int(batch.student_offset[b])
+        assert mine.min() == item.student_label_start - 1 and mine.max() == len(item.student_ids) - 2
+        tok = session.pair.student.tokenizer
+        response = session.train_examples[b].response
+        first = tok.decode(item.student_ids[item.student_label_start :]).strip()
+        assert response.strip().startswith(first[:10]) or first[:10] in response
+        for t_pos, s_pos in item.exact_pairs:
+            t_tok = session.teacher.tokenizer.decode([item.teacher_ids[t_pos]])
+            assert t_tok == tok.decode([item.student_ids[s_pos]])
+    assert targets.numel() == rows.numel() > 0
+
+
+# ------------------------------------------------------------------ sessions, run directory, resume
+
+
+@pytest.mark.slow
+def test_sra_session_writes_a_complete_run_directory(default_pair, tmp_path):
+    cfg = _cfg(tmp_path, "sra", checkpoint_every=1)
+    base_weight = default_pair.student.model.model.layers[0].mlp.down_proj.weight.detach().clone()
+    seen = []
+    session = DistillSession(cfg, pair=default_pair)
+    assert session.run(callback=seen.append) == "finished"
+    assert [r["step"] for r in seen] == [1, 2]
+    assert torch.equal(default_pair.student.model.model.layers[0].mlp.down_proj.weight, base_weight)
+    rows = [json.loads(line) for line in (tmp_path / "sra" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [0, 1, 2]
+    for row in rows[1:]:
+        for key in ("loss", "span", "geo", "kd", "ce", "lr", "grad_norm"):
+            assert np.isfinite(row[key]), key
+    for row in rows:
+        for key in (
+            "probe_cos",
+            "probe_cka",
+            "probe_gram_distance",
+            "probe_retrieval",
+            "heldout_loss",
+            "probe_cos_projector",
+        ):
+            assert row[key] is not None and np.isfinite(row[key]), key
+        assert 0 <= row["probe_cka"] <= 1 and 0 <= row["probe_retrieval"] <= 1
+    config, metrics, snaps = load_run(tmp_path / "sra")
+    assert config == cfg and list(metrics["step"]) == [0, 1, 2]
+    assert snaps.steps == [0, 1, 2] and snaps.teacher.shape[1] == 640
+    assert all(s.shape == snaps.teacher.shape for s in snaps.student)
+    assert len(snaps.span_text) == len(snaps.text_id) == snaps.teacher.shape[0]
+    assert np.allclose(
+        [snaps.saliency[snaps.text_id == t].sum() for t in np.unique(snaps.text_id)], 1.0, atol=1e-5
+    )
+    assert not np.allclose(snaps.student[0], snaps.student[-1])
+    assert {"student.safetensors", "projectors.safetensors", "state.pt"} <= {
+        p.name for p in (tmp_path / "sra" / "checkpoint").iterdir()
+    }
+    (summary,) = list_runs(tmp_path)
+    assert summary.state == "finished" and summary.steps_done == 2 and summary.method == "sra"
+
+
+@pytest.mark.slow
+def test_stopped_run_resumes_exactly_where_it_was(default_pair, tmp_path):
+    straight = DistillSession(
+        _cfg(tmp_path, "straight", steps=4, log_every=2, snapshot_every=2), pair=default_pair
+    )
+    straight.run()
+    cfg = _cfg(tmp_path, "split", steps=4, log_every=2, snapshot_every=2)
+    first = DistillSession(cfg, pair=default_pair)
+
+    def stop_after_two(row):
+        if row["step"] == 2:
+            threading.Thread(target=first.stop).start()  # stop() comes from another thread, as in the app
+
+    assert first.run(callback=stop_after_two) == "stopped" and first.step_count == 2
+    _, metrics, _ = load_run(tmp_path / "split")
+    assert metrics["step"].max() == 2
+    again = DistillSession.resume(tmp_path / "split", pair=default_pair)
+    assert again.step_count == 2 and again.run() == "finished"
+    a = [r for r in straight.history if r["step"] > 0]
+    _, b, _ = load_run(tmp_path / "split")
+    b = b[b["step"] > 0].to_dict("records")
+    assert [r["step"] for r in b] == [1, 2, 3, 4]
+    for ra, rb in zip(a, b, strict=True):  # same config -> same numbers on CPU, through a stop and a resume
+        for key in ("loss", "span", "geo", "kd", "ce", "probe_cka"):
+            if ra.get(key) is not None:
+                assert rb[key] == pytest.approx(ra[key], rel=1e-4, abs=1e-6), (ra["step"], key)
+
+
+@pytest.mark.slow
+def test_nonfinite_loss_stops_without_applying_the_update(default_pair, tmp_path):
+    session = DistillSession(
+        _cfg(tmp_path, "nan", steps=5, log_every=100, snapshot_every=100, checkpoint_every=1),
+        pair=default_pair,
+    )
+    session.step()
+    params = dict(session.student.model.named_parameters())
+    poisoned = session.student.trainable[0]
+    with torch.no_grad():
+        params[poisoned].view(-1)[0] = float("nan")
+    others = {n: params[n].detach().clone() for n in session.student.trainable[1:4]}
+    proj = [p.detach().clone() for p in session.projectors.parameters()]
+    status = session.run()
+    assert status == "failed" and "non-finite" in session.error and session.step_count == 1
+    for name, value in others.items():
+        assert torch.equal(params[name], value), name
+    assert all(torch.equal(a, b) for a, b in zip(proj, session.projectors.parameters(), strict=True))
+    with pytest.raises(NonFiniteLossError):
+        session.step()
+    status_file = json.loads((tmp_path / "nan" / "status.json").read_text())
+    assert status_file["state"] == "failed" and "non-finite" in status_file["message"]
+    from sra_viz.distill.runs import load_checkpoint
+
+    student, _, state = load_checkpoint(tmp_path / "nan")  # the last good checkpoint (step 1) is kept
+    assert state["step"] == 1 and torch.isfinite(student[poisoned]).all()
+
+
+@pytest.mark.slow
+def test_baselines_are_measured_exactly_like_sra(default_pair, tmp_path):
+    """Step-0 probe metrics depend on the student and the probe, never on the method."""
+    rows = {}
+    for method in ("sra", "uld", "exact"):
+        session = DistillSession(
+            _cfg(tmp_path, method, method=method, steps=1, probe_size=2, heldout_size=1), pair=default_pair
+        )
+        session.run()
+        rows[method] = session.history
+        assert session.projectors is None if method != "sra" else session.projectors is not None
+        term = {"sra": "kd", "uld": "uld", "exact": "exact"}[method]
+        assert np.isfinite(rows[method][1][term]) and rows[method][1][term] >= 0
+    for key in ("probe_cos", "probe_cka", "probe_gram_distance", "probe_retrieval", "heldout_loss"):
+        assert rows["uld"][0][key] == pytest.approx(rows["sra"][0][key], rel=1e-6)
+        assert rows["exact"][0][key] == pytest.approx(rows["sra"][0][key], rel=1e-6)
+    assert "probe_cos_projector" not in rows["uld"][0]
+
+
+# ------------------------------------------------------------------ CLI errors (no model is loaded)
+
+
+def test_cli_bad_input_exits_2_with_a_message(tmp_path, capsys):
+    from sra_viz.cli import main
+
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"prompt": "a", "response": "b"}\n{"prompt": oops}\n')
+    cases = [
+        (["--data", str(bad)], "line 2"),
+        (["--teacher", str(tmp_path / "no_such_model")], "no_such_model"),
+        (["--resume", str(tmp_path), "--lr", "0.1"], "--lr"),
+        (["--resume", str(tmp_path)], "no config.json"),
+        (["--alpha", "2"], "alpha"),
+    ]
+    for args, needle in cases:
+        out = [] if "--resume" in args else ["--out", str(tmp_path / "never")]
+        assert main(["distill", *out, *args]) == 2, args
+        err = capsys.readouterr().err
+        assert needle in err and "Traceback" not in err, (args, err[-500:])
+    assert not (tmp_path / "never").exists()
+    # the console entry point as a user runs it: one line, no traceback
+    done = subprocess.run(
+        [sys.executable, "-m", "sra_viz", "distill", "--data", str(tmp_path / "missing.jsonl")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 2 and "missing.jsonl" in done.stderr and "Traceback" not in done.stderr
