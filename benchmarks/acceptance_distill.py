@@ -6,6 +6,7 @@ Both runs share every option but the method, so they see the same batches and th
 
     python benchmarks/acceptance_distill.py                   # 30 steps, SRA vs ULD (~10 min on 2 cores)
     python benchmarks/acceptance_distill.py --steps 10 --methods sra uld exact
+    python benchmarks/acceptance_distill.py --variant last_k --student-k 2 --set kd_weighting=saliency
 
 Prints one table (metrics at step 0 and at the last step, per method) and exits 1 if a check fails.
 """
@@ -29,7 +30,7 @@ def run_method(method: str, pair, args, out_root: Path) -> dict[str, dict[str, f
         steps=args.steps,
         batch_size=args.batch_size,
         max_length=args.max_length,
-        student_variant="truncated",
+        student_variant=args.variant,
         student_k=args.student_k,
         log_every=args.log_every,
         snapshot_every=args.log_every,
@@ -38,6 +39,7 @@ def run_method(method: str, pair, args, out_root: Path) -> dict[str, dict[str, f
         heldout_size=args.heldout_size,
         seed=args.seed,
         out=str(out_root / method),
+        **args.overrides,
     )
     t0 = time.perf_counter()
     status = DistillSession(cfg, pair=pair).run()
@@ -53,6 +55,19 @@ def run_method(method: str, pair, args, out_root: Path) -> dict[str, dict[str, f
     return {"first": first, "last": last}
 
 
+def _overrides(pairs: list[str]) -> dict:
+    import json
+
+    out = {}
+    for pair in pairs:
+        key, _, value = pair.partition("=")
+        try:
+            out[key.strip()] = json.loads(value)
+        except ValueError:
+            out[key.strip()] = value
+    return out
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -61,13 +76,22 @@ def main(argv=None) -> int:
     parser.add_argument("--methods", nargs="+", default=["sra", "uld"])
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--max-length", type=int, default=64)
+    parser.add_argument("--variant", default="truncated", choices=["full", "last_k", "truncated"])
     parser.add_argument("--student-k", type=int, default=6)
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="FIELD=VALUE",
+        help="any other DistillConfig field for every method, e.g. --set kd_weighting=saliency",
+    )
     parser.add_argument("--log-every", type=int, default=10)
     parser.add_argument("--probe-size", type=int, default=8)
     parser.add_argument("--heldout-size", type=int, default=8)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default=None, help="keep the run directories here (default: a temp folder)")
     args = parser.parse_args(argv)
+    args.overrides = _overrides(args.set)
 
     import torch
 

@@ -36,6 +36,7 @@ _CHOICES = {
     "kd_weighting": ("sum", "saliency"),
     "dtype": ("float32", "bfloat16"),
     "projector_init": ("orthogonal", "xavier"),
+    "teacher_head_dtype": ("auto", "float32", "bfloat16"),
 }
 _RESUME_OK = {"steps", "device"}
 

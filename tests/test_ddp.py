@@ -59,4 +59,4 @@ def test_torchrun_two_cpu_processes(tmp_path):
     assert rows[-1]["probe_cka"] is not None
     assert json.loads((out / "status.json").read_text())["state"] == "finished"
     assert (out / "checkpoint" / "student.safetensors").is_file()
-    assert done.stderr.count("run directory") == 1  # progress messages come from rank 0 only
+    assert done.stderr.count("loading teacher") == 1  # progress messages come from rank 0 only

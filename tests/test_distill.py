@@ -20,6 +20,7 @@ from sra_viz.distill.config import field_defaults
 from sra_viz.distill.probe import ridge_crossfit
 from sra_viz.distill.student import make_student
 from sra_viz.errors import SraVizError
+from sra_viz.losses import span_logit_kd
 
 
 def _cfg(tmp_path, name="run", **over) -> DistillConfig:
@@ -135,19 +136,18 @@ def test_every_ablation_switch_selects_its_terms(default_pair, tmp_path):
         for key in over:
             setattr(session.config, key, field_defaults()[key])
     # weighted vs uniform span weights give different span losses; uniform mass turns attention off
-    a = float(session.loss_terms(batch)["span"])
+    a = float(session.loss_terms(batch)["span"].detach())
     session.config.weighted_loss = False
-    assert float(session.loss_terms(batch)["span"]) != pytest.approx(a, abs=1e-7)
+    assert float(session.loss_terms(batch)["span"].detach()) != pytest.approx(a, abs=1e-7)
 
 
 @pytest.mark.slow
 def test_kd_logits_equal_the_heads_applied_to_the_centers(default_pair, tmp_path):
     """The engine pools token logits instead of running the heads on CoMs: the two must agree."""
-    from sra_viz.distill.compute import pooled_rows, run_side
+    from sra_viz.distill.compute import pool_spans, run_side
 
-    session = DistillSession(
-        _cfg(tmp_path, "kd", student_k=1, probe_size=2, heldout_size=1), pair=default_pair
-    )
+    cfg = _cfg(tmp_path, "kd", student_k=1, probe_size=2, heldout_size=1, teacher_head_dtype="float32")
+    session = DistillSession(cfg, pair=default_pair)
     batch = _batch(session)
     cfg = session.config
     with torch.no_grad():
@@ -162,16 +162,31 @@ def test_kd_logits_equal_the_heads_applied_to_the_centers(default_pair, tmp_path
             grad=False,
         )
         logits = session.student_logits(s.forward.hidden[session.student_last])
-        pooled = pooled_rows(logits, s.span_index, s.pool_mass, batch.n_spans)
-        direct = session.student_logits(s.centers[session.student_last])
         valid = batch.span_valid
-        assert torch.allclose(pooled[valid], direct[valid], atol=1e-3, rtol=1e-4)
+        pooled = pool_spans(logits, s.span_index, s.pool_mass, valid)  # (M, V_S)
+        direct = session.student_logits(s.centers[session.student_last])[valid]
+        assert pooled.shape[0] == int(valid.sum()) > 0
+        assert torch.allclose(pooled, direct, atol=1e-3, rtol=1e-4)
         t = run_side(
             session.teacher, batch, "teacher", [session.teacher_last], None, "uniform", False, grad=False
         )
         h = t.centers[session.teacher_last][valid]  # (M, D_T)
-        full = session.teacher_logits(h)[:, session.shared.teacher_ids]
-        assert torch.allclose(session.teacher_shared_logits(h), full, atol=1e-3, rtol=1e-4)
+        full = session.teacher_logits(h)[:, session.shared.teacher_ids]  # (M, V∩)
+        s_ids = session.shared.student_ids
+        shared = session.teacher_shared_logits(h)  # (M, V_S) in student order, masked outside V∩
+        assert torch.allclose(shared[:, s_ids], full, atol=1e-3, rtol=1e-4)
+        outside = torch.ones(shared.shape[1], dtype=torch.bool)
+        outside[s_ids] = False
+        assert torch.all(shared[:, outside] == -1e4)
+        # masked columns change nothing: KL over V_S with the mask == KL over V∩ alone
+        z_s = session.student_shared_logits(pooled)
+        kl_masked = span_logit_kd(z_s[None], shared[None], torch.ones(1, len(h), dtype=torch.bool))
+        kl_direct = span_logit_kd(pooled[:, s_ids][None], full[None], torch.ones(1, len(h), dtype=torch.bool))
+        assert float(kl_masked) == pytest.approx(float(kl_direct), rel=1e-4)
+        # the bf16 head ("auto" on CPUs with AVX512-BF16) stays within bf16 rounding of the fp32 logits
+        session.teacher_head_shared = session.teacher_head_shared.bfloat16()
+        err = (session.teacher_shared_logits(h)[:, s_ids] - full).abs().max()
+        assert err <= 0.02 * full.abs().max()
 
 
 @pytest.mark.slow
@@ -342,3 +357,38 @@ def test_cli_bad_input_exits_2_with_a_message(tmp_path, capsys):
         timeout=300,
     )
     assert done.returncode == 2 and "missing.jsonl" in done.stderr and "Traceback" not in done.stderr
+
+
+@pytest.mark.slow
+def test_killed_cli_run_resumes_where_it_was(default_pair, tmp_path):
+    """SIGKILL mid-run (no chance to clean up), then resume: every step is logged exactly once."""
+    import signal
+    import time
+
+    out = tmp_path / "killed"
+    cmd = [sys.executable, "-m", "sra_viz", "distill", "--steps", "6", "--student-variant", "truncated",
+           "--student-k", "2", "--batch-size", "2", "--max-length", "32", "--probe-size", "2",
+           "--heldout-size", "1", "--log-every", "100", "--checkpoint-every", "1", "--device", "cpu",
+           "--out", str(out), "--quiet"]  # fmt: skip
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 600
+        while time.time() < deadline and proc.poll() is None:
+            rows = (
+                (out / "metrics.jsonl").read_text().splitlines() if (out / "metrics.jsonl").exists() else []
+            )
+            if any(json.loads(r)["step"] >= 2 for r in rows if r.strip()):
+                break
+            time.sleep(0.5)
+        assert proc.poll() is None, proc.stderr.read()[-2000:]
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert list_runs(tmp_path)[0].state == "interrupted"
+    session = DistillSession.resume(out, pair=default_pair)
+    assert 1 <= session.step_count <= 3
+    assert session.run() == "finished"
+    steps = [json.loads(r)["step"] for r in (out / "metrics.jsonl").read_text().splitlines()]
+    assert steps == list(range(7))

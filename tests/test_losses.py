@@ -286,3 +286,20 @@ def test_shared_vocab_of_a_tokenizer_with_itself_is_its_whole_vocabulary(
     specials = set(student_tokenizer.all_special_ids)
     specials |= {i for i, tok in student_tokenizer.added_tokens_decoder.items() if tok.special}
     assert len(t_ids) == len(student_tokenizer.get_vocab()) - len(specials)
+
+
+def test_kl_has_the_exact_gradient_and_ignores_masked_columns():
+    g = torch.Generator().manual_seed(3)
+    z_s = torch.randn(2, 3, 9, dtype=torch.float64, generator=g, requires_grad=True)
+    z_t = torch.randn(2, 3, 9, dtype=torch.float64, generator=g)
+    valid = _valid(3, 2)
+    assert torch.autograd.gradcheck(lambda a: span_logit_kd(a, z_t, valid, tau=2.0), (z_s,))
+    # columns masked to -1e4 on both sides (outside V∩) change neither the value nor the gradient
+    pad = torch.full((2, 3, 4), -1e4, dtype=torch.float64)
+    wide_s = torch.cat([z_s.detach(), pad], -1).requires_grad_(True)
+    narrow = span_logit_kd(z_s, z_t, valid)
+    wide = span_logit_kd(wide_s, torch.cat([z_t, pad], -1), valid)
+    assert float(wide) == pytest.approx(float(narrow), rel=1e-12)
+    narrow.backward()
+    wide.backward()
+    assert torch.allclose(wide_s.grad[..., :9], z_s.grad) and torch.all(wide_s.grad[..., 9:] == 0)

@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from ..features import span_centers, token_mass
+from ..features import EPS, span_centers, token_mass
 from ..forward import ForwardResult, forward_features
 from .batch import Batch
 
@@ -83,12 +83,31 @@ def run_side(
     return SideOutput(fwd, span_index, pool, span_mass, centers)
 
 
-def pooled_rows(
-    values: torch.Tensor, span_index: torch.Tensor, pool_mass: torch.Tensor, n_spans: int
-) -> torch.Tensor:
-    """Per-span mass-weighted mean of per-token rows, exactly as span_centers pools hidden states.
+def pool_spans(values: torch.Tensor, span_index: torch.Tensor, pool_mass: torch.Tensor,
+               span_valid: torch.Tensor) -> torch.Tensor:  # fmt: skip
+    """Pool per-token rows (B, L, V) to the M valid spans (M, V), weighting tokens exactly as
+    :func:`sra_viz.features.span_centers` does: ``(m_t + EPS) / Σ_{t∈k} (m_t + EPS)``.
 
-    values (B, L, V) -> (B, N, V). Used to get the LM head of a CoM from the token logits: the head is
-    linear, so head(Σ w_t h_t) = Σ w_t head(h_t), and the token logits already exist for the CE term.
+    Rows come in the order of ``span_valid.nonzero()``. Used on the token logits: the LM head is linear,
+    so ``head(c_k) = Σ_t w_t head(h_t)`` and the student's CoM logits come from the logits the CE term
+    computes anyway. Each token is in at most one span, so this is one weighted ``index_add`` (B·L·V
+    multiply-adds), not a matmul. span_index, pool_mass (B, L); span_valid (B, N).
+        >>> v = torch.tensor([[[1.0, 0.0], [0.0, 1.0], [5.0, 5.0]]])
+        >>> pool_spans(v, torch.tensor([[0, 0, 1]]), torch.tensor([[0.25, 0.75, 0.0]]), torch.tensor([[True, True]]))
+        tensor([[0.2500, 0.7500],
+                [5.0000, 5.0000]])
     """
-    return span_centers(values, pool_mass, span_index, n_spans)[0]
+    batch, length, width = values.shape
+    in_span = span_index >= 0  # (B, L)
+    index = span_index.clamp_min(0)
+    mass = pool_mass.detach().float()
+    weights = torch.where(in_span, mass + EPS, torch.zeros_like(mass))  # (B, L)
+    totals = weights.new_zeros(span_valid.shape).scatter_add(1, index, weights)  # (B, N)
+    row_of = torch.full(span_valid.shape, -1, dtype=torch.long, device=span_index.device)  # (B, N)
+    row_of[span_valid] = torch.arange(int(span_valid.sum()), device=span_index.device)
+    token_row = torch.where(in_span, row_of.gather(1, index), -1).reshape(-1)  # (B·L,) output row per token
+    keep = (token_row >= 0).nonzero().squeeze(-1)  # (T,) tokens of valid spans
+    scale = (weights / totals.gather(1, index).clamp_min(EPS)).reshape(-1)[keep]  # (T,)
+    rows = values.reshape(batch * length, width).index_select(0, keep) * scale[:, None].to(values.dtype)
+    out = values.new_zeros((int(span_valid.sum()), width))  # (M, V)
+    return out.index_add(0, token_row[keep], rows)

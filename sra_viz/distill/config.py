@@ -74,6 +74,11 @@ class DistillConfig:
     )
     weighted_loss: bool = _opt(True, "weight spans by teacher saliency ŵ in L_span/L_geo (off: uniform)")
     kd_weighting: str = _opt("sum", "span logit KD reduction over spans: sum (published) or saliency (ŵ)")
+    teacher_head_dtype: str = _opt(
+        "auto",
+        "dtype of the teacher's frozen V∩ head in span/exact KD: float32, bfloat16, or auto (bfloat16 where "
+        "the device multiplies it natively: CUDA, CPUs with AVX512-BF16/AMX; fp32 accumulation either way)",
+    )
     use_span: bool = _opt(True, "SRA: span representation loss L_span")
     use_geo: bool = _opt(True, "SRA: geometric regularizer L_geo")
     use_kd: bool = _opt(True, "SRA: aligned span logit KD on the shared vocabulary")
@@ -98,6 +103,11 @@ class DistillConfig:
     )
     data: str | None = _opt(None, "JSONL/CSV file of prompt/response or text rows (None = bundled corpus)")
     out: str | None = _opt(None, "run directory (None = a new folder under sra_viz.paths.runs_dir())")
+    reuse_memory: bool = _opt(
+        True,
+        "glibc: keep freed tensor memory for reuse instead of page-faulting it back every step (~3x "
+        "faster large element-wise ops; process-wide, see sra_viz.distill.perf)",
+    )
     device: str | None = _opt(None, "cpu, cuda, cuda:1 ... (None = cuda when available, else cpu)")
     dtype: str = _opt("float32", "compute dtype: float32, or bfloat16 autocast on CUDA")
 
@@ -120,6 +130,7 @@ class DistillConfig:
             ("kd_weighting", KD_WEIGHTINGS),
             ("dtype", DTYPES),
             ("projector_init", ("orthogonal", "xavier")),
+            ("teacher_head_dtype", ("auto", "float32", "bfloat16")),
         ):
             if getattr(self, name) not in allowed:
                 raise SraVizError(f"{name}={getattr(self, name)!r} is unknown; expected one of {allowed}")

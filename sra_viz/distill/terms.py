@@ -31,7 +31,7 @@ from ..losses import (
     uniform_weights,
 )
 from .batch import Batch, label_positions
-from .compute import SideOutput, autocast_for, pooled_rows, run_side
+from .compute import SideOutput, autocast_for, pool_spans, run_side
 
 
 def student_forward(
@@ -84,12 +84,11 @@ def sra_terms(session: Any, batch: Batch) -> dict[str, torch.Tensor]:
     if cfg.use_geo:
         terms["geo"] = geometric_loss(s_list[-1], t_list[-1], weights, valid)
     if cfg.use_kd:
-        z_s = pooled_rows(logits.float(), s.span_index, s.pool_mass, batch.n_spans)  # (B, N, V_S)
-        # only real spans get logits: (1, M, V∩) holds the batch's M valid spans; dividing by B keeps
-        # span_logit_kd's (1/B) Σ_b Σ_k reduction
-        z_s = z_s[valid].index_select(-1, session.shared.student_ids)[None]  # (1, M, V∩)
-        z_t = session.teacher_shared_logits(t.centers[session.teacher_last][valid])[None]  # (1, M, V∩)
+        z_s = pool_spans(logits.float(), s.span_index, s.pool_mass, valid)  # (M, V_S) head of the CoMs
+        z_s = session.student_shared_logits(z_s)[None]  # (1, M, V_S): V∩ columns live, the rest masked
+        z_t = session.teacher_shared_logits(t.centers[session.teacher_last][valid])[None]  # (1, M, V_S)
         kd_w = weights[valid][None] if cfg.kd_weighting == "saliency" else None
+        # (1, M) holds every valid span once; dividing by B keeps span_logit_kd's (1/B) Σ_b Σ_k
         every = torch.ones(z_s.shape[:2], dtype=torch.bool, device=session.device)
         terms["kd"] = span_logit_kd(z_s, z_t, every, cfg.tau, kd_w) / valid.shape[0]
     if "dynamics" in cfg.distill_terms():
@@ -128,8 +127,8 @@ def token_terms(session: Any, batch: Batch) -> dict[str, torch.Tensor]:
         pairs = [(b, int(batch.teacher_offset[b]) + tp - 1, int(batch.student_offset[b]) + sp - 1)
                  for b, item in enumerate(batch.items) for tp, sp in item.exact_pairs]  # fmt: skip
         idx = torch.tensor(pairs, dtype=torch.long, device=dev).reshape(-1, 3)  # (M, 3) text, t pos, s pos
-        z_s = logits[idx[:, 0], idx[:, 2]].index_select(-1, session.shared.student_ids)  # (M, V∩)
-        z_t = session.teacher_shared_logits(t_hidden[idx[:, 0], idx[:, 1]])  # (M, V∩)
+        z_s = session.student_shared_logits(logits[idx[:, 0], idx[:, 2]])  # (M, V_S) V∩ live, rest masked
+        z_t = session.teacher_shared_logits(t_hidden[idx[:, 0], idx[:, 1]])  # (M, V_S)
         terms["exact"] = exact_token_kd(z_s, z_t, cfg.tau)
     if cfg.use_ce:
         terms["ce"] = ce_term(batch, logits)
