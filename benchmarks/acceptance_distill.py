@@ -103,19 +103,15 @@ def main(argv=None) -> int:
         out_root = Path(args.out) if args.out else Path(tmp)
         results = {m: run_method(m, pair, args, out_root) for m in args.methods}
 
-    names = [
-        "probe_cos",
-        "probe_cka",
-        "probe_gram_distance",
-        "probe_retrieval",
-        "heldout_loss",
-        "probe_cos_projector",
-    ]
-    print(f"\n{'method':8s} {'metric':22s} {'step 0':>10s} {'step ' + str(args.steps):>10s}")
+    names = ["probe_cos", "probe_cka", "probe_gram_distance", "probe_gram_distance_weighted",
+             "probe_retrieval", "heldout_loss", "probe_cos_projector"]  # fmt: skip
+    print(f"\nsettings: variant={args.variant} k={args.student_k} batch={args.batch_size}x{args.max_length} "
+          f"steps={args.steps} overrides={args.overrides or 'none (defaults)'}")  # fmt: skip
+    print(f"\n{'method':8s} {'metric':28s} {'step 0':>10s} {'step ' + str(args.steps):>10s}")
     for method, res in results.items():
         for name in names:
             if name in res["first"] and res["first"][name] == res["first"][name]:
-                print(f"{method:8s} {name:22s} {res['first'][name]:10.4f} {res['last'][name]:10.4f}")
+                print(f"{method:8s} {name:28s} {res['first'][name]:10.4f} {res['last'][name]:10.4f}")
     failures = []
     if "sra" in results:
         sra = results["sra"]

@@ -339,8 +339,9 @@ def test_distill_page_runs_two_steps_with_a_truncated_student(tmp_path):
 @pytest.mark.slow
 def test_distill_page_stop_and_resume(tmp_path):
     at = open_page("distill")
-    _small_run(at, tmp_path, steps=3)
-    at.number_input(key="distill_probe_every").set_value(3)
+    # Enough steps that the Stop click (one AppTest rerun) lands before the run could finish by itself.
+    _small_run(at, tmp_path, steps=12)
+    at.number_input(key="distill_probe_every").set_value(12)
     at.button(key="distill_start").click().run()
     deadline = time.monotonic() + 900
     while at.session_state["distill_worker"].progress().steps_done < 1:
@@ -350,13 +351,13 @@ def test_distill_page_stop_and_resume(tmp_path):
     progress = _wait_until_done(at)
     # the stop lands while step 2 runs: the run ends between steps, with a checkpoint
     assert progress.status == "stopped", progress.error
-    assert 1 <= progress.steps_done < 3
+    assert 1 <= progress.steps_done < 12
     assert any(f"Run stopped at step {progress.steps_done}" in w.value for w in at.warning)
     assert (Path(progress.run_dir) / "checkpoint").is_dir()
     assert not at.button(key="distill_resume").disabled
     at.button(key="distill_resume").click().run()
     progress = _wait_until_done(at)
-    assert progress.status == "finished" and progress.steps_done == 3
+    assert progress.status == "finished" and progress.steps_done == 12
     assert_clean(at)
 
 

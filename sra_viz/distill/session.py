@@ -16,6 +16,7 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import random
 import threading
@@ -89,7 +90,7 @@ class DistillSession:
         *,
         _resuming: bool = False,
     ):
-        self.config = cfg = config.validate()
+        self.config = cfg = dataclasses.replace(config).validate()  # a copy: the caller's stays as given
         self.progress = progress
         self._stop = threading.Event()
         self.status, self.error = "ready", ""
