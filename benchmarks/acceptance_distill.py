@@ -19,28 +19,19 @@ import tempfile
 import time
 from pathlib import Path
 
+from _common import add_session_options, overrides, session_config
+
 CHECKS = (("probe_gram_distance", "down"), ("probe_cos", "up"), ("probe_cka", "up"))
 
 
 def run_method(method: str, pair, args, out_root: Path) -> dict[str, dict[str, float]]:
-    from sra_viz.distill import DistillConfig, DistillSession, load_run
+    from sra_viz.distill import DistillSession, load_run
 
-    cfg = DistillConfig(
-        method=method,
-        steps=args.steps,
-        batch_size=args.batch_size,
-        max_length=args.max_length,
-        student_variant=args.variant,
-        student_k=args.student_k,
-        log_every=args.log_every,
-        snapshot_every=args.log_every,
-        checkpoint_every=0,
-        probe_size=args.probe_size,
+    cfg = session_config(
+        method, args, str(out_root / method), steps=args.steps, log_every=args.log_every,
+        snapshot_every=args.log_every, checkpoint_every=0, probe_size=args.probe_size,
         heldout_size=args.heldout_size,
-        seed=args.seed,
-        out=str(out_root / method),
-        **args.overrides,
-    )
+    )  # fmt: skip
     t0 = time.perf_counter()
     status = DistillSession(cfg, pair=pair).run()
     seconds = time.perf_counter() - t0
@@ -55,43 +46,18 @@ def run_method(method: str, pair, args, out_root: Path) -> dict[str, dict[str, f
     return {"first": first, "last": last}
 
 
-def _overrides(pairs: list[str]) -> dict:
-    import json
-
-    out = {}
-    for pair in pairs:
-        key, _, value = pair.partition("=")
-        try:
-            out[key.strip()] = json.loads(value)
-        except ValueError:
-            out[key.strip()] = value
-    return out
-
-
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--methods", nargs="+", default=["sra", "uld"])
-    parser.add_argument("--batch-size", type=int, default=4)
-    parser.add_argument("--max-length", type=int, default=64)
-    parser.add_argument("--variant", default="truncated", choices=["full", "last_k", "truncated"])
-    parser.add_argument("--student-k", type=int, default=6)
-    parser.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="FIELD=VALUE",
-        help="any other DistillConfig field for every method, e.g. --set kd_weighting=saliency",
-    )
+    add_session_options(parser)
     parser.add_argument("--log-every", type=int, default=10)
     parser.add_argument("--probe-size", type=int, default=8)
     parser.add_argument("--heldout-size", type=int, default=8)
-    parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default=None, help="keep the run directories here (default: a temp folder)")
     args = parser.parse_args(argv)
-    args.overrides = _overrides(args.set)
 
     import torch
 
@@ -106,7 +72,7 @@ def main(argv=None) -> int:
     names = ["probe_cos", "probe_cka", "probe_gram_distance", "probe_gram_distance_weighted",
              "probe_retrieval", "heldout_loss", "probe_cos_projector"]  # fmt: skip
     print(f"\nsettings: variant={args.variant} k={args.student_k} batch={args.batch_size}x{args.max_length} "
-          f"steps={args.steps} overrides={args.overrides or 'none (defaults)'}")  # fmt: skip
+          f"steps={args.steps} overrides={overrides(args.set) or 'none (defaults)'}")  # fmt: skip
     print(f"\n{'method':8s} {'metric':28s} {'step 0':>10s} {'step ' + str(args.steps):>10s}")
     for method, res in results.items():
         for name in names:

@@ -106,29 +106,10 @@ def make_texts(n: int, seed: int = 0) -> list[str]:
 
 
 def token_bytes_truth(tokenizer, ids: list[int], text: str) -> list[bytes]:
-    """Each token's bytes from its string alone, written here independently of sra_viz.
+    """Each token's bytes from its string alone (tests/_truth.py, independent of sra_viz)."""
+    from tests._truth import token_pieces
 
-    Byte-level tokens go through GPT-2's byte table; ``<0xNN>`` is one byte; ``▁`` is a space unless
-    the text holds a literal ``▁`` at that point.
-    """
-    from transformers.convert_slow_tokenizer import bytes_to_unicode
-
-    byte_of = {ch: b for b, ch in bytes_to_unicode().items()}
-    byte_level = "ByteLevel" in repr(tokenizer.backend_tokenizer.decoder)
-    data, cursor, out = text.encode(), 0, []
-    for tok in tokenizer.convert_ids_to_tokens(ids):
-        if byte_level and all(c in byte_of for c in tok):
-            piece = bytes(byte_of[c] for c in tok)
-        elif tok.startswith("<0x") and tok.endswith(">") and len(tok) == 6:
-            piece = bytes([int(tok[3:5], 16)])
-        else:
-            piece = b""
-            for ch in tok:
-                literal = ch.encode()
-                piece += b" " if ch == "▁" and not data.startswith(piece + literal, cursor) else literal
-        out.append(piece)
-        cursor += len(piece)
-    return out
+    return token_pieces(tokenizer, tokenizer.convert_ids_to_tokens(ids), text)
 
 
 def ideal_groups(ends_a: list[int], ends_b: list[int]) -> list[tuple[range, range]]:

@@ -9,6 +9,7 @@ a shared machine hits them alike; the probe evaluation is not part of a step and
 
     python benchmarks/bench_distill.py                          # truncated student (6 blocks), 4 x 64
     python benchmarks/bench_distill.py --variant last_k --k 2 --repeats 6
+    python benchmarks/bench_distill.py --set use_kd=false     # what span logit KD costs
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ import argparse
 import statistics
 import tempfile
 import time
+
+from _common import add_session_options, session_config
 
 
 def _optimizer_step(session, terms) -> None:
@@ -48,10 +51,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--variant", default="truncated", choices=["full", "last_k", "truncated"])
-    parser.add_argument("--k", type=int, default=6)
-    parser.add_argument("--batch-size", type=int, default=4)
-    parser.add_argument("--max-length", type=int, default=64)
+    add_session_options(parser)
     parser.add_argument(
         "--repeats", type=int, default=8, help="timed steps per pipeline (after 2 warm-up steps)"
     )
@@ -60,7 +60,7 @@ def main(argv=None) -> int:
 
     import torch
 
-    from sra_viz.distill import DistillConfig, DistillSession
+    from sra_viz.distill import DistillSession
     from sra_viz.distill.batch import collate
     from sra_viz.models import load_pair
 
@@ -69,16 +69,7 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         sessions = {}
         for name, method in (("bare", "sra"), ("sra", "sra"), ("uld", "uld")):
-            cfg = DistillConfig(
-                method=method,
-                student_variant=args.variant,
-                student_k=args.k,
-                batch_size=args.batch_size,
-                max_length=args.max_length,
-                probe_size=2,
-                heldout_size=1,
-                out=f"{tmp}/{name}",
-            )
+            cfg = session_config(method, args, f"{tmp}/{name}", probe_size=2, heldout_size=1)
             sessions[name] = DistillSession(cfg, pair=pair)
         first = sessions["sra"]
         items = [first._prepare(e) for e in first.train_examples[: args.batch_size]]
@@ -86,7 +77,7 @@ def main(argv=None) -> int:
         tokens_t = sum(len(i.teacher_ids) for i in items)
         tokens_s = sum(len(i.student_ids) for i in items)
         print(
-            f"device {first.device}; student {args.variant} k={args.k} "
+            f"device {first.device}; student {args.variant} k={args.student_k} "
             f"({first.student.trainable_params / 1e6:.1f} M trainable); batch {args.batch_size} texts, "
             f"{tokens_t} teacher / {tokens_s} student tokens, {batch.n_spans} spans max; threads "
             f"{torch.get_num_threads()}"

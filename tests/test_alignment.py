@@ -17,7 +17,8 @@ from hypothesis import strategies as st
 
 from sra_viz.alignment import Span, SpanAlignment, align_spans, common_boundaries
 from sra_viz.errors import SraVizError
-from tests.test_tokenization import TEXTS, truth_pieces
+from tests._truth import token_pieces
+from tests.test_tokenization import TEXTS
 
 NAMES = ["teacher_tokenizer", "student_tokenizer", "gpt2_tokenizer", "wordpiece_tokenizer"]
 PAIRS = list(itertools.combinations(NAMES, 2))
@@ -129,7 +130,7 @@ def test_exact_partition_matches_independent_truth(
         ends = {}
         for side, tok in (("teacher", teacher), ("student", student)):
             ids = [i for i, _, _ in real_tokens(getattr(al, side))]
-            pieces = truth_pieces(tok, getattr(al, side).tokens[ids[0] : ids[-1] + 1], text)
+            pieces = token_pieces(tok, getattr(al, side).tokens[ids[0] : ids[-1] + 1], text)
             ends[side] = list(itertools.accumulate(map(len, pieces)))
         common = sorted(set(ends["teacher"]) & set(ends["student"]))
         assert [s.byte_end for s in al.spans] == common

@@ -14,8 +14,7 @@ from transformers.convert_slow_tokenizer import bytes_to_unicode
 
 from sra_viz.errors import SraVizError
 from sra_viz.tokenization import TextBytes, char_to_byte_table, encode_bytes, tokenize_bytes
-
-BYTE_OF = {ch: b for b, ch in bytes_to_unicode().items()}
+from tests._truth import token_pieces
 
 TEXTS = [
     "Hello, world!",
@@ -49,27 +48,6 @@ def dropped_bytes(tokenizer) -> bytes:
     return bytes(b for b, ch in bytes_to_unicode().items() if ch not in vocab)
 
 
-def truth_pieces(tokenizer, tokens: list[str], text: str) -> list[bytes] | None:
-    """Each real token's bytes from its string alone (None for tokenizers that rewrite text)."""
-    decoder = repr(tokenizer.backend_tokenizer.decoder)
-    if "WordPiece" in decoder:
-        return None
-    data, cursor, out = text.encode(), 0, []
-    for tok in tokens:
-        if "ByteLevel" in decoder and all(c in BYTE_OF for c in tok):
-            piece = bytes(BYTE_OF[c] for c in tok)
-        elif len(tok) == 6 and tok.startswith("<0x"):
-            piece = bytes([int(tok[3:5], 16)])
-        else:
-            piece = b""
-            for ch in tok:
-                literal = ch.encode()
-                piece += b" " if ch == "▁" and not data.startswith(piece + literal, cursor) else literal
-        out.append(piece)
-        cursor += len(piece)
-    return out
-
-
 def check_exact(tokenizer, text: str, add_special_tokens: bool = True) -> None:
     tt = tokenize_bytes(text, tokenizer, add_special_tokens=add_special_tokens)
     data = text.encode()
@@ -80,7 +58,7 @@ def check_exact(tokenizer, text: str, add_special_tokens: bool = True) -> None:
     for _, (start, end) in real:  # monotone, inside the text, non-overlapping
         assert cursor <= start <= end <= len(data)
         cursor = end
-    pieces = truth_pieces(tokenizer, [tok for tok, _ in real], text)
+    pieces = token_pieces(tokenizer, [tok for tok, _ in real], text)
     if pieces is not None:
         dropped = dropped_bytes(tokenizer)
         for piece, (_, (start, end)) in zip(pieces, real, strict=True):

@@ -75,33 +75,32 @@ def _batches(items: list[PreparedExample], size: int):
         yield i, items[i : i + size]
 
 
-def teacher_probe(session: Any) -> ProbeTeacher:
-    """Teacher CoMs and saliency of every probe span at the last mapped teacher layer (no grad)."""
-    cfg, t_layer = session.config, session.teacher_layers[-1]
-    centers, text_id, span_idx, texts, sal = [], [], [], [], []
+def _probe_passes(session: Any, side: str):
+    """Yield (start, items, out, valid) per probe batch: one no-grad pass of ``side`` at its last mapped
+    layer, with that side's mass layer, pooled exactly as in training."""
+    cfg = session.config
+    model = session.teacher if side == "teacher" else session.student_view
+    layer = (session.teacher_layers if side == "teacher" else session.student_layers)[-1]
+    mass_layer = session.teacher_mass_layer if side == "teacher" else session.student_mass_layer
     for start, items in _batches(session.probe_items, cfg.batch_size):
         batch = collate(items, session.teacher_side, session.student_side)
         with torch.no_grad():
-            out = run_side(
-                session.teacher,
-                batch,
-                "teacher",
-                [t_layer],
-                session.teacher_mass_layer,
-                cfg.mass_mode,
-                cfg.weighted_pooling,
-                grad=False,
-                dtype=cfg.dtype,
-            )
-            valid = batch.span_valid.to(out.centers[t_layer].device)
-            w = (
-                saliency_weights(out.span_mass, valid, cfg.saliency_power)
-                if out.span_mass is not None
-                else valid.float() / valid.sum(-1, keepdim=True).clamp_min(1)
-            )
+            out = run_side(model, batch, side, [layer], mass_layer, cfg.mass_mode, cfg.weighted_pooling,
+                           grad=False, dtype=cfg.dtype)  # fmt: skip
+        yield start, items, out.centers[layer], out, batch.span_valid.to(out.centers[layer].device)
+
+
+def teacher_probe(session: Any) -> ProbeTeacher:
+    """Teacher CoMs and saliency of every probe span at the last mapped teacher layer (no grad)."""
+    centers, text_id, span_idx, texts, sal = [], [], [], [], []
+    for start, items, com, out, valid in _probe_passes(session, "teacher"):
+        if out.span_mass is not None:
+            w = saliency_weights(out.span_mass, valid, session.config.saliency_power)
+        else:
+            w = valid.float() / valid.sum(-1, keepdim=True).clamp_min(1)
         for b, item in enumerate(items):
             n = item.n_spans
-            centers.append(out.centers[t_layer][b, :n].float().cpu().numpy())
+            centers.append(com[b, :n].float().cpu().numpy())
             sal.append(w[b, :n].float().cpu().numpy())
             text_id += [start + b] * n
             span_idx += list(range(n))
@@ -113,24 +112,9 @@ def teacher_probe(session: Any) -> ProbeTeacher:
 
 def student_probe(session: Any) -> np.ndarray:
     """Student CoMs (N, D_S) of every probe span at the last mapped student layer (no grad)."""
-    cfg, s_layer = session.config, session.student_layers[-1]
     rows = []
-    for _, items in _batches(session.probe_items, cfg.batch_size):
-        batch = collate(items, session.teacher_side, session.student_side)
-        with torch.no_grad():
-            out = run_side(
-                session.student_view,
-                batch,
-                "student",
-                [s_layer],
-                session.student_mass_layer,
-                cfg.mass_mode,
-                cfg.weighted_pooling,
-                grad=False,
-                dtype=cfg.dtype,
-            )
-        for b, item in enumerate(items):
-            rows.append(out.centers[s_layer][b, : item.n_spans].float().cpu().numpy())
+    for _, items, com, _, _ in _probe_passes(session, "student"):
+        rows += [com[b, : item.n_spans].float().cpu().numpy() for b, item in enumerate(items)]
     return np.concatenate(rows)
 
 
