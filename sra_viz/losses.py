@@ -146,8 +146,9 @@ class _RowKL(torch.autograd.Function):
     @staticmethod
     def forward(ctx, student_logits: Tensor, teacher_logits: Tensor, tau: float) -> Tensor:
         dtype = torch.promote_types(student_logits.dtype, torch.float32)  # half precision is computed in fp32
-        log_p_s = torch.log_softmax(student_logits.to(dtype) / tau, dim=-1)  # (..., V)
-        log_p_t = torch.log_softmax(teacher_logits.to(dtype) / tau, dim=-1)
+        scaled = (lambda z: z.to(dtype)) if tau == 1.0 else (lambda z: z.to(dtype) / tau)  # τ = 1: no pass
+        log_p_s = torch.log_softmax(scaled(student_logits), dim=-1)  # (..., V)
+        log_p_t = torch.log_softmax(scaled(teacher_logits), dim=-1)
         p_t = log_p_t.exp()
         # KL = Σ p_T log p_T − Σ p_T log p_S as row-wise dot products (no (..., V) temporaries). Columns
         # outside V∩ carry logit -1e4: p = 0 exactly and log p finite, so they add exactly 0.

@@ -307,6 +307,9 @@ def test_distill_page_runs_two_steps_with_a_truncated_student(tmp_path):
     assert_clean(at)
     assert [b.label for b in at.button][:3] == ["Start", "Stop", "Resume"]
     _small_run(at, tmp_path)
+    assert at.number_input(key="distill_lambda_geo").value == 50.0  # the library's default, shown
+    at.number_input(key="distill_lambda_geo").set_value(3.0)  # the published loss scales
+    at.selectbox(key="distill_kd_weighting").set_value("sum")
     at.button(key="distill_start").click().run()
     assert_clean(at)
     assert at.button(key="distill_start").disabled and not at.button(key="distill_stop").disabled
@@ -325,6 +328,8 @@ def test_distill_page_runs_two_steps_with_a_truncated_student(tmp_path):
     assert run_dir.parent == tmp_path
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [0, 1, 2]
+    written = json.loads((run_dir / "config.json").read_text())
+    assert (written["lambda_geo"], written["kd_weighting"], written["alpha"]) == (3.0, "sum", 0.5)
     past = at.dataframe[-1].value
     assert (
         run_dir.name in list(past["run"])

@@ -84,9 +84,11 @@ def run_side(
 
 
 def pool_spans(values: torch.Tensor, span_index: torch.Tensor, pool_mass: torch.Tensor,
-               span_valid: torch.Tensor) -> torch.Tensor:  # fmt: skip
+               span_valid: torch.Tensor, scale: float = 1.0,
+               offset: torch.Tensor | None = None) -> torch.Tensor:  # fmt: skip
     """Pool per-token rows (B, L, V) to the M valid spans (M, V), weighting tokens exactly as
-    :func:`sra_viz.features.span_centers` does: ``(m_t + EPS) / Σ_{t∈k} (m_t + EPS)``.
+    :func:`sra_viz.features.span_centers` does: ``(m_t + EPS) / Σ_{t∈k} (m_t + EPS)``; the result is
+    ``offset + scale · pooled`` (``offset`` (V,) broadcast over rows, no gradient) at no extra pass.
 
     Rows come in the order of ``span_valid.nonzero()``. Used on the token logits: the LM head is linear,
     so ``head(c_k) = Σ_t w_t head(h_t)`` and the student's CoM logits come from the logits the CE term
@@ -103,11 +105,41 @@ def pool_spans(values: torch.Tensor, span_index: torch.Tensor, pool_mass: torch.
     mass = pool_mass.detach().float()
     weights = torch.where(in_span, mass + EPS, torch.zeros_like(mass))  # (B, L)
     totals = weights.new_zeros(span_valid.shape).scatter_add(1, index, weights)  # (B, N)
-    row_of = torch.full(span_valid.shape, -1, dtype=torch.long, device=span_index.device)  # (B, N)
-    row_of[span_valid] = torch.arange(int(span_valid.sum()), device=span_index.device)
-    token_row = torch.where(in_span, row_of.gather(1, index), -1).reshape(-1)  # (B·L,) output row per token
-    keep = (token_row >= 0).nonzero().squeeze(-1)  # (T,) tokens of valid spans
-    scale = (weights / totals.gather(1, index).clamp_min(EPS)).reshape(-1)[keep]  # (T,)
-    rows = values.reshape(batch * length, width).index_select(0, keep) * scale[:, None].to(values.dtype)
-    out = values.new_zeros((int(span_valid.sum()), width))  # (M, V)
-    return out.index_add(0, token_row[keep], rows)
+    n_rows = int(span_valid.sum())
+    row_of = torch.full(span_valid.shape, n_rows, dtype=torch.long, device=span_index.device)  # (B, N)
+    row_of[span_valid] = torch.arange(n_rows, device=span_index.device)
+    # output row of each token; n_rows marks tokens outside a valid span (weight 0)
+    token_row = torch.where(in_span, row_of.gather(1, index), n_rows).reshape(-1)  # (B·L,)
+    share = torch.where(token_row < n_rows, (weights / totals.gather(1, index).clamp_min(EPS)).reshape(-1), 0.0)
+    return _PoolRows.apply(values, token_row, (share * scale).to(values.dtype), n_rows, offset)
+
+
+class _PoolRows(torch.autograd.Function):
+    """``out[r] = Σ_{t: row_t = r} scale_t · values[t]`` over flattened tokens, with the gradient
+    ``grad_values[t] = scale_t · grad_out[row_t]`` written in one gather (autograd through
+    index_select/index_add would make two more passes over the (B·L, V) tensor and one more zero fill)."""
+
+    @staticmethod
+    def forward(ctx, values: torch.Tensor, token_row: torch.Tensor, scale: torch.Tensor, n_rows: int,
+                offset: torch.Tensor | None):  # fmt: skip
+        flat = values.reshape(-1, values.shape[-1])  # (B·L, V)
+        keep = (token_row < n_rows).nonzero().squeeze(-1)  # (T,) tokens of valid spans
+        rows = flat.index_select(0, keep).mul_(scale[keep, None])  # (T, V)
+        if offset is None:
+            out = values.new_zeros((n_rows, flat.shape[1]))
+        else:
+            out = offset.detach().to(values.dtype).reshape(1, -1).expand(n_rows, -1).clone()
+        out.index_add_(0, token_row[keep], rows)
+        ctx.save_for_backward(token_row, scale)
+        ctx.shape = values.shape
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out: torch.Tensor):
+        token_row, scale = ctx.saved_tensors
+        if grad_out.shape[0] == 0:
+            return grad_out.new_zeros(ctx.shape), None, None, None, None
+        # tokens outside valid spans read some row and get scale 0 (a NaN there is caught by the
+        # session's non-finite gradient check, which sees the same NaN in the span's own tokens)
+        grad = grad_out.index_select(0, token_row.clamp_max(grad_out.shape[0] - 1)).mul_(scale[:, None])
+        return grad.reshape(ctx.shape), None, None, None, None

@@ -257,17 +257,22 @@ class DistillSession:
         with torch.no_grad():
             return _softcap(self.teacher.model.get_output_embeddings()(hidden), self.teacher_softcap)
 
-    def teacher_shared_logits(self, hidden: torch.Tensor) -> torch.Tensor:
-        """The teacher's head on V∩, ``z = h @ W_head[V∩]ᵀ``, in student vocabulary order with the columns
-        outside V∩ masked to -1e4: (..., D_T) -> (..., V_S). No gradient."""
+    def teacher_shared_logits(self, hidden: torch.Tensor, tau: float = 1.0) -> torch.Tensor:
+        """The teacher's head on V∩ divided by ``tau``, ``z/τ = (h @ W_head[V∩]ᵀ)/τ``, in student vocabulary
+        order with the columns outside V∩ masked to -1e4: (..., D_T) -> (..., V_S). No gradient."""
         with torch.no_grad():
             weight = self.teacher_head_shared  # (V_S, D_T), zero rows outside V∩
-            logits = (hidden.to(weight.dtype) @ weight.T).float()  # bf16 GEMMs accumulate in fp32
-            return _softcap(logits, self.teacher_softcap) + self.shared_mask
+            logits = hidden.to(weight.dtype) @ weight.T  # bf16 GEMMs accumulate in fp32
+            if self.teacher_softcap:
+                logits = _softcap(logits.float(), self.teacher_softcap)
+            # one pass: to float32 (the mask's dtype), scale by 1/τ and mask
+            return torch.add(self.shared_mask, logits, alpha=1.0 / tau)
 
-    def student_shared_logits(self, logits: torch.Tensor) -> torch.Tensor:
-        """Student logits (..., V_S) with the columns outside V∩ masked to -1e4 (see teacher_shared_logits)."""
-        return logits + self.shared_mask
+    def student_shared_logits(self, logits: torch.Tensor, inplace: bool = False) -> torch.Tensor:
+        """Student logits (..., V_S) with the columns outside V∩ masked to -1e4 (see teacher_shared_logits).
+
+        ``inplace=True`` for a fresh tensor no backward needs (saves one (M, V_S) allocation)."""
+        return logits.add_(self.shared_mask) if inplace else logits + self.shared_mask
 
     # ------------------------------------------------------------------ data
 

@@ -84,13 +84,16 @@ def sra_terms(session: Any, batch: Batch) -> dict[str, torch.Tensor]:
     if cfg.use_geo:
         terms["geo"] = geometric_loss(s_list[-1], t_list[-1], weights, valid)
     if cfg.use_kd:
-        z_s = pool_spans(logits.float(), s.span_index, s.pool_mass, valid)  # (M, V_S) head of the CoMs
-        z_s = session.student_shared_logits(z_s)[None]  # (1, M, V_S): V∩ columns live, the rest masked
-        z_t = session.teacher_shared_logits(t.centers[session.teacher_last][valid])[None]  # (1, M, V_S)
+        # z/τ of the CoMs on both sides, V∩ columns live, the rest masked to -1e4: the student's from the
+        # token logits the CE term computes anyway (pooling scaled by 1/τ, starting from the mask), so the
+        # KL below runs at τ = 1 without dividing or masking (M, V_S) tensors again
+        z_s = pool_spans(logits.float(), s.span_index, s.pool_mass, valid, scale=1.0 / cfg.tau,
+                         offset=session.shared_mask)[None]  # (1, M, V_S)  # fmt: skip
+        z_t = session.teacher_shared_logits(t.centers[session.teacher_last][valid], tau=cfg.tau)[None]
         kd_w = weights[valid][None] if cfg.kd_weighting == "saliency" else None
         # (1, M) holds every valid span once; dividing by B keeps span_logit_kd's (1/B) Σ_b Σ_k
         every = torch.ones(z_s.shape[:2], dtype=torch.bool, device=session.device)
-        terms["kd"] = span_logit_kd(z_s, z_t, every, cfg.tau, kd_w) / valid.shape[0]
+        terms["kd"] = span_logit_kd(z_s, z_t, every, 1.0, kd_w) / valid.shape[0]
     if "dynamics" in cfg.distill_terms():
         terms["dynamics"] = dynamics_loss(s_list, t_list, projectors, weights, valid)
     if cfg.use_ce:

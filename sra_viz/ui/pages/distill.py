@@ -11,7 +11,7 @@ import streamlit as st
 
 from sra_viz import figures, geometry, paths
 from sra_viz.distill import DistillConfig, DistillSession, list_runs, load_run
-from sra_viz.distill.config import METHODS, VARIANTS
+from sra_viz.distill.config import KD_WEIGHTINGS, METHODS, VARIANTS, field_defaults
 from sra_viz.distill.runs import load_snapshots
 from sra_viz.errors import SraVizError
 from sra_viz.ui import state
@@ -59,7 +59,8 @@ def config_from_widgets() -> DistillConfig:
         student_variant=s["distill_variant"], student_k=int(s["distill_k"]), log_every=every,
         snapshot_every=every, probe_size=int(s["distill_probe"]), seed=int(s["distill_seed"]),
         out=str(run_root / f"{s['distill_method']}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:4]}"),
-        **switches,
+        alpha=float(s["distill_alpha"]), lambda_geo=float(s["distill_lambda_geo"]), tau=float(s["distill_tau"]),
+        kd_weighting=s["distill_kd_weighting"], **switches,
     ).validate()  # fmt: skip
 
 
@@ -94,8 +95,23 @@ def draw_config(student_layers: int) -> None:
         for i, (name, label) in enumerate(ABLATIONS.items()):
             state.keep(f"distill_{name}", True)
             cols[i % 2].toggle(label, key=f"distill_{name}")
+        defaults = field_defaults()
+        w = st.columns(4)
+        state.keep("distill_alpha", defaults["alpha"])
+        w[0].number_input("α (CE weight)", 0.0, 1.0, step=0.1, key="distill_alpha",
+                          help="L = α·CE + (1−α)·(L_span + λ_geo·L_geo + L_KD)")  # fmt: skip
+        state.keep("distill_lambda_geo", defaults["lambda_geo"])
+        w[1].number_input("λ_geo", 0.0, 1000.0, step=1.0, key="distill_lambda_geo",
+                          help="weight of L_geo; the published value is 3, ours 50 (see the Learn page)")  # fmt: skip
+        state.keep("distill_tau", defaults["tau"])
+        w[2].number_input("τ (KD temperature)", 0.1, 20.0, step=0.5, key="distill_tau")
+        state.keep("distill_kd_weighting", defaults["kd_weighting"], KD_WEIGHTINGS)
+        w[3].selectbox("L_KD over spans", list(KD_WEIGHTINGS), key="distill_kd_weighting",
+                       format_func=lambda v: {"saliency": "saliency-weighted", "sum": "sum (published)"}[v])  # fmt: skip
         st.caption(
-            "ULD and exact-token KD use L_CE and their own token-level term; the other switches are SRA's."
+            "ULD and exact-token KD use L_CE and their own token-level term; the other switches are SRA's. "
+            "λ_geo = 3 with L_KD summed over spans is the published form; our defaults (50, saliency) keep "
+            "the three distillation terms on one gradient scale."
         )
     with st.expander("Run folder and seed", expanded=False):
         state.keep("distill_root", str(paths.runs_dir()))

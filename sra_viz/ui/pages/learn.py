@@ -164,6 +164,12 @@ def step_logits(alignment, feats) -> None:
     st.latex(
         r"L = \alpha L_{CE} + (1-\alpha)\,(L_{span} + \lambda_{geo} L_{geo} + L_{KD}), \quad \alpha = 0.5,\ \lambda_{geo} = 3"
     )
+    st.caption(
+        "These are the published values, with L_KD summed over spans. sra_viz's defaults weight the spans "
+        "of L_KD by saliency and set λ_geo = 50: at the published scales the summed KD gradient is about 30× "
+        "the CE gradient and 1000× the geometric one, so a short run never moves the geometry "
+        "(benchmarks/term_gradients.py measures this). The Distill page lets you pick either."
+    )
     pair = state.get_pair()
     with st.spinner("Matching the two vocabularies (once per pair)…"):
         shared = shared_vocab(pair.teacher.tokenizer, pair.student.tokenizer)
