@@ -33,6 +33,7 @@ app: models
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
+	$(BIN)/mypy sra_viz
 
 test: models browser lint
 	$(BIN)/python -m pytest -ra

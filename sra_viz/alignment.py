@@ -21,6 +21,7 @@ import itertools
 import json
 import unicodedata
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, cast
 
 import numpy as np
 
@@ -74,9 +75,13 @@ class SpanAlignment:
     spans: list[Span]
     granularity: str = "token"
     prompt_end: int | None = None
+    # Set on the class below, so not dataclass fields at runtime. When `_plan` is None, `_spans` is a list.
+    if TYPE_CHECKING:
+        _spans: list[Span] | None = field(default=None, init=False, repr=False, compare=False)
+        _plan: _Plan | None = field(default=None, init=False, repr=False, compare=False)
 
     def __len__(self) -> int:
-        return self._plan.n_kept if self._plan is not None else len(self._spans)
+        return self._plan.n_kept if self._plan is not None else len(cast("list[Span]", self._spans))
 
     def token_to_span(self, side: str) -> np.ndarray:
         """Span index of every token of ``side``: ``(len(ids),)`` int64, -1 for special/unaligned tokens.
@@ -192,13 +197,15 @@ class SpanAlignment:
         _check_side(side)
         if self._plan is not None:
             return getattr(self, side), *self._plan.ranges(side)
-        firsts = np.array([getattr(s, f"{side}_start") for s in self._spans], dtype=np.int64)  # (N,)
-        ends = np.array([getattr(s, f"{side}_end") for s in self._spans], dtype=np.int64)
+        spans = cast("list[Span]", self._spans)
+        firsts = np.array([getattr(s, f"{side}_start") for s in spans], dtype=np.int64)  # (N,)
+        ends = np.array([getattr(s, f"{side}_end") for s in spans], dtype=np.int64)
         return getattr(self, side), firsts, ends
 
     def _char_bounds(self, k: int) -> int:
         if self._plan is None:
-            return self._spans[k].char_start if k == 0 else self._spans[k].char_end
+            spans = cast("list[Span]", self._spans)
+            return spans[k].char_start if k == 0 else spans[k].char_end
         return self._plan.chars([self._plan.bounds[self._plan.keep_from if k == 0 else -1]])[0]
 
 
@@ -209,7 +216,7 @@ def _check_side(side: str) -> None:
 
 def _get_spans(self: SpanAlignment) -> list[Span]:
     if self._spans is None:
-        self._spans = self._plan.materialize()
+        self._spans = cast("_Plan", self._plan).materialize()
     return self._spans
 
 
@@ -221,7 +228,9 @@ def _set_spans(self: SpanAlignment, spans: list[Span]) -> None:
 # `align_spans` leaves; assigning spans drops the plan (edit spans by assignment, not in place).
 SpanAlignment._spans = None
 SpanAlignment._plan = None
-SpanAlignment.spans = property(_get_spans, _set_spans, doc="The aligned spans, in text order.")
+# setattr: mypy sees `spans` as the dataclass field it also is, and would reject a property here.
+_spans_property = property(_get_spans, _set_spans, doc="The aligned spans, in text order.")
+setattr(SpanAlignment, "spans", _spans_property)  # noqa: B010
 
 
 @dataclass
@@ -360,14 +369,14 @@ def merge_boundaries(
         if merged is not None:
             return merged
     arrays = [np.asarray(x, dtype=np.int64) for x in (a.starts, a.ends, b.starts, b.ends)]
-    if _covers_array(*arrays[:2], n_bytes) and _covers_array(*arrays[2:], n_bytes):
+    if _covers_array(arrays[0], arrays[1], n_bytes) and _covers_array(arrays[2], arrays[3], n_bytes):
         # Every byte covered on both sides: the boundaries are the token ends common to both.
         ends_a, ends_b = arrays[1], arrays[3]
         at = np.searchsorted(ends_b, ends_a)  # (A,)
         common = ends_b[np.minimum(at, len(ends_b) - 1)] == ends_a
         bounds = np.concatenate(([0], ends_a[common]))
         return bounds.tolist(), (np.flatnonzero(common) + 1).tolist(), (at[common] + 1).tolist()
-    bounds = common_boundaries(*arrays, n_bytes)
+    bounds = common_boundaries(arrays[0], arrays[1], arrays[2], arrays[3], n_bytes)
     return bounds.tolist(), _closes(a, bounds), _closes(b, bounds)
 
 

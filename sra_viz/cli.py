@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from .errors import SraVizError
 from .fetch import DEFAULT_STUDENT, DEFAULT_TEACHER
@@ -132,6 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--max-tokens", type=int, default=512, help="longest sequence fed to a model")
             p.add_argument("--windowed", action="store_true", help="cover long texts with windows, not truncation")
 
+    add_distill_parser: Callable[..., argparse.ArgumentParser] | None
     try:
         from .distill_cli import add_distill_parser
     except ImportError:  # the engine is optional for the other commands

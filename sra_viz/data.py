@@ -210,7 +210,7 @@ def to_frame(examples: Sequence[Example]):
 def _read_source(source: Source, max_bytes: int) -> tuple[bytes | str, str]:
     """Return (content, display name) of a path, str content, bytes or file-like object."""
     if isinstance(source, (bytes, bytearray, memoryview)):
-        data = bytes(source)
+        data: bytes | str = bytes(source)
         _check_size(len(data), max_bytes, "input")
         return data, "input"
     if isinstance(source, os.PathLike) or (isinstance(source, str) and _looks_like_path(source)):
@@ -381,7 +381,8 @@ def _json_type(value: Any) -> str:
         return "a boolean"
     if isinstance(value, (int, float)):
         return "a number"
-    return {list: "a list", dict: "an object", str: "a string"}.get(type(value), type(value).__name__)
+    names: dict[type, str] = {list: "a list", dict: "an object", str: "a string"}
+    return names.get(type(value), type(value).__name__)
 
 
 @dataclass(frozen=True)

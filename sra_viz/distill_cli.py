@@ -101,7 +101,10 @@ def add_distill_parser(subparsers) -> argparse.ArgumentParser:
         if f.metadata.get("flag") is False:
             continue
         help_text = f.metadata.get("help", "")
-        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+        # ignore: mypy cannot tell from `f.default is MISSING` that default_factory is set
+        default = (
+            f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[operator]
+        )
         if f.metadata.get("flag_type") == "pairs":
             help_text += (
                 "; as TEACHER:STUDENT[,...], written --layer-pairs=-1:-1 (with '=') for negative indices"

@@ -530,6 +530,8 @@ def extract_corpus(
         raise SraVizError("extract_corpus expects a list of texts, got one str; wrap it in a list")
     opts, align_options = _split(options)
     opts = replace(opts, keep_attention=False, keep_hidden=False)
+    teacher: dict[int, list[np.ndarray]]  # layer -> one (S_i, D) array per text
+    student: dict[int, list[np.ndarray]]
     frames, teacher, student, messages = [], {}, {}, {}
     for text_id, feats in enumerate(
         _features(list(texts), pair, _resolve(pair, opts), batch_size, align_options, progress)

@@ -176,7 +176,7 @@ def convert_gguf(gguf_path: Path, out_dir: Path, progress: Progress | None = Non
         str(gguf_path.parent), gguf_file=gguf_path.name, attn_implementation="eager"
     )
     # save_pretrained refuses a GGUF-quantized model; the weights are already dequantized to fp32.
-    model.hf_quantizer = None
+    model.hf_quantizer = None  # type: ignore[assignment]  # torch types module attributes as Tensor | Module
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
     model.save_pretrained(str(out_dir), safe_serialization=True)

@@ -240,7 +240,7 @@ def forward_features(
             if index != last:
                 handles.append(blocks[index].register_forward_hook(keep_block(index)))
         kwargs = dict(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=False)
-        out = None
+        out: Any = None  # the model's output (set unless stopped early, and then never read)
         with torch.set_grad_enabled(grad):
             try:
                 out = model(**kwargs) if logits else backbone(**kwargs)

@@ -22,6 +22,7 @@ import warnings
 from collections.abc import Callable, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any, cast
 
 import numpy as np
 
@@ -354,8 +355,10 @@ def _import_umap(progress: Progress | None, cache_all_kernels: bool):
     _say(progress, f"importing umap-learn (numba cache {cache_dir}; a first import compiles for ~30 s)")
     import numba
 
-    if not numba.config.CACHE_DIR:  # numba was imported before the variable was set
-        numba.config.CACHE_DIR = cache_dir
+    # numba was imported before the variable was set. (ignore: numba.config's settings are made at
+    # runtime, unknown to numba's type information.)
+    if not numba.config.CACHE_DIR:  # type: ignore[attr-defined]
+        numba.config.CACHE_DIR = cache_dir  # type: ignore[attr-defined]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         if cache_all_kernels:
@@ -402,7 +405,7 @@ class UmapProjector:
         self.n_components, self.n_neighbors, self.min_dist = n_components, n_neighbors, min_dist
         self.metric, self.random_state, self.n_epochs = metric, random_state, n_epochs
         self.aligned, self.progress, self.umap_options = aligned, progress, umap_options
-        self.model = None  # the fitted umap.UMAP / umap.AlignedUMAP
+        self.model: Any = None  # the fitted umap.UMAP / umap.AlignedUMAP
         self.embedding_: np.ndarray | None = None  # (N_ref, k) of the reference set
         self.timings: dict[str, float] = {}  # seconds: import, fit, transform (last call)
 
@@ -452,7 +455,7 @@ class UmapProjector:
         return out
 
     def fit_transform(self, X) -> np.ndarray:
-        return self.fit(X).embedding_.copy()
+        return cast(np.ndarray, self.fit(X).embedding_).copy()  # fit() sets embedding_
 
     def fit_sequence(self, frames: Sequence) -> list[np.ndarray]:
         """One (N, k) layout per frame; row i is the same item in every frame.

@@ -229,7 +229,9 @@ def aligned_response_positions(
         >>> [t.tolist() for t in aligned_response_positions([2], [5], [3], [5])]
         [[0, 0], [2, 3], [3, 4]]
     """
-    rows, s_pos, t_pos = [], [], []
+    rows: list[int] = []
+    s_pos: list[int] = []
+    t_pos: list[int] = []
     for b, (s0, s1, t0, t1) in enumerate(
         zip(student_starts, student_ends, teacher_starts, teacher_ends, strict=True)
     ):

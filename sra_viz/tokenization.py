@@ -24,7 +24,9 @@ import codecs
 import itertools
 import threading
 import weakref
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any, cast
 
 import numpy as np
 from tokenizers import Tokenizer
@@ -81,6 +83,7 @@ class TextBytes:
     """
 
     __slots__ = ("text", "data", "_char_to_byte")
+    _char_to_byte: np.ndarray | None
 
     def __init__(self, text: str):
         if not isinstance(text, str):
@@ -229,7 +232,7 @@ _SWITCHES = threading.Lock()
 class _Facts:
     """What we learned about one backend tokenizer: how its token strings spell bytes; its vocabulary."""
 
-    def __init__(self, backend):
+    def __init__(self, backend) -> None:
         decoder, pre, norm = repr(backend.decoder), repr(backend.pre_tokenizer), repr(backend.normalizer)
         self.byte_fallback = "ByteFallback" in decoder or bool(getattr(backend.model, "byte_fallback", False))
         self.metaspace = "▁" in decoder or "Metaspace" in decoder
@@ -242,7 +245,8 @@ class _Facts:
             self.kind = "offsets"
         self.misses = 0  # texts in a row whose token bytes did not spell the text
         self._dropped: bytes | None = None
-        self._backend = weakref.ref(backend)
+        # A weak reference, alive while used: whoever asks for the facts holds the backend.
+        self._backend: Callable[[], Any] = weakref.ref(backend)
         self._vocab: list[str | None] = []
 
     def tokens_of(self, ids: list[int]) -> list[str]:
@@ -256,7 +260,7 @@ class _Facts:
             tokens = [
                 t if t is not None else backend.id_to_token(i) or "" for t, i in zip(tokens, ids, strict=True)
             ]
-        return tokens
+        return cast("list[str]", tokens)
 
     def _load_vocab(self, max_id: int) -> None:
         """The id -> token string list (``None`` where an id has no entry), at least ``max_id + 1`` long."""
@@ -323,6 +327,7 @@ def _exact_spans(facts: _Facts, tokens: list[str], source: TextBytes) -> tuple |
         else:
             ends = source.char_to_byte[list(itertools.accumulate(map(len, tokens)))].tolist()
         return _with_starts(ends)
+    pieces: Sequence[bytes | None]
     if facts.kind == "spaces_as_metaspace":  # with byte-fallback pieces: spell each token out
         if "▁" in source.text:
             pieces = _metaspace_pieces(tokens, source.data)
@@ -330,9 +335,9 @@ def _exact_spans(facts: _Facts, tokens: list[str], source: TextBytes) -> tuple |
             pieces = [_BYTE_TOKEN.get(t) or t.replace("▁", " ").encode() for t in tokens]
     else:
         pieces = [facts.token_bytes(t) for t in tokens]
-    if None in pieces or b"".join(pieces) != source.data:
+    if None in pieces or b"".join(cast("Sequence[bytes]", pieces)) != source.data:
         return None
-    return _with_starts(list(itertools.accumulate(map(len, pieces))))
+    return _with_starts(list(itertools.accumulate(map(len, cast("Sequence[bytes]", pieces)))))
 
 
 def _around_dropped(tokens: list[str], data: bytes, dropped: bytes) -> tuple[list[int], list[int], bool]:
@@ -397,7 +402,7 @@ def _repair(
     """
     exact_strings = facts.kind == "byte_level"
     if exact_strings:
-        suspects = range(len(starts))
+        suspects: Sequence[int] = range(len(starts))
     else:
         prev_end = np.concatenate(([0], ends[:-1]))  # (R,)
         next_start = np.concatenate((starts[1:], [len(text_bytes)]))

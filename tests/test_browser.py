@@ -200,6 +200,12 @@ def test_distillation_runs_and_stops_in_browser(app_url, page, tmp_path):
 
 def _run_and_stop(page, runs_folder: Path) -> None:
     page.get_by_role("heading", name="Distill").first.wait_for(timeout=120_000)
+    page.get_by_text("SRA terms and ablations").click()  # the loss scales, shown with their defaults
+    geo = page.get_by_label("λ_geo", exact=True)
+    geo.wait_for(timeout=10_000)
+    assert float(geo.input_value()) == 50.0
+    time.sleep(1.0)  # the expander's opening animation
+    page.screenshot(path=str(ARTIFACTS / "distill_options.png"), full_page=True)
     page.get_by_text("Run folder and seed").click()
     folder = page.get_by_label("Runs folder", exact=True)
     folder.fill(str(runs_folder))

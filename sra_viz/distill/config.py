@@ -235,5 +235,6 @@ def field_defaults() -> dict[str, Any]:
     """name -> default of every DistillConfig field (what the CLI leaves unchanged)."""
     out = {}
     for f in fields(DistillConfig):
-        out[f.name] = f.default_factory() if f.default is MISSING else f.default  # type: ignore[misc]
+        # ignore: mypy cannot tell from `f.default is MISSING` that default_factory is set
+        out[f.name] = f.default_factory() if f.default is MISSING else f.default  # type: ignore[operator]
     return out

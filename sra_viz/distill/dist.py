@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 import torch.distributed as dist
@@ -87,7 +88,7 @@ def average_grads_(params: list[torch.nn.Parameter], info: DistInfo) -> None:
     for p in params:
         if p.grad is None:
             p.grad = torch.zeros_like(p)
-    all_reduce_mean_([p.grad for p in params], info)
+    all_reduce_mean_(cast("list[torch.Tensor]", [p.grad for p in params]), info)  # no None left
 
 
 def broadcast_(tensors: list[torch.Tensor], info: DistInfo) -> None:

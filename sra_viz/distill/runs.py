@@ -27,7 +27,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pandas as pd
@@ -52,7 +52,8 @@ def _atomic_write(path: Path, mode: str, write: Callable[[Any], None]) -> None:
     (readers never see half a file; on any error the temporary file is removed)."""
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
-        with os.fdopen(fd, mode, **({"encoding": "utf-8"} if "b" not in mode else {})) as fh:
+        text_options: dict[str, Any] = {"encoding": "utf-8"} if "b" not in mode else {}
+        with os.fdopen(fd, mode, **text_options) as fh:
             write(fh)
             fh.flush()
             os.fsync(fh.fileno())
@@ -69,7 +70,8 @@ def atomic_write_text(path: Path, text: str) -> None:
 
 
 def _atomic_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    _atomic_write(path, "wb", lambda fh: np.savez(fh, **arrays))
+    # cast: a dict[str, ndarray] could hold the key `allow_pickle` (a bool) as far as numpy's stub knows
+    _atomic_write(path, "wb", lambda fh: np.savez(fh, **cast("dict[str, Any]", arrays)))
 
 
 class RunDir:
@@ -182,7 +184,7 @@ def load_checkpoint(run_dir: str | os.PathLike) -> tuple[dict, dict, dict]:
 
 def read_metrics_rows(path: str | os.PathLike) -> list[dict[str, Any]]:
     """Rows of a metrics.jsonl; a torn last line (a run killed mid-write) is skipped."""
-    rows = []
+    rows: list[dict[str, Any]] = []
     path = Path(path)
     if not path.exists():
         return rows
@@ -295,7 +297,7 @@ def list_runs(directory: str | os.PathLike | None = None) -> list[RunSummary]:
     from .. import paths
 
     root = Path(directory) if directory is not None else paths.runs_dir()
-    out = []
+    out: list[RunSummary] = []
     if not root.is_dir():
         return out
     for child in root.iterdir():

@@ -21,9 +21,9 @@ import math
 import random
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import torch
@@ -37,6 +37,9 @@ from .compute import SideView
 from .config import DistillConfig
 from .runs import RunDir, atomic_write_text, read_config, read_metrics_rows
 from .student import make_student
+
+if TYPE_CHECKING:
+    from ..data import Example
 
 Progress = Callable[[str], None]
 
@@ -96,7 +99,7 @@ class DistillSession:
         self.status, self.error = "ready", ""
         self.history: list[dict[str, Any]] = []
         self.step_count, self.epoch, self.batch_in_epoch = 0, 0, 0
-        self._data_iter = None
+        self._data_iter: Iterator[list[Example]] | None = None
         self._prepared: dict[tuple[str, int], PreparedExample] = {}
         if cfg.reuse_memory:
             perf.reuse_freed_memory()
@@ -187,6 +190,8 @@ class DistillSession:
             getattr(s_cfg, "text_config", None) or s_cfg, "final_logit_softcapping", None
         )
         self.shared = None
+        self.teacher_head_shared: torch.Tensor | None  # both set below when V∩ is used
+        self.shared_mask: torch.Tensor | None
         self.teacher_head_shared = self.shared_mask = None
         needs_shared = (cfg.method == "sra" and cfg.use_kd) or cfg.method == "exact"
         if needs_shared:
@@ -207,7 +212,9 @@ class DistillSession:
 
     def _build_optimizer(self) -> None:
         cfg = self.config
-        groups = [{"params": self.student.parameters(), "lr": cfg.lr, "weight_decay": cfg.weight_decay}]
+        groups: list[dict[str, Any]] = [
+            {"params": self.student.parameters(), "lr": cfg.lr, "weight_decay": cfg.weight_decay}
+        ]
         if self.projectors is not None:
             groups.append(
                 {"params": list(self.projectors.parameters()), "lr": cfg.projector_lr, "weight_decay": 0.0}
@@ -261,18 +268,19 @@ class DistillSession:
         """The teacher's head on V∩ divided by ``tau``, ``z/τ = (h @ W_head[V∩]ᵀ)/τ``, in student vocabulary
         order with the columns outside V∩ masked to -1e4: (..., D_T) -> (..., V_S). No gradient."""
         with torch.no_grad():
-            weight = self.teacher_head_shared  # (V_S, D_T), zero rows outside V∩
+            weight = cast(torch.Tensor, self.teacher_head_shared)  # (V_S, D_T), zero rows outside V∩
             logits = hidden.to(weight.dtype) @ weight.T  # bf16 GEMMs accumulate in fp32
             if self.teacher_softcap:
                 logits = _softcap(logits.float(), self.teacher_softcap)
             # one pass: to float32 (the mask's dtype), scale by 1/τ and mask
-            return torch.add(self.shared_mask, logits, alpha=1.0 / tau)
+            return torch.add(cast(torch.Tensor, self.shared_mask), logits, alpha=1.0 / tau)
 
     def student_shared_logits(self, logits: torch.Tensor, inplace: bool = False) -> torch.Tensor:
         """Student logits (..., V_S) with the columns outside V∩ masked to -1e4 (see teacher_shared_logits).
 
         ``inplace=True`` for a fresh tensor no backward needs (saves one (M, V_S) allocation)."""
-        return logits.add_(self.shared_mask) if inplace else logits + self.shared_mask
+        mask = cast(torch.Tensor, self.shared_mask)  # set by _build_heads whenever V∩ logits are asked for
+        return logits.add_(mask) if inplace else logits + mask
 
     # ------------------------------------------------------------------ data
 

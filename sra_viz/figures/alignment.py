@@ -127,15 +127,15 @@ def alignment_diagram(
     cell_px = font_size * 0.62
     capacity = max(10.0, (width - 110) / cell_px)  # cells per line
     n_lines = _wrap(cols, widths["teacher"], widths["student"], capacity)
-    owner = {name: {} for name in sides}  # token index -> span index
+    owner: dict[str, dict[int, int]] = {name: {} for name in sides}  # token index -> span index
     for k, (ts, te, ss, se, _) in enumerate(ranges):
         owner["teacher"].update({i: k for i in range(ts, te)})
         owner["student"].update({i: k for i in range(ss, se)})
     span_text = [_span_text(text, sides["teacher"], r) for r in ranges]
 
     fig = go.Figure()
-    band = {0: ([], []), 1: ([], [])}
-    span_hover = ([], [], [])
+    band: dict[int, tuple[list[float | None], list[float | None]]] = {0: ([], []), 1: ([], [])}
+    span_hover: tuple[list[float], list[float], list[str]] = ([], [], [])
     for c in cols:
         if c.span is None:
             continue
@@ -204,7 +204,8 @@ def _span_text(text: str, teacher: dict, r) -> str:
 
 def _add_side(fig, name, row, cols, side, labels, widths, owner, text, span_text, font_size) -> None:
     """Token boxes (one polygon trace, specials apart) and a label/hover trace for one side."""
-    boxes = {False: ([], []), True: ([], [])}  # special? -> polygon coords
+    # special? -> polygon coords
+    boxes: dict[bool, tuple[list[float | None], list[float | None]]] = {False: ([], []), True: ([], [])}
     cx, cy, lab, hover, token_index = [], [], [], [], []
     for c in cols:
         idx = c.teacher if name == "teacher" else c.student

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -86,7 +87,7 @@ def com_scatter(
         )
     )
     for side, pts, symbol in (("teacher", t, "circle"), ("student", s, "diamond")):
-        marker = dict(
+        marker: dict[str, Any] = dict(
             symbol=symbol,
             size=5 if three_d else 9,
             color=PALETTE[side],
