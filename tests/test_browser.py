@@ -221,7 +221,8 @@ def _run_and_stop(page, runs_folder: Path) -> None:
         box.fill(value)
         box.press("Enter")
         _wait_for(lambda box=box, value=value: box.input_value() == value, 10)
-    page.get_by_role("button", name="Start").click()
+    main = page.get_by_test_id("stMainBlockContainer")  # not the header's own "Stop" (shown during reruns)
+    main.get_by_role("button", name="Start").click()
     # the worker thread trains while the page keeps answering: the fragment redraws the metrics
     page.get_by_text(re.compile(r"Run (preparing|running)")).first.wait_for(timeout=60_000)
     assert _metric(page, "loss") == "–"
@@ -229,13 +230,13 @@ def _run_and_stop(page, runs_folder: Path) -> None:
     loss = _metric(page, "loss")
     assert float(loss) > 0, f"the first step's loss is shown as {loss!r}"
     page.screenshot(path=str(ARTIFACTS / "distill_running.png"), full_page=True)
-    page.get_by_role("button", name="Stop").click()
+    main.get_by_role("button", name="Stop").click()
     page.get_by_text(re.compile(r"Run (stopped|finished)")).first.wait_for(timeout=300_000)
     stopped_at = _steps_done(page)
     # Stop lands while step 2 runs (a step takes seconds): the run ends between steps with its checkpoint
     assert 1 <= stopped_at < 3, f"stopped at step {stopped_at}"
     page.get_by_text(f"Run stopped at step {stopped_at}").first.wait_for(timeout=10_000)
-    resume = page.get_by_role("button", name="Resume", exact=False).first
+    resume = main.get_by_role("button", name="Resume", exact=False).first
     _wait_for(resume.is_enabled, 30)  # the whole page reruns once the run has ended
     page.screenshot(path=str(ARTIFACTS / "distill_stopped.png"), full_page=True)
     resume.click()  # goes on from the checkpoint
