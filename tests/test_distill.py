@@ -175,7 +175,7 @@ def test_every_ablation_switch_selects_its_terms(default_pair, tmp_path):
 @pytest.mark.slow
 def test_kd_logits_equal_the_heads_applied_to_the_centers(default_pair, tmp_path):
     """The engine pools token logits instead of running the heads on CoMs: the two must agree."""
-    from sra_viz.distill.compute import pool_spans, run_side
+    from sra_viz.distill.compute import run_side
 
     cfg = _cfg(tmp_path, "kd", student_k=1, probe_size=2, heldout_size=1, teacher_head_dtype="float32")
     session = DistillSession(cfg, pair=default_pair)
