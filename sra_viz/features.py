@@ -100,6 +100,17 @@ def _heads(attentions: torch.Tensor | None, real: torch.Tensor, head: int | None
     return att[:, head]
 
 
+def token_weights(mass: torch.Tensor, span_index: torch.Tensor) -> torch.Tensor:
+    """The pooling weight of every token (B, L): ``m_t + EPS`` inside a span, 0 outside (no gradient).
+
+    Shared by :func:`span_centers` and the training engine's logit pooling, so both weigh tokens alike.
+        >>> token_weights(torch.tensor([[0.5, 0.0, 2.0]]), torch.tensor([[0, 0, -1]]))
+        tensor([[5.0000e-01, 1.0000e-12, 0.0000e+00]])
+    """
+    m = mass.detach()
+    return torch.where(span_index >= 0, m + EPS, torch.zeros_like(m))
+
+
 def span_centers(
     hidden: torch.Tensor, mass: torch.Tensor, span_index: torch.Tensor, n_spans: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -127,7 +138,7 @@ def span_centers(
     in_span = span_index >= 0  # (B, L)
     index = span_index.clamp_min(0)  # (B, L)
     m = mass.detach().to(device=hidden.device, dtype=dtype)
-    weights = torch.where(in_span, m + EPS, torch.zeros_like(m))  # (B, L)
+    weights = token_weights(m, span_index)  # (B, L)
     weighted = torch.where(in_span.unsqueeze(-1), hidden.to(dtype) * weights.unsqueeze(-1), 0.0)  # (B, L, D)
     numerator = hidden.new_zeros((batch, n_spans, dim), dtype=dtype).scatter_add(
         1, index.unsqueeze(-1).expand(batch, length, dim), weighted

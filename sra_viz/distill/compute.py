@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from ..features import EPS, span_centers, token_mass
+from ..features import EPS, span_centers, token_mass, token_weights
 from ..forward import ForwardResult, forward_features
 from .batch import Batch
 
@@ -102,8 +102,7 @@ def pool_spans(values: torch.Tensor, span_index: torch.Tensor, pool_mass: torch.
     batch, length, width = values.shape
     in_span = span_index >= 0  # (B, L)
     index = span_index.clamp_min(0)
-    mass = pool_mass.detach().float()
-    weights = torch.where(in_span, mass + EPS, torch.zeros_like(mass))  # (B, L)
+    weights = token_weights(pool_mass.float(), span_index)  # (B, L), as span_centers weighs tokens
     totals = weights.new_zeros(span_valid.shape).scatter_add(1, index, weights)  # (B, N)
     n_rows = int(span_valid.sum())
     row_of = torch.full(span_valid.shape, n_rows, dtype=torch.long, device=span_index.device)  # (B, N)

@@ -275,12 +275,9 @@ class DistillSession:
             # one pass: to float32 (the mask's dtype), scale by 1/τ and mask
             return torch.add(cast(torch.Tensor, self.shared_mask), logits, alpha=1.0 / tau)
 
-    def student_shared_logits(self, logits: torch.Tensor, inplace: bool = False) -> torch.Tensor:
-        """Student logits (..., V_S) with the columns outside V∩ masked to -1e4 (see teacher_shared_logits).
-
-        ``inplace=True`` for a fresh tensor no backward needs (saves one (M, V_S) allocation)."""
-        mask = cast(torch.Tensor, self.shared_mask)  # set by _build_heads whenever V∩ logits are asked for
-        return logits.add_(mask) if inplace else logits + mask
+    def student_shared_logits(self, logits: torch.Tensor) -> torch.Tensor:
+        """Student logits (..., V_S) with the columns outside V∩ masked to -1e4 (see teacher_shared_logits)."""
+        return logits + cast(torch.Tensor, self.shared_mask)  # set whenever V∩ logits are asked for
 
     # ------------------------------------------------------------------ data
 
