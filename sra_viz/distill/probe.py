@@ -30,7 +30,7 @@ import torch
 
 from .. import geometry
 from ..features import saliency_weights
-from ..losses import causal_lm_loss
+from ..losses import causal_lm_loss, uniform_weights
 from .batch import PreparedExample, collate, label_positions
 from .compute import autocast_for, run_side
 
@@ -76,7 +76,7 @@ def _batches(items: list[PreparedExample], size: int):
 
 
 def _probe_passes(session: Any, side: str):
-    """Yield (start, items, out, valid) per probe batch: one no-grad pass of ``side`` at its last mapped
+    """Yield (start, items, CoMs, out, span_valid) per probe batch: one no-grad pass of ``side`` at its last mapped
     layer, with that side's mass layer, pooled exactly as in training."""
     cfg = session.config
     model = session.teacher if side == "teacher" else session.student_view
@@ -97,7 +97,7 @@ def teacher_probe(session: Any) -> ProbeTeacher:
         if out.span_mass is not None:
             w = saliency_weights(out.span_mass, valid, session.config.saliency_power)
         else:
-            w = valid.float() / valid.sum(-1, keepdim=True).clamp_min(1)
+            w = uniform_weights(valid)
         for b, item in enumerate(items):
             n = item.n_spans
             centers.append(com[b, :n].float().cpu().numpy())
