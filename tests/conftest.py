@@ -47,3 +47,21 @@ def wordpiece_tokenizer():
     from tests._wordpiece import build_wordpiece_tokenizer
 
     return build_wordpiece_tokenizer()
+
+
+@pytest.fixture(scope="session")
+def tiny_pair_dirs(tmp_path_factory):
+    """Folders of a 2-block Gemma 3 teacher and a 2-block Llama student with the real default tokenizers
+    and random seeded weights (tests/_tiny.py): for engine tests that need no real weights."""
+    from tests._tiny import build_tiny_pair
+
+    return build_tiny_pair(tmp_path_factory.mktemp("tiny_pair"))
+
+
+@pytest.fixture(scope="session")
+def tiny_pair(tiny_pair_dirs):
+    """The tiny seeded pair loaded like any other (``load_pair`` on its folders), CPU, fp32."""
+    from sra_viz.models import load_pair
+
+    teacher_dir, student_dir = tiny_pair_dirs
+    return load_pair(str(teacher_dir), str(student_dir), device="cpu")
