@@ -30,7 +30,7 @@ _BOOL_FLAGS = {
     "use_dynamics": "dynamics",
 }
 _CHOICES = {
-    "method": ("sra", "uld", "exact"),
+    "method": ("sra", "uld", "exact", "ce"),
     "student_variant": ("full", "last_k", "truncated"),
     "mass_mode": ("last_token", "received", "uniform"),
     "kd_weighting": ("sum", "saliency"),

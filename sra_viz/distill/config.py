@@ -17,7 +17,7 @@ from typing import Any
 from ..errors import SraVizError
 from ..fetch import DEFAULT_STUDENT, DEFAULT_TEACHER
 
-METHODS = ("sra", "uld", "exact")
+METHODS = ("sra", "uld", "exact", "ce")
 VARIANTS = ("full", "last_k", "truncated")
 MASS_MODES = ("last_token", "received", "uniform")
 KD_WEIGHTINGS = ("sum", "saliency")
@@ -56,7 +56,9 @@ class DistillConfig:
     teacher: str = _opt(DEFAULT_TEACHER, "teacher model: default name, folder, .gguf file or HF id")
     student: str = _opt(DEFAULT_STUDENT, "student model: default name, folder, .gguf file or HF id")
     method: str = _opt(
-        "sra", "distillation method: sra (span alignment), uld or exact (token-level baselines)"
+        "sra",
+        "distillation method: sra (span alignment), uld or exact (token-level baselines), or ce (the "
+        "student's own next-token loss alone, no teacher: the plain fine-tuning control)",
     )
     steps: int = _opt(30, "number of optimizer steps of the run")
     batch_size: int = _opt(4, "texts per optimizer step (per process when distributed)")
@@ -120,6 +122,13 @@ class DistillConfig:
     checkpoint_every: int = _opt(50, "write a checkpoint every N steps (0 = only at the end / on stop)")
     probe_size: int = _opt(8, "texts of the fixed probe set (geometry metrics, snapshots)")
     heldout_size: int = _opt(8, "held-out texts for the student's loss / perplexity")
+    eval_size: int = _opt(
+        8, "held-out evaluation examples (ROUGE-L, teacher agreement, CE; sra_viz.evaluation); 0 = none"
+    )
+    eval_every: int = _opt(
+        0, "run the held-out evaluation every N steps (0 = only at step 0 and at the end or stop)"
+    )
+    eval_max_new_tokens: int = _opt(48, "longest greedy generation of the held-out evaluation, in tokens")
     probe_ridge: float = _opt(
         0.1, "ridge strength (relative) of the probe's student->teacher measurement map"
     )
@@ -143,7 +152,7 @@ class DistillConfig:
             >>> DistillConfig(method="x").validate()
             Traceback (most recent call last):
             ...
-            sra_viz.errors.SraVizError: method='x' is unknown; expected one of ('sra', 'uld', 'exact')
+            sra_viz.errors.SraVizError: method='x' is unknown; expected one of ('sra', 'uld', 'exact', 'ce')
         """
         for name, allowed in (
             ("method", METHODS),
@@ -160,7 +169,9 @@ class DistillConfig:
         for name in positive:
             if int(getattr(self, name)) < 1:
                 raise SraVizError(f"{name}={getattr(self, name)!r} must be at least 1")
-        for name in ("warmup_steps", "checkpoint_every", "heldout_size", "student_k"):
+        if self.eval_max_new_tokens < 1:
+            raise SraVizError(f"eval_max_new_tokens={self.eval_max_new_tokens!r} must be at least 1")
+        for name in ("warmup_steps", "checkpoint_every", "heldout_size", "student_k", "eval_size", "eval_every"):
             if int(getattr(self, name)) < 0:
                 raise SraVizError(f"{name}={getattr(self, name)!r} must not be negative")
         if not 0.0 <= self.alpha <= 1.0:
@@ -185,6 +196,8 @@ class DistillConfig:
             raise SraVizError(
                 "every SRA loss term is switched off; switch on at least one of span, geo, kd, ce"
             )
+        if self.method == "ce" and not self.use_ce:
+            raise SraVizError("method='ce' trains on the student's CE alone; --no-ce would leave no loss term")
         return self
 
     def distill_terms(self) -> list[str]:
@@ -194,6 +207,8 @@ class DistillConfig:
             >>> DistillConfig(use_geo=False).distill_terms()
             ['span', 'kd', 'ce']
         """
+        if self.method == "ce":
+            return ["ce"]
         if self.method == "uld":
             terms = ["uld"]
         elif self.method == "exact":

@@ -22,6 +22,7 @@ trains). SRA runs also log ``probe_cos_projector``, the cosine through their own
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,6 +31,7 @@ import torch
 
 from .. import geometry
 from ..features import saliency_weights
+from ..forward import n_layers
 from ..losses import causal_lm_loss, uniform_weights
 from .batch import PreparedExample, collate, label_positions
 from .compute import autocast_for, run_side
@@ -118,34 +120,48 @@ def student_probe(session: Any) -> np.ndarray:
     return np.concatenate(rows)
 
 
-def heldout_loss(session: Any) -> float:
-    """Mean CE of the student on the held-out texts' label tokens (NaN without held-out texts)."""
-    cfg = session.config
+def label_loss(
+    model: Any,
+    items: list[PreparedExample],
+    side: str,
+    head: Callable[[torch.Tensor], torch.Tensor],
+    batch_size: int,
+    padding_sides: tuple[str, str],
+    dtype: str = "float32",
+) -> tuple[float, int]:
+    """(mean CE, label tokens) of one side's model on the label tokens of ``items`` (the responses).
+
+    ``model`` is what forward_features takes (``.model``, ``.tokenizer``); ``head`` maps its last hidden
+    states (M, D) to logits (M, V); ``padding_sides`` is (teacher side, student side). No gradient.
+    Example:
+        >>> loss, tokens = label_loss(session.student_view, items, "student", session.student_logits, 8, ("left", "right"))  # doctest: +SKIP
+    """
+    last = n_layers(model) - 1
     total, count = 0.0, 0
-    for _, items in _batches(session.heldout_items, cfg.batch_size):
-        batch = collate(items, session.teacher_side, session.student_side)
-        rows, pos, targets = label_positions(batch, "student")
+    for _, chunk in _batches(items, batch_size):
+        batch = collate(chunk, *padding_sides)
+        rows, pos, targets = label_positions(batch, side)
         if rows.numel() == 0:
             continue
         with torch.no_grad():
             out = run_side(
-                session.student_view,
-                batch,
-                "student",
-                [session.student_last],
-                None,
-                "uniform",
-                False,
-                grad=False,
-                dtype=cfg.dtype,
-                centers_for=[],
+                model, batch, side, [last], None, "uniform", False, grad=False, dtype=dtype, centers_for=[]
             )
-            hidden = out.forward.hidden[session.student_last][rows.to(session.device), pos.to(session.device)]
-            with autocast_for(session.device, cfg.dtype):
-                logits = session.student_logits(hidden)  # (M, V_S)
-            total += float(causal_lm_loss(logits, targets.to(session.device))) * rows.numel()
+            hidden = out.forward.hidden[last]  # (B, L, D)
+            dev = hidden.device
+            with autocast_for(dev, dtype):
+                logits = head(hidden[rows.to(dev), pos.to(dev)])  # (M, V)
+            total += float(causal_lm_loss(logits, targets.to(dev))) * rows.numel()
             count += rows.numel()
-    return total / count if count else float("nan")
+    return (total / count if count else float("nan")), count
+
+
+def heldout_loss(session: Any) -> float:
+    """Mean CE of the student on the held-out texts' label tokens (NaN without held-out texts)."""
+    sides = (session.teacher_side, session.student_side)
+    loss, _ = label_loss(session.student_view, session.heldout_items, "student", session.student_logits,
+                         session.config.batch_size, sides, session.config.dtype)  # fmt: skip
+    return loss
 
 
 def _gram_distance_by_text(S: np.ndarray, T: np.ndarray, text_id: np.ndarray, weights=None) -> float:

@@ -6,6 +6,14 @@
     <run>/snapshots/teacher.npz       probe teacher CoMs, span texts, text ids, saliency (once)
     <run>/snapshots/step_XXXXXX.npz   projected student CoMs of the probe at that step
     <run>/checkpoint/                 student.safetensors, projectors.safetensors, state.pt
+    <run>/evaluation/teacher.json     the teacher's held-out evaluation (once per run)
+    <run>/evaluation/step_XXXXXX.json the student's held-out evaluation at that step (0 = before training)
+
+An evaluation file is one JSON object: the figures of :class:`sra_viz.evaluation.EvalResult` (``model``,
+``n``, ``rouge_l``, ``rouge_on_words``, ``rouge_on_chars``, ``teacher_agreement``, ``vcap_kl``,
+``n_spans``, ``heldout_loss``, ``heldout_ppl``; null where a measure does not apply), ``step`` (null for
+the teacher) and ``examples``: one ``{"id", "prompt", "reference", "generation", "rouge_l",
+"scored_on"}`` per held-out prompt, in the same order in every file of a run.
 
 Every file except metrics.jsonl is written to a temporary name and renamed into place; the checkpoint
 folder is swapped whole (``checkpoint.old`` is read back when a run died in the middle of a swap).
@@ -36,6 +44,7 @@ from ..errors import SraVizError
 from .config import DistillConfig
 
 CHECKPOINT = "checkpoint"
+EVALUATION = "evaluation"
 
 
 def _clean(value: Any) -> Any:
@@ -45,6 +54,26 @@ def _clean(value: Any) -> Any:
     if isinstance(value, float) and not math.isfinite(value):
         return None
     return value
+
+
+def _clean_tree(value: Any) -> Any:
+    """``_clean`` applied through nested dicts and lists."""
+    if isinstance(value, dict):
+        return {str(k): _clean_tree(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_clean_tree(v) for v in value]
+    return _clean(value)
+
+
+def read_evaluations(run_dir: str | os.PathLike) -> tuple[dict[str, Any] | None, dict[int, dict[str, Any]]]:
+    """(the teacher's evaluation or None, step -> the student's evaluation) of a run, as saved."""
+    folder = Path(run_dir) / EVALUATION
+    teacher, steps = None, {}
+    if (folder / "teacher.json").is_file():
+        teacher = json.loads((folder / "teacher.json").read_text(encoding="utf-8"))
+    for path in sorted(folder.glob("step_*.json")):
+        steps[int(path.stem.split("_")[1])] = json.loads(path.read_text(encoding="utf-8"))
+    return teacher, steps
 
 
 def _atomic_write(path: Path, mode: str, write: Callable[[Any], None]) -> None:
@@ -128,6 +157,18 @@ class RunDir:
     def write_snapshot(self, step: int, arrays: dict[str, np.ndarray]) -> None:
         (self.path / "snapshots").mkdir(exist_ok=True)
         _atomic_npz(self.path / "snapshots" / f"step_{step:06d}.npz", arrays)
+
+    def write_evaluation(self, name: str, data: dict[str, Any]) -> None:
+        """``evaluation/<name>.json`` (``teacher`` or ``step_XXXXXX``), written atomically."""
+        (self.path / EVALUATION).mkdir(exist_ok=True)
+        text = json.dumps(_clean_tree(data), indent=1, ensure_ascii=False, allow_nan=False)
+        atomic_write_text(self.path / EVALUATION / f"{name}.json", text)
+
+    def truncate_evaluations(self, after_step: int) -> None:
+        """Remove student evaluations past ``after_step`` (a resumed run replays those steps)."""
+        for path in (self.path / EVALUATION).glob("step_*.json"):
+            if int(path.stem.split("_")[1]) > after_step:
+                path.unlink()
 
     def save_checkpoint(self, student: dict, projectors: dict, state: dict) -> None:
         """Write student weights, projectors and training state into a new folder, then swap it in."""

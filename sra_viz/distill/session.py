@@ -4,7 +4,8 @@ One ``step()`` = one optimizer step on one batch: the teacher's pass runs once u
 (hidden states of the mapped layers and one layer's attention, no LM head), the student's pass keeps
 the graph, the loss terms of the method are combined by :func:`sra_viz.losses.total_loss`, then
 AdamW (warm-up + cosine; projectors with their own lr and no weight decay). Every ``log_every`` steps
-the probe metrics are measured (:mod:`sra_viz.distill.probe`). Everything is written to the run
+the probe metrics are measured (:mod:`sra_viz.distill.probe`); at step 0, every ``eval_every`` steps
+and at the end (or stop) the held-out evaluation (:mod:`sra_viz.evaluation`). Everything is written to the run
 directory (:mod:`sra_viz.distill.runs`). ``stop()`` may be called from another thread; it is honoured
 between steps. A non-finite loss or gradient stops the run before the update is applied.
 
@@ -35,7 +36,7 @@ from . import checkpoint, dist, perf, probe, terms
 from .batch import Batch, PreparedExample, collate, prepare_example
 from .compute import SideView
 from .config import DistillConfig
-from .runs import RunDir, atomic_write_text, read_config, read_metrics_rows
+from .runs import EVALUATION, RunDir, atomic_write_text, read_config, read_metrics_rows
 from .student import make_student
 
 if TYPE_CHECKING:
@@ -105,9 +106,13 @@ class DistillSession:
             perf.reuse_freed_memory()
 
         from ..data import load_bundled_corpus, load_examples, split_examples
+        from ..evaluation import eval_split
         from ..models import load_pair, pick_device
 
         examples = load_bundled_corpus() if cfg.data is None else load_examples(cfg.data)
+        examples, held_out = eval_split(examples)  # fixed, seed-free: never trained or probed on
+        self.eval_examples = held_out[: cfg.eval_size]
+        self._evaluator: Any = None  # sra_viz.evaluation.Evaluator, built at the first evaluation
         self.train_examples, probe_examples, heldout_examples = split_examples(
             examples, cfg.probe_size, cfg.heldout_size, cfg.seed
         )
@@ -331,6 +336,38 @@ class DistillSession:
             self.run_dir.write_snapshot(self.step_count, arrays)
         return metrics
 
+    def evaluate_heldout(self) -> dict[str, Any]:
+        """The held-out evaluation (:mod:`sra_viz.evaluation`) of the current student as ``eval_*`` metrics,
+        saved to ``evaluation/step_XXXXXX.json``; the teacher's is computed and saved once per run."""
+        if not self.eval_examples or not self.dist.is_main:
+            return {}
+        from ..evaluation import Evaluator
+
+        t0 = time.perf_counter()
+        if self._evaluator is None:
+            self._evaluator = Evaluator(
+                self.teacher, self.pair.student.tokenizer, self.eval_examples, self.config, progress=False
+            )
+        if self.run_dir is not None and not (self.run_dir.path / EVALUATION / "teacher.json").is_file():
+            self._say(f"evaluating the teacher on {len(self.eval_examples)} held-out examples (once)")
+            reference = self._evaluator.evaluate_teacher()
+            self.run_dir.write_evaluation("teacher", {"step": None, **reference.to_dict(with_examples=True)})
+        self.student.model.eval()
+        try:
+            result = self._evaluator.evaluate(self.student_view, f"student at step {self.step_count}")
+        finally:
+            self.student.model.train()
+        if self.run_dir is not None:
+            data = {"step": self.step_count, **result.to_dict(with_examples=True)}
+            self.run_dir.write_evaluation(f"step_{self.step_count:06d}", data)
+        return {**result.metrics_row(), "eval_heldout_time_s": time.perf_counter() - t0}
+
+    def _eval_due(self) -> bool:
+        """Held-out evaluation after this step: every eval_every steps, at the last step, and on stop."""
+        cfg, step = self.config, self.step_count
+        every = cfg.eval_every > 0 and step % cfg.eval_every == 0
+        return cfg.eval_size > 0 and (every or step == cfg.steps or self._stop.is_set())
+
     def _log(self, row: dict[str, Any]) -> None:
         self.history.append(row)
         if self.run_dir is not None:
@@ -343,6 +380,7 @@ class DistillSession:
         if self.step_count == 0 and not any(r.get("step") == 0 for r in self.history) and self.dist.is_main:
             t0 = time.perf_counter()
             row = {"step": 0, **self.evaluate(snapshot=True), "eval_time_s": time.perf_counter() - t0}
+            row.update(self.evaluate_heldout())
             self._log(row)
 
     def step(self) -> dict[str, Any]:
@@ -357,7 +395,8 @@ class DistillSession:
         items = [self._prepare(e) for e in self._next_examples()]
         batch = collate(items, self.teacher_side, self.student_side)
         parts = self.loss_terms(batch)
-        loss = total_loss(parts, self.config.alpha, self.config.lambda_geo)
+        alpha = 1.0 if self.config.method == "ce" else self.config.alpha  # ce: L = CE, at full weight
+        loss = total_loss(parts, alpha, self.config.lambda_geo)
         values = torch.stack([loss.detach().float()] + [v.detach().float() for v in parts.values()])
         dist.all_reduce_mean_([values], self.dist)
         names = ["loss", *parts]
@@ -397,6 +436,8 @@ class DistillSession:
             t1 = time.perf_counter()
             row.update(self.evaluate(snapshot=self._due(self.config.snapshot_every)))
             row["eval_time_s"] = time.perf_counter() - t1
+        if self._eval_due():
+            row.update(self.evaluate_heldout())
         if self.dist.is_main:
             self._log(row)
         if self._due(self.config.checkpoint_every) and self.step_count < self.config.steps:
@@ -476,6 +517,7 @@ class DistillSession:
             session.run_dir = RunDir(run_dir)
             atomic_write_text(run_dir / "config.json", config.to_json())
             session.run_dir.truncate_metrics(session.step_count)
+            session.run_dir.truncate_evaluations(session.step_count)
             rows = read_metrics_rows(run_dir / "metrics.jsonl")
             session.history = [r for r in rows if int(r.get("step", 0)) <= session.step_count]
             session.run_dir.write_status("running", session.step_count, "resumed")

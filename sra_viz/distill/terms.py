@@ -4,7 +4,7 @@ SRA: the teacher runs once under ``no_grad`` (mapped layers + the mass layer's a
 the student keeps the graph. Span logit KD never runs an LM head on the CoMs: the student's CoM
 logits are the mass-pooled token logits that the CE term computes anyway (the head is linear), and
 the teacher's are ``c @ W_head[V∩]ᵀ`` with the V∩ rows of its 262k-row head copied once.
-ULD / exact-token KD: last layers only, no attention, no CoMs.
+ULD / exact-token KD: last layers only, no attention, no CoMs. CE only (the control): no teacher pass.
 
 Example:
     >>> terms = loss_terms(session, batch)  # doctest: +SKIP
@@ -138,6 +138,15 @@ def token_terms(session: Any, batch: Batch) -> dict[str, torch.Tensor]:
     return terms
 
 
+def ce_only_terms(session: Any, batch: Batch) -> dict[str, torch.Tensor]:
+    """ce alone (the plain fine-tuning control): the student's pass only, the teacher never runs."""
+    _, logits = student_forward(session, batch, [session.student_last], [], None)  # (B, L_S, V_S)
+    return {"ce": ce_term(batch, logits)}
+
+
 def loss_terms(session: Any, batch: Batch) -> dict[str, torch.Tensor]:
     """Every active loss term of the session's method on one collated batch."""
-    return sra_terms(session, batch) if session.config.method == "sra" else token_terms(session, batch)
+    method = session.config.method
+    if method == "ce":
+        return ce_only_terms(session, batch)
+    return sra_terms(session, batch) if method == "sra" else token_terms(session, batch)

@@ -22,6 +22,7 @@ METHOD_NAMES = {
     "sra": "SRA (span alignment)",
     "uld": "ULD (token level)",
     "exact": "Exact-token KD (token level)",
+    "ce": "CE only (plain fine-tuning control)",
 }
 VARIANT_NAMES = {
     "truncated": "truncated: first k blocks (fast, starts far away)",
