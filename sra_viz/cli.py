@@ -5,6 +5,8 @@
     sra-viz align "some text" [--word] [--format table|csv|json]
     sra-viz features "some text" [--mass-mode last_token] [--top 10]
     sra-viz distill --method sra --steps 30 --out runs/sra   # see `sra-viz distill --help`
+    sra-viz eval runs/sra --size 8 --format table             # held-out evaluation of a run or a model
+    sra-viz export runs/sra --out exported/sra                # the student as a transformers folder
 
 ``python -m sra_viz ...`` is the same. Bad input exits with status 2 and one line saying what was
 wrong; no traceback.
@@ -139,6 +141,11 @@ def build_parser() -> argparse.ArgumentParser:
         add_distill_parser = None
     if add_distill_parser is not None:
         add_distill_parser(sub)
+    from .eval_cli import add_eval_parser
+    from .export_cli import add_export_parser
+
+    add_eval_parser(sub)
+    add_export_parser(sub)
     return parser
 
 
@@ -157,6 +164,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             from .distill_cli import run_distill
 
             return run_distill(args)
+        if args.command == "eval":
+            from .eval_cli import run_eval
+
+            return run_eval(args)
+        if args.command == "export":
+            from .export_cli import run_export
+
+            return run_export(args)
     except SraVizError as exc:
         print(f"sra-viz: error: {exc}", file=sys.stderr)
         return 2

@@ -180,6 +180,7 @@ class RunDir:
             save_file(
                 {k: v.detach().cpu().contiguous() for k, v in student.items()},
                 staging / "student.safetensors",
+                metadata={"step": str(int(state.get("step", 0)))},  # read without unpickling state.pt
             )
             save_file(
                 {k: v.detach().cpu().contiguous() for k, v in projectors.items()},

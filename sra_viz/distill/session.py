@@ -362,6 +362,9 @@ class DistillSession:
             self.run_dir.write_evaluation(f"step_{self.step_count:06d}", data)
         return {**result.metrics_row(), "eval_heldout_time_s": time.perf_counter() - t0}
 
+    def _evaluated(self, step: int) -> bool:
+        return any(r.get("step") == step and "eval_n" in r for r in self.history)
+
     def _eval_due(self) -> bool:
         """Held-out evaluation after this step: every eval_every steps, at the last step, and on stop."""
         cfg, step = self.config, self.step_count
@@ -463,7 +466,8 @@ class DistillSession:
         """Run ``n`` more steps (default: up to ``config.steps``); returns the final status.
 
         "finished" (all steps done, checkpoint written), "stopped" (``stop()`` was called; checkpoint
-        written), "running" (``n`` steps done, more to go) or "failed" (see ``self.error``).
+        written), "running" (``n`` steps done, more to go) or "failed" (see ``self.error``). A run stopped
+        between steps logs one more row for its last step: the held-out evaluation of the student it keeps.
         """
         target = self.config.steps if n is None else min(self.config.steps, self.step_count + n)
         self._stop.clear()
@@ -482,6 +486,9 @@ class DistillSession:
             self.status = "finished"
         elif self._stop.is_set():
             self.status = "stopped"
+            if self.config.eval_size > 0 and self.dist.is_main and not self._evaluated(self.step_count):
+                # stopped between steps: the student as it stays gets its evaluation row too
+                self._log({"step": self.step_count, **self.evaluate_heldout()})
         else:
             return self.status
         self.save_checkpoint()
