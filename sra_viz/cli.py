@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 from .errors import SraVizError
 from .fetch import DEFAULT_STUDENT, DEFAULT_TEACHER
@@ -132,13 +132,9 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--max-tokens", type=int, default=512, help="longest sequence fed to a model")
             p.add_argument("--windowed", action="store_true", help="cover long texts with windows, not truncation")
 
-    add_distill_parser: Callable[..., argparse.ArgumentParser] | None
-    try:
-        from .distill_cli import add_distill_parser
-    except ImportError:  # the engine is optional for the other commands
-        add_distill_parser = None
-    if add_distill_parser is not None:
-        add_distill_parser(sub)
+    from .distill.cli import add_distill_parser
+
+    add_distill_parser(sub)
     return parser
 
 
@@ -154,7 +150,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "features":
             return _cmd_features(args)
         if args.command == "distill":
-            from .distill_cli import run_distill
+            from .distill.cli import run_distill
 
             return run_distill(args)
     except SraVizError as exc:

@@ -20,7 +20,7 @@ import signal
 import sys
 from typing import Any
 
-from .distill.config import DistillConfig
+from .config import DistillConfig
 
 _BOOL_FLAGS = {
     "use_span": "span",
@@ -142,7 +142,7 @@ def config_from_args(args: argparse.Namespace) -> DistillConfig:
         >>> config_from_args(parser.parse_args(["distill", "--steps", "5"])).steps
         5
     """
-    from .errors import SraVizError
+    from ..errors import SraVizError
 
     base: dict[str, Any] = {}
     if getattr(args, "config", None):
@@ -159,15 +159,15 @@ def _check_data(path: str | None) -> None:
     """Fail fast (before loading models) on a missing or malformed data file."""
     if path is None:
         return
-    from .data import load_examples
+    from ..data import load_examples
 
     load_examples(path)
 
 
 def run_distill(args: argparse.Namespace) -> int:
     """Run the ``distill`` subcommand; returns the exit status (see the module docstring)."""
-    from .distill import DistillSession
-    from .errors import SraVizError
+    from ..errors import SraVizError
+    from .session import DistillSession
 
     def say(message: str) -> None:
         print(f"[distill] {message}", file=sys.stderr, flush=True)
