@@ -104,6 +104,9 @@ def _cmd_features(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .distill.cli import add_distill_parser
+    from .distill.config import field_choices
+
     parser = argparse.ArgumentParser(prog="sra-viz", description="Span Representation Alignment toolkit")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -126,13 +129,11 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--format", choices=["table", "csv", "json"], default="table")
         else:
             p.add_argument("--device", default=None)
-            p.add_argument("--mass-mode", default="last_token", choices=["last_token", "received", "uniform"])
+            p.add_argument("--mass-mode", default="last_token", choices=field_choices("mass_mode"))
             p.add_argument("--top", type=int, default=15, help="how many spans to print")
             p.add_argument("--layer", type=int, default=-1, help="block whose CoMs and attention are used")
             p.add_argument("--max-tokens", type=int, default=512, help="longest sequence fed to a model")
             p.add_argument("--windowed", action="store_true", help="cover long texts with windows, not truncation")
-
-    from .distill.cli import add_distill_parser
 
     add_distill_parser(sub)
     return parser

@@ -93,7 +93,7 @@ class DistillSession:
         *,
         _resuming: bool = False,
     ):
-        self.config = cfg = dataclasses.replace(config).validate()  # a copy: the caller's stays as given
+        self.config = cfg = dataclasses.replace(config)  # a copy (checked again): the caller's stays as given
         self.progress = progress
         self._stop = threading.Event()
         self.status, self.error = "ready", ""
