@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 from .errors import SraVizError
 from .fetch import DEFAULT_STUDENT, DEFAULT_TEACHER
@@ -106,6 +106,11 @@ def _cmd_features(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .distill.cli import add_distill_parser
+    from .distill.config import field_choices
+    from .eval_cli import add_eval_parser
+    from .export_cli import add_export_parser
+
     parser = argparse.ArgumentParser(prog="sra-viz", description="Span Representation Alignment toolkit")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -128,22 +133,13 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--format", choices=["table", "csv", "json"], default="table")
         else:
             p.add_argument("--device", default=None)
-            p.add_argument("--mass-mode", default="last_token", choices=["last_token", "received", "uniform"])
+            p.add_argument("--mass-mode", default="last_token", choices=field_choices("mass_mode"))
             p.add_argument("--top", type=int, default=15, help="how many spans to print")
             p.add_argument("--layer", type=int, default=-1, help="block whose CoMs and attention are used")
             p.add_argument("--max-tokens", type=int, default=512, help="longest sequence fed to a model")
             p.add_argument("--windowed", action="store_true", help="cover long texts with windows, not truncation")
 
-    add_distill_parser: Callable[..., argparse.ArgumentParser] | None
-    try:
-        from .distill_cli import add_distill_parser
-    except ImportError:  # the engine is optional for the other commands
-        add_distill_parser = None
-    if add_distill_parser is not None:
-        add_distill_parser(sub)
-    from .eval_cli import add_eval_parser
-    from .export_cli import add_export_parser
-
+    add_distill_parser(sub)
     add_eval_parser(sub)
     add_export_parser(sub)
     return parser
@@ -161,7 +157,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "features":
             return _cmd_features(args)
         if args.command == "distill":
-            from .distill_cli import run_distill
+            from .distill.cli import run_distill
 
             return run_distill(args)
         if args.command == "eval":

@@ -94,7 +94,7 @@ class DistillSession:
         *,
         _resuming: bool = False,
     ):
-        self.config = cfg = dataclasses.replace(config).validate()  # a copy: the caller's stays as given
+        self.config = cfg = dataclasses.replace(config)  # a copy (checked again): the caller's stays as given
         self.progress = progress
         self._stop = threading.Event()
         self.status, self.error = "ready", ""
@@ -500,7 +500,19 @@ class DistillSession:
 
     def save_checkpoint(self) -> None:
         """Trainable student weights, projectors, optimizer, scheduler, RNG, step and data position."""
-        checkpoint.save(self)
+        if self.dist.is_main and self.run_dir is not None:
+            position = checkpoint.Position(self.step_count, self.epoch, self.batch_in_epoch)
+            checkpoint.save(
+                self.run_dir, self.student, self.projectors, self.optimizer, self.scheduler, position
+            )
+
+    def _restore_checkpoint(self, run_dir: Path) -> None:
+        """Put this freshly built session in the state of ``run_dir``'s last checkpoint."""
+        position = checkpoint.restore(
+            run_dir, self.student, self.projectors, self.optimizer, self.scheduler, self.device
+        )
+        self.step_count, self.epoch, self.batch_in_epoch = position.step, position.epoch, position.batch_in_epoch
+        self._data_iter = None
 
     @classmethod
     def resume(
@@ -519,7 +531,7 @@ class DistillSession:
         if steps is not None:
             config.steps = int(steps)
         session = cls(config, pair=pair, progress=progress, _resuming=True)
-        checkpoint.restore(session, run_dir)
+        session._restore_checkpoint(run_dir)
         if session.dist.is_main:
             session.run_dir = RunDir(run_dir)
             atomic_write_text(run_dir / "config.json", config.to_json())

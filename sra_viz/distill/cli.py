@@ -16,11 +16,12 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import signal
 import sys
 from typing import Any
 
-from .distill.config import DistillConfig
+from .config import DistillConfig
 
 _BOOL_FLAGS = {
     "use_span": "span",
@@ -28,15 +29,6 @@ _BOOL_FLAGS = {
     "use_kd": "kd",
     "use_ce": "ce",
     "use_dynamics": "dynamics",
-}
-_CHOICES = {
-    "method": ("sra", "uld", "exact", "ce"),
-    "student_variant": ("full", "last_k", "truncated"),
-    "mass_mode": ("last_token", "received", "uniform"),
-    "kd_weighting": ("sum", "saliency"),
-    "dtype": ("float32", "bfloat16"),
-    "projector_init": ("orthogonal", "xavier"),
-    "teacher_head_dtype": ("auto", "float32", "bfloat16"),
 }
 _RESUME_OK = {"steps", "device"}
 
@@ -121,8 +113,8 @@ def add_distill_parser(subparsers) -> argparse.ArgumentParser:
                 dest=f.name,
                 type=_flag_type(f),
                 default=None,
-                choices=_CHOICES.get(f.name),
-                metavar=None if f.name in _CHOICES else f.name.upper(),
+                choices=f.metadata.get("choices"),
+                metavar=None if "choices" in f.metadata else f.name.upper(),
                 help=help_text,
             )
     return p
@@ -142,32 +134,36 @@ def config_from_args(args: argparse.Namespace) -> DistillConfig:
         >>> config_from_args(parser.parse_args(["distill", "--steps", "5"])).steps
         5
     """
-    from .errors import SraVizError
+    from ..errors import SraVizError
 
     base: dict[str, Any] = {}
     if getattr(args, "config", None):
         try:
             with open(args.config, encoding="utf-8") as fh:
-                base = DistillConfig.from_json(fh.read()).to_dict()
+                base = json.loads(fh.read())
         except OSError as exc:
             raise SraVizError(f"cannot read --config {args.config!r}: {exc.strerror}") from exc
-    base.update(_given(args))
-    return DistillConfig.from_dict(base).validate()
+        except ValueError as exc:  # bad UTF-8 or bad JSON
+            raise SraVizError(f"--config {args.config!r} is not a JSON file: {exc}") from exc
+        if not isinstance(base, dict):
+            raise SraVizError(f"--config {args.config!r} must hold a JSON object, got {type(base).__name__}")
+    base.update(_given(args))  # the flags given override the file, before any check
+    return DistillConfig.from_dict(base)
 
 
 def _check_data(path: str | None) -> None:
     """Fail fast (before loading models) on a missing or malformed data file."""
     if path is None:
         return
-    from .data import load_examples
+    from ..data import load_examples
 
     load_examples(path)
 
 
 def run_distill(args: argparse.Namespace) -> int:
     """Run the ``distill`` subcommand; returns the exit status (see the module docstring)."""
-    from .distill import DistillSession
-    from .errors import SraVizError
+    from ..errors import SraVizError
+    from .session import DistillSession
 
     def say(message: str) -> None:
         print(f"[distill] {message}", file=sys.stderr, flush=True)
