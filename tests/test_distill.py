@@ -456,22 +456,32 @@ def test_geometric_loss_moves_the_probe_geometry_toward_the_teacher(default_pair
 
 
 @pytest.mark.slow
-def test_acceptance_truncated_student_sra_moves_geometry_and_beats_uld(default_pair, tmp_path):
-    """The acceptance of benchmarks/acceptance_distill.py: 30 steps, truncated student (6 blocks), every
-    other option at its default. SRA lowers the probe's Gram distance and raises CKA and the matched
-    cosine, and after the same steps on the same batches it is ahead of ULD on all three."""
+def test_acceptance_truncated_student_sra_on_measures_no_method_trains(default_pair, tmp_path):
+    """The acceptance of benchmarks/acceptance_distill.py, on measures no method optimizes directly (the
+    probe Gram distance is what L_geo trains, so it proves nothing): 20 steps, truncated student (6
+    blocks), seed 0, every other option at its default; SRA and the CE-only control on the same batches.
+
+    Measured by benchmarks/compare_methods.py over seeds 0-2 (README): every method lowers the held-out
+    CE (16.86 -> 12.4-12.9) and the V∩ KL (14.89 -> 10.6-10.9); SRA's probe CKA ends above CE-only's
+    (and ULD's) on all three seeds, by 0.0015-0.015; SRA does NOT beat CE-only or ULD on held-out CE
+    or teacher agreement in so short a run, so that is not asserted."""
+    from sra_viz.evaluation import Evaluator, eval_examples
+
+    evaluator = Evaluator(default_pair.teacher, default_pair.student.tokenizer, eval_examples(size=8),
+                          DistillConfig(), progress=False)  # fmt: skip
     results = {}
-    for method in ("sra", "uld"):
-        cfg = DistillConfig(method=method, steps=30, student_variant="truncated", student_k=6, log_every=30,
-                            snapshot_every=30, checkpoint_every=0, out=str(tmp_path / method))  # fmt: skip
+    for method in ("sra", "ce"):
+        cfg = DistillConfig(method=method, steps=20, student_variant="truncated", student_k=6, log_every=20,
+                            snapshot_every=20, checkpoint_every=0, eval_size=0, out=str(tmp_path / method))  # fmt: skip
         session = DistillSession(cfg, pair=default_pair)
+        before = evaluator.evaluate(session.student_view, "before", generate_text=False)
         assert session.run() == "finished"
-        results[method] = (session.history[0], session.history[-1])
-    (s0, s1), (u0, u1) = results["sra"], results["uld"]
-    assert (s0["step"], s1["step"]) == (0, 30)
-    assert u0["probe_cka"] == s0["probe_cka"]  # same start, same measurement
-    assert s1["probe_gram_distance"] < s0["probe_gram_distance"]
-    assert s1["probe_cka"] > s0["probe_cka"] and s1["probe_cos"] > s0["probe_cos"]
-    assert s1["probe_gram_distance"] < u1["probe_gram_distance"]
-    assert s1["probe_cka"] > u1["probe_cka"] and s1["probe_cos"] > u1["probe_cos"]
-    assert s1["heldout_loss"] < s0["heldout_loss"]  # and the student still learns its language
+        after = evaluator.evaluate(session.student_view, method, generate_text=False)
+        results[method] = (before, after, session.history[0], session.history[-1])
+    for before, after, _, _ in results.values():  # held-out texts: no session trained or probed on them
+        assert after.heldout_loss < before.heldout_loss - 2.0
+        assert after.vcap_kl < before.vcap_kl - 2.0
+    (sra_before, sra_after, s0, s1), (_, _, c0, c1) = results["sra"], results["ce"]
+    assert sra_after.teacher_agreement >= sra_before.teacher_agreement
+    assert c0["probe_cka"] == s0["probe_cka"]  # same start, same measurement
+    assert s1["probe_cka"] > c1["probe_cka"]  # no method trains CKA; SRA ahead of plain fine-tuning
