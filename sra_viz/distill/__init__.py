@@ -1,4 +1,5 @@
-"""The distillation engine: SRA and token-level baselines (ULD, exact-token KD) in short observable runs.
+"""The distillation engine: SRA, token-level baselines (ULD, exact-token KD) and the CE-only control in
+short observable runs.
 
     config.py   DistillConfig (every option, one documented field each, JSON round-trip)
     session.py  DistillSession: step() / run() / stop() / resume(), metrics, checkpoints
@@ -7,6 +8,7 @@
     compute.py  one side's forward, masses and span CoMs
     probe.py    probe metrics, measured the same way for every method
     runs.py     run directory I/O: list_runs, load_run
+    export.py   a run's student rebuilt from its checkpoint, or written as a transformers folder
     dist.py     data-parallel runs under torchrun / accelerate launch
 
 Example:
