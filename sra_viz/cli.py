@@ -88,7 +88,7 @@ def _cmd_align(args: argparse.Namespace) -> int:
 
 
 def _cmd_features(args: argparse.Namespace) -> int:
-    from .features import analyze_text
+    from .extraction import analyze_text
     from .models import load_pair
 
     text = _require_text(_read_text(args))
