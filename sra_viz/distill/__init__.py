@@ -9,7 +9,11 @@
     loss_terms.py  the loss terms of one batch, per method
     probe.py       probe metrics, measured the same way for every method
     runs.py        run directory I/O: list_runs, load_run
+    checkpoint.py  what a checkpoint holds and how it is put back
+    preflight.py   config checks against the models' config.json, before anything loads
+    cli.py         the ``sra-viz distill`` subcommand
     dist.py        data-parallel runs under torchrun / accelerate launch
+    perf.py        allocator settings (reuse freed memory)
 
 Example:
     >>> from sra_viz.distill import DistillConfig, DistillSession

@@ -17,7 +17,7 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -37,6 +37,9 @@ from .batch import Batch, label_positions
 from .config import DistillConfig
 from .plan import LayerPlan, VocabHeads
 from .side_pass import SideOutput, SideView, autocast_for, pool_spans, run_side
+
+if TYPE_CHECKING:
+    from ..models import LoadedModel
 
 
 def student_forward(
@@ -68,7 +71,7 @@ def student_forward(
 
 
 def teacher_forward(
-    teacher: Any,
+    teacher: LoadedModel,
     batch: Batch,
     config: DistillConfig,
     layers: list[int],
@@ -103,7 +106,7 @@ def sra_terms(
     config: DistillConfig,
     plan: LayerPlan,
     heads: VocabHeads,
-    teacher: Any,
+    teacher: LoadedModel,
     student: SideView,
     projectors: Sequence[torch.nn.Module],
 ) -> dict[str, torch.Tensor]:
@@ -172,7 +175,7 @@ def _uld_positions(batch: Batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tens
 
 
 def token_terms(
-    batch: Batch, config: DistillConfig, plan: LayerPlan, heads: VocabHeads, teacher: Any, student: SideView
+    batch: Batch, config: DistillConfig, plan: LayerPlan, heads: VocabHeads, teacher: LoadedModel, student: SideView
 ) -> dict[str, torch.Tensor]:
     """uld or exact (+ ce): the token-level baselines (last layers only, no attention, no CoMs)."""
     cfg = config
@@ -203,7 +206,7 @@ def loss_terms(
     config: DistillConfig,
     plan: LayerPlan,
     heads: VocabHeads,
-    teacher: Any,
+    teacher: LoadedModel,
     student: SideView,
     projectors: Sequence[torch.nn.Module] = (),
 ) -> dict[str, torch.Tensor]:

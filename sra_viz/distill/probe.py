@@ -25,7 +25,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -37,6 +37,9 @@ from .batch import PreparedExample, collate, label_positions
 from .config import DistillConfig
 from .plan import LayerPlan, VocabHeads
 from .side_pass import SideOutput, SideView, autocast_for, run_side
+
+if TYPE_CHECKING:
+    from ..models import LoadedModel
 
 RIDGE_FLOOR = 1e-12  # added to the ridge strength, so an all-zero probe matrix stays solvable
 
@@ -106,7 +109,7 @@ def _probe_passes(
         yield start, items, out.centers[layer], out, batch.span_valid.to(out.centers[layer].device)
 
 
-def teacher_probe(teacher: Any, texts: ProbeTexts, config: DistillConfig, plan: LayerPlan) -> ProbeTeacher:
+def teacher_probe(teacher: LoadedModel, texts: ProbeTexts, config: DistillConfig, plan: LayerPlan) -> ProbeTeacher:
     """Teacher CoMs and saliency of every probe span at the deepest mapped teacher layer (no grad)."""
     centers, text_id, span_idx, span_texts, sal = [], [], [], [], []
     layer = plan.deepest[0]
