@@ -187,7 +187,7 @@ def _print_table(docs: list[dict]) -> None:
 
 def _before_view(pair, variant: str, k: int):
     """The student as a session starts it (the variant applied, no training), as forward_features wants it."""
-    from sra_viz.distill.compute import SideView
+    from sra_viz.distill.side_pass import SideView
     from sra_viz.distill.student import make_student
 
     student = make_student(pair.student.model, variant, k)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 from collections.abc import Sequence
 
 from .errors import SraVizError
@@ -90,14 +91,19 @@ def _cmd_align(args: argparse.Namespace) -> int:
 
 
 def _cmd_features(args: argparse.Namespace) -> int:
-    from .features import analyze_text
+    from .extraction import analyze_text
     from .models import load_pair
 
+    if args.top < 1:
+        raise SraVizError(f"--top {args.top} must be at least 1 (how many spans to print)")
     text = _require_text(_read_text(args))
     pair = load_pair(args.teacher, args.student, device=args.device)
-    feats = analyze_text(
-        text, pair, mass_mode=args.mass_mode, layers=args.layer, max_tokens=args.max_tokens, windowed=args.windowed
-    )
+    with warnings.catch_warnings():  # the truncation note is printed once, below
+        warnings.simplefilter("ignore", UserWarning)
+        feats = analyze_text(
+            text, pair, mass_mode=args.mass_mode, layers=args.layer, max_tokens=args.max_tokens,
+            windowed=args.windowed,
+        )  # fmt: skip
     if feats.truncated:
         print(f"note: {feats.message}", file=sys.stderr)
     frame = feats.to_frame().sort_values("saliency", ascending=False).head(args.top)

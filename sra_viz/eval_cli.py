@@ -85,8 +85,8 @@ def evaluate_target(args: argparse.Namespace) -> dict[str, Any]:
     examples = eval_examples(config.data, args.size)  # a bad or too small corpus fails before any loading
     before_view = None
     if run:
-        from .distill.compute import SideView
         from .distill.export import load_run_student
+        from .distill.side_pass import SideView
         from .distill.student import make_student
 
         target: Any = load_run_student(args.target, device=device)

@@ -313,7 +313,7 @@ class Evaluator:
     def _span_logp(self, model: Any, side: str) -> torch.Tensor:
         """(M, V∩) log-softmax over V∩ of every valid span's CoM logits, text after text (τ = 1)."""
         from .distill.batch import collate
-        from .distill.compute import pool_spans, run_side
+        from .distill.side_pass import pool_spans, run_side
         from .forward import n_layers
 
         cfg, last = self.config, n_layers(model) - 1
@@ -325,7 +325,7 @@ class Evaluator:
         for start in range(0, len(self.items), cfg.batch_size):
             batch = collate(self.items[start : start + cfg.batch_size], *self.sides)
             with torch.no_grad():
-                out = run_side(model, batch, side, [last], self._mass_layer(model), cfg.mass_mode,
+                out = run_side(model, batch, side, [last], {last: self._mass_layer(model)}, cfg.mass_mode,
                                cfg.weighted_pooling, grad=False, dtype=cfg.dtype)  # fmt: skip
                 valid = batch.span_valid.to(out.centers[last].device)  # (B, N)
                 if side == "teacher":
@@ -335,7 +335,7 @@ class Evaluator:
                     logits = cap * torch.tanh(logits / cap) if cap else logits
                 else:  # the student's CoM logits as training pools them: from its token logits
                     tokens = head(out.forward.hidden[last]).float()  # (B, L_S, V_S)
-                    pooled = pool_spans(tokens, out.span_index, out.pool_mass, valid)  # (M_b, V_S)
+                    pooled = pool_spans(tokens, out.span_index, out.pool_mass[last], valid)  # (M_b, V_S)
                     logits = pooled[:, self.shared.student_ids.to(valid.device)]  # (M_b, V∩)
             rows.append(torch.log_softmax(logits.float(), dim=-1).cpu())
         return torch.cat(rows) if rows else torch.zeros((0, len(self.shared)))

@@ -8,8 +8,10 @@
 
 Every ``DistillConfig`` field is a flag (``--lambda-geo 3``, ``--no-geo``, ``--layer-pairs=-1:-1,12:4``);
 see ``sra-viz distill --help``. Ctrl-C (or SIGTERM) stops after the current step and writes a
-checkpoint; a second Ctrl-C aborts. Exit status: 0 done or stopped, 1 the run failed (non-finite
-loss), 2 bad input (missing or malformed data file, unknown model, bad option).
+checkpoint; a second Ctrl-C aborts. One process writes a run at a time: ``--resume`` of a run that is
+being written is refused. Exit status: 0 done or stopped, 1 the run failed (non-finite loss or
+weights, an error inside a step; status.json says why), 2 bad input (missing or malformed data file,
+unknown model, bad option, a run folder that cannot be written or resumed).
 """
 
 from __future__ import annotations
@@ -177,7 +179,7 @@ def run_distill(args: argparse.Namespace) -> int:
                     f"--resume continues {args.resume!r} with its saved config; only --steps and --device may "
                     f"be given with it, not {flags}"
                 )
-            session = DistillSession.resume(args.resume, progress=say, steps=args.steps)
+            session = DistillSession.resume(args.resume, progress=say, steps=args.steps, device=args.device)
         else:
             config = config_from_args(args)
             _check_data(config.data)
@@ -193,6 +195,8 @@ def run_distill(args: argparse.Namespace) -> int:
 
 def _run_with_progress(session, quiet: bool, say) -> int:
     from tqdm import tqdm
+
+    from .runs import last_metrics
 
     cfg = session.config
     main = session.dist.is_main
@@ -227,12 +231,14 @@ def _run_with_progress(session, quiet: bool, say) -> int:
         for s, handler in old.items():
             signal.signal(s, handler)
     if main:
-        last = {k: v for row in session.history for k, v in row.items() if v is not None}
+        last = last_metrics(session.history, failed=status == "failed")
         shown = ", ".join(
             f"{k}={last[k]:.4g}"
             for k in ("probe_cos", "probe_cka", "probe_gram_distance", "heldout_loss")
             if k in last
         )
+        if shown and last.get("probe_step") != session.step_count:
+            shown += f" (measured at step {last['probe_step']})"
         say(
             f"{status} at step {session.step_count}/{cfg.steps}; run directory {cfg.out}"
             + (f"; {shown}" if shown else "")

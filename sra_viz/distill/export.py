@@ -2,7 +2,7 @@
 complete transformers folder that loads with ``AutoModelForCausalLM.from_pretrained`` alone.
 
 The student is rebuilt the way the run built it (base model, variant, k; :func:`.student.make_student`)
-and its trainable weights are read from ``checkpoint/student.safetensors`` (no pickle is read). A
+and its trainable weights are read from its checkpoint (safetensors and JSON: no pickle is read). A
 truncated student is written as the k-block model it is. The folder holds ``model.safetensors``,
 ``config.json``, ``generation_config.json``, the tokenizer files and a model card ``README.md`` (base
 student, teacher, method, every config field, steps, held-out evaluation before/after, licence notes).
@@ -27,7 +27,7 @@ import torch
 
 from ..errors import SraVizError
 from .config import DistillConfig
-from .runs import checkpoint_dir, read_config, read_status
+from .runs import load_checkpoint, read_config
 
 
 @dataclass
@@ -41,18 +41,6 @@ class RunStudent:
     step: int  # optimizer steps of the checkpoint
 
 
-def checkpoint_step(run_dir: str | os.PathLike) -> int:
-    """The step of a run's checkpoint (saved with its weights; older runs: the status file's step)."""
-    from safetensors import safe_open
-
-    folder = checkpoint_dir(run_dir)
-    if folder is None:
-        return 0
-    with safe_open(str(folder / "student.safetensors"), "pt") as fh:
-        meta = fh.metadata() or {}
-    return int(meta["step"]) if "step" in meta else int(read_status(run_dir).get("step", 0))
-
-
 def load_run_student(run_dir: str | os.PathLike, device: str | None = None) -> RunStudent:
     """Rebuild a run's student from its base model and its last checkpoint, in eval mode.
 
@@ -61,21 +49,19 @@ def load_run_student(run_dir: str | os.PathLike, device: str | None = None) -> R
         >>> student.config.method, student.step  # doctest: +SKIP
         ('sra', 30)
     """
-    from safetensors.torch import load_file
-
     from ..models import load_model
     from .student import make_student
 
     config = read_config(run_dir)
-    folder = checkpoint_dir(run_dir)
-    if folder is None:
+    saved = load_checkpoint(run_dir)
+    if saved is None:
         raise SraVizError(
             f"run {str(run_dir)!r} has no checkpoint yet, so it holds no trained student: let it reach a "
             "checkpoint (it writes one at the end, on stop and every checkpoint_every steps)"
         )
     base = load_model(config.student, device=device)
     student = make_student(base.model, config.student_variant, config.student_k, config.freeze_embeddings)
-    tensors = load_file(folder / "student.safetensors")
+    tensors = saved.student
     named = dict(student.model.named_parameters())
     unknown = sorted(set(tensors) - set(named))
     if unknown:
@@ -87,7 +73,7 @@ def load_run_student(run_dir: str | os.PathLike, device: str | None = None) -> R
         for name, tensor in tensors.items():
             named[name].copy_(tensor.to(named[name].device, named[name].dtype))
     student.model.eval()
-    step = checkpoint_step(run_dir)
+    step = int(saved.state.get("step", 0))
     name = f"{Path(run_dir).name} ({config.method} student, step {step})"
     return RunStudent(student.model, base.tokenizer, name, config, step)
 
