@@ -135,9 +135,10 @@ def encode_bytes(text: str | TextBytes, tokenizer, add_special_tokens: bool = Tr
         facts.misses = 0 if spans is not None else facts.misses + 1
     if spans is None:
         enc = _encode(backend, source.text, add_special_tokens, with_offsets=True)
-        ids, tokens = enc.ids, enc.tokens
+        ids, tokens = enc.ids, facts.tokens_of(enc.ids)
         real = _real_positions(enc.special_tokens_mask)
-        spans = _offset_spans(enc.offsets, real, _pick(tokens, real), source, facts)
+        # The encoding's own strings (a Unigram [UNK] keeps the text it stands for) place the tokens.
+        spans = _offset_spans(enc.offsets, real, _pick(enc.tokens, real), source, facts)
     starts, ends, tiles = spans
     if isinstance(real, range):
         byte_spans = (
@@ -235,7 +236,7 @@ class _Facts:
     def __init__(self, backend) -> None:
         decoder, pre, norm = repr(backend.decoder), repr(backend.pre_tokenizer), repr(backend.normalizer)
         self.byte_fallback = "ByteFallback" in decoder or bool(getattr(backend.model, "byte_fallback", False))
-        self.metaspace = "▁" in decoder or "Metaspace" in decoder
+        self.metaspace = "▁" in decoder or "Metaspace" in decoder or "Metaspace" in pre
         self.prefix = getattr(backend.model, "continuing_subword_prefix", None) or ""
         if "ByteLevel" in decoder or "ByteLevel" in pre:
             self.kind = "byte_level"
@@ -243,6 +244,10 @@ class _Facts:
             self.kind = "spaces_as_metaspace"  # the normalizer only writes each space as ▁ (Gemma)
         else:
             self.kind = "offsets"
+        # Token strings spell the text's own bytes only when nothing rewrites it before the model.
+        self.exact_strings = (
+            self.kind == "byte_level" and backend.normalizer is None and "add_prefix_space=True" not in pre
+        )
         self.misses = 0  # texts in a row whose token bytes did not spell the text
         self._dropped: bytes | None = None
         # A weak reference, alive while used: whoever asks for the facts holds the backend.
@@ -396,42 +401,64 @@ def _repair(
 ) -> None:
     """Give tokens that share bytes, or leave bytes between them, their own bytes (in place).
 
-    A token is checked when its range does not meet its neighbours' exactly (every token, for a
-    byte-level tokenizer: it only lands here when it dropped bytes, and then its offsets drift). A checked token takes its own bytes where they match the text at the running
-    cursor or just after, otherwise its offsets clipped to the cursor. The result is monotone.
+    A word-prefix piece the tokenizer inserted (a lone ``▁`` or ``Ġ`` whose offsets it shares with
+    the next token) gets no bytes. A token is then checked when its range does not meet its
+    neighbours' exactly (every token of an exact byte-level tokenizer: it only lands here when it
+    dropped bytes, and then its offsets drift). A checked token takes its own bytes where they match
+    the text at the running cursor, otherwise its offsets clipped to the cursor: of several tokens
+    sharing one character, the first takes it and the others sit empty at its end. The result is monotone.
     """
-    exact_strings = facts.kind == "byte_level"
-    if exact_strings:
+    exact = facts.exact_strings
+    if exact:
         suspects: Sequence[int] = range(len(starts))
     else:
+        _empty_inserted(starts, ends, tokens, facts)
         prev_end = np.concatenate(([0], ends[:-1]))  # (R,)
         next_start = np.concatenate((starts[1:], [len(text_bytes)]))
         suspects = np.flatnonzero((starts != prev_end) | (ends != next_start) | (ends <= starts)).tolist()
     for i in suspects:
         cursor = int(ends[i - 1]) if i else 0
         lo, hi = int(starts[i]), int(ends[i])
-        starts[i], ends[i] = _place(facts.token_bytes(tokens[i]), text_bytes, cursor, lo, hi, exact_strings)
+        starts[i], ends[i] = _place(facts.token_bytes(tokens[i]), text_bytes, cursor, lo, hi, exact)
     # Keep a clean order even where a token's string and offsets both disagree with the text.
     np.maximum.accumulate(ends, out=ends)
     np.maximum(starts, np.concatenate(([0], ends[:-1])), out=starts)
     np.maximum(ends, starts, out=ends)
 
 
+def _empty_inserted(starts: np.ndarray, ends: np.ndarray, tokens: list[str], facts: _Facts) -> None:
+    """A token made only of word-prefix marks gives up the bytes it shares with the next token (in place).
+
+    Metaspace (prepend scheme "always"/"first") and ByteLevel(add_prefix_space) write a ``▁``/``Ġ`` the
+    text does not hold and give it the offsets of the character it precedes: ``"!!!"`` becomes
+    ``▁`` (0, 1) + ``!!!`` (0, 3). The inserted piece ends up empty at that character's start.
+    """
+    shared = np.flatnonzero(starts[1:] < ends[:-1])  # (S,) tokens whose range runs into the next one's
+    for i in shared.tolist():
+        content = facts.token_bytes(tokens[i])
+        if content and not content.strip(b" "):
+            ends[i] = max(starts[i], starts[i + 1])
+
+
 def _place(content: bytes | None, data: bytes, cursor: int, lo: int, hi: int, exact: bool) -> tuple[int, int]:
-    """Byte range of one token: its own bytes at the cursor, else the first match in its offsets.
+    """Byte range of one token: its own bytes at the cursor, else its offsets clipped to the cursor.
 
     Starting at the cursor covers a leading space that trimmed offsets leave out. An ``exact`` string
-    (byte-level, byte fallback) is also looked for a little past its offsets: the bytes skipped are
-    ones the tokenizer dropped, which no token can contain.
+    (byte-level, byte fallback) may also sit inside its offsets or a little past them: the bytes
+    skipped are ones the tokenizer dropped, which no token can contain. A string a normalizer
+    rewrote may only widen its offsets back to the cursor, never narrow them (``e`` + U+0301 is one
+    token ``e`` in an accent-stripping tokenizer).
     """
     if content:
         size = len(content)
-        if cursor < max(hi, lo + 1) and cursor + size > lo and data.startswith(content, cursor):
-            return cursor, cursor + size
-        start = cursor if exact else max(lo, cursor)
-        found = data.find(content, start, max(hi, start + size) + (_DROP_WINDOW if exact else 0))
-        if found >= 0:
-            return found, found + size
+        if exact:
+            if cursor < max(hi, lo + 1) and cursor + size > lo and data.startswith(content, cursor):
+                return cursor, cursor + size
+            found = data.find(content, cursor, max(hi, cursor + size) + _DROP_WINDOW)
+            if found >= 0:
+                return found, found + size
+        elif cursor <= lo and cursor + size == hi and data.startswith(content, cursor):
+            return cursor, hi
     start = max(lo, cursor)
     return start, max(hi, start)
 
