@@ -21,12 +21,13 @@ are tokenized as text (the backend's ``encode_special_tokens`` switch, put back 
 from __future__ import annotations
 
 import codecs
+import functools
 import itertools
 import threading
 import weakref
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import Any, cast
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 from tokenizers import Tokenizer
@@ -52,6 +53,17 @@ class TokenizedText:
     ids: list[int]
     tokens: list[str]
     byte_spans: list[tuple[int, int] | None]
+    if TYPE_CHECKING:  # set on the class below: the ranges, or the parts they are built from
+        _byte_spans: list[tuple[int, int] | None] | None = field(
+            default=None, init=False, repr=False, compare=False
+        )
+        _parts: tuple[range | list[int], list[int], list[int]] | None = field(
+            default=None, init=False, repr=False, compare=False
+        )
+        _tokens: list[str] | None = field(default=None, init=False, repr=False, compare=False)
+        _tokens_of: Callable[[list[int]], list[str]] | None = field(
+            default=None, init=False, repr=False, compare=False
+        )
 
     @property
     def special(self) -> list[bool]:
@@ -60,6 +72,49 @@ class TokenizedText:
 
     def __len__(self) -> int:
         return len(self.ids)
+
+
+def _get_byte_spans(self: TokenizedText) -> list[tuple[int, int] | None]:
+    if self._byte_spans is None:
+        self._byte_spans = _spans_list(len(self.ids), *cast("tuple", self._parts))
+        self._parts = None
+    return self._byte_spans
+
+
+def _set_byte_spans(self: TokenizedText, spans: list[tuple[int, int] | None]) -> None:
+    self._byte_spans, self._parts = spans, None
+
+
+def _get_tokens(self: TokenizedText) -> list[str]:
+    if self._tokens is None:
+        self._tokens = cast("Callable[[list[int]], list[str]]", self._tokens_of)(self.ids)
+        self._tokens_of = None
+    return self._tokens
+
+
+def _set_tokens(self: TokenizedText, tokens: list[str]) -> None:
+    self._tokens, self._tokens_of = tokens, None
+
+
+# `byte_spans` and `tokens` stay dataclass fields (init, eq, repr, asdict) but `encode_bytes` leaves
+# only what they are made of (real positions, starts, ends; the id -> string lookup): most
+# alignments never read one tuple or token string per token.
+TokenizedText._byte_spans = None
+TokenizedText._parts = None
+TokenizedText._tokens = None
+TokenizedText._tokens_of = None
+setattr(TokenizedText, "byte_spans", property(_get_byte_spans, _set_byte_spans))  # noqa: B010
+setattr(TokenizedText, "tokens", property(_get_tokens, _set_tokens))  # noqa: B010
+
+
+def _spans_list(n: int, real: range | list[int], starts: list[int], ends: list[int]) -> list:
+    """``n`` entries: ``(start, end)`` at the real positions, ``None`` (special) elsewhere."""
+    if isinstance(real, range):
+        return [None] * real.start + list(zip(starts, ends, strict=True)) + [None] * (n - real.stop)
+    spans: list = [None] * n
+    for i, s, e in zip(real, starts, ends, strict=True):
+        spans[i] = (s, e)
+    return spans
 
 
 def tokenize_bytes(text: str, tokenizer, add_special_tokens: bool = True) -> TokenizedText:
@@ -122,15 +177,18 @@ def encode_bytes(text: str | TextBytes, tokenizer, add_special_tokens: bool = Tr
         ([0], [5])
     """
     source = text if isinstance(text, TextBytes) else TextBytes(text)
-    backend = _backend(tokenizer)
-    facts = _facts(backend)
+    backend, facts = _backend_and_facts(tokenizer)
     spans = None
     if facts.kind != "offsets" and facts.misses < _MAX_MISSES:
         enc = _encode(backend, source.text, add_special_tokens, with_offsets=False)
         ids = enc.ids
-        real = _real_positions(enc.special_tokens_mask)
-        tokens = facts.tokens_of(ids)
-        spans = _exact_spans(facts, _pick(tokens, real), source)
+        real = (
+            (facts.real_range(ids) or _real_positions(enc.special_tokens_mask))
+            if add_special_tokens
+            else range(len(ids))
+        )
+        spans = _exact_spans(facts, _pick(ids, real), source)
+        tokens = None
         # A tokenizer that keeps altering text (a normalizer) soon goes straight to offsets.
         facts.misses = 0 if spans is not None else facts.misses + 1
     if spans is None:
@@ -140,15 +198,11 @@ def encode_bytes(text: str | TextBytes, tokenizer, add_special_tokens: bool = Tr
         # The encoding's own strings (a Unigram [UNK] keeps the text it stands for) place the tokens.
         spans = _offset_spans(enc.offsets, real, _pick(enc.tokens, real), source, facts)
     starts, ends, tiles = spans
-    if isinstance(real, range):
-        byte_spans = (
-            [None] * real.start + list(zip(starts, ends, strict=True)) + [None] * (len(ids) - real.stop)
-        )
-    else:
-        byte_spans = [None] * len(ids)
-        for i, s, e in zip(real, starts, ends, strict=True):
-            byte_spans[i] = (s, e)
-    return ByteEncoding(TokenizedText(source.text, ids, tokens, byte_spans), real, starts, ends, tiles)
+    tokenized = TokenizedText.__new__(TokenizedText)
+    tokenized.text, tokenized.ids = source.text, ids
+    tokenized._tokens, tokenized._tokens_of = tokens, facts.tokens_of
+    tokenized._byte_spans, tokenized._parts = None, (real, starts, ends)
+    return ByteEncoding(tokenized, real, starts, ends, tiles)
 
 
 def _real_positions(mask: list[int]) -> range | list[int]:
@@ -163,7 +217,9 @@ def _real_positions(mask: list[int]) -> range | list[int]:
 
 
 def _pick(items: list, real: range | list[int]) -> list:
-    return items[real.start : real.stop] if isinstance(real, range) else [items[i] for i in real]
+    if isinstance(real, range):
+        return items if real.start == 0 and real.stop == len(items) else items[real.start : real.stop]
+    return [items[i] for i in real]
 
 
 def char_to_byte_table(text: str) -> np.ndarray:
@@ -252,29 +308,66 @@ class _Facts:
         self._dropped: bytes | None = None
         # A weak reference, alive while used: whoever asks for the facts holds the backend.
         self._backend: Callable[[], Any] = weakref.ref(backend)
-        self._vocab: list[str | None] = []
+        self._vocab: list[str] = []
+        self._vocab_bytes: list[bytes] = []  # what each id spells, built on first use (exact kinds only)
+        self._around: tuple[list[int], list[int]] | None = (
+            None  # special ids the post-processor puts around a text
+        )
+
+    def real_range(self, ids: list[int]) -> range | None:
+        """Positions of the text's own tokens when the specials sit where the template puts them.
+
+        Specials come only from the post-processor (those typed in the text are read as text), and a
+        single-text template puts the same ones before and after every text: checked, not assumed.
+        """
+        if self._around is None:
+            probe = _encode(self._backend(), "a", True, with_offsets=False)
+            mask = probe.special_tokens_mask
+            first, last = mask.index(0), len(mask) - mask[::-1].index(0)
+            self._around = (probe.ids[:first], probe.ids[last:]) if sum(mask[first:last]) == 0 else ([-1], [])
+        lead, trail = self._around
+        n = len(ids)
+        if n >= len(lead) + len(trail) and ids[: len(lead)] == lead and ids[n - len(trail) :] == trail:
+            return range(len(lead), n - len(trail))
+        return None
 
     def tokens_of(self, ids: list[int]) -> list[str]:
         try:
-            tokens = list(map(self._vocab.__getitem__, ids))
+            return list(map(self._vocab.__getitem__, ids))
         except IndexError:  # first call, or tokens were added since
             self._load_vocab(max(ids))
-            tokens = list(map(self._vocab.__getitem__, ids))
-        if None in tokens:  # an id the vocabulary listing skipped
-            backend = self._backend()
-            tokens = [
-                t if t is not None else backend.id_to_token(i) or "" for t, i in zip(tokens, ids, strict=True)
-            ]
-        return cast("list[str]", tokens)
+            return list(map(self._vocab.__getitem__, ids))
 
     def _load_vocab(self, max_id: int) -> None:
-        """The id -> token string list (``None`` where an id has no entry), at least ``max_id + 1`` long."""
+        """The id -> token string list, at least ``max_id + 1`` long (ids the listing skips asked one by one)."""
+        backend = self._backend()
         vocab: list[str | None] = [None] * (max_id + 1)
-        for token, i in self._backend().get_vocab(with_added_tokens=True).items():
+        for token, i in backend.get_vocab(with_added_tokens=True).items():
             if i >= len(vocab):
                 vocab.extend([None] * (i + 1 - len(vocab)))
             vocab[i] = token
-        self._vocab = vocab
+        self._vocab = [t if t is not None else backend.id_to_token(i) or "" for i, t in enumerate(vocab)]
+        self._vocab_bytes = []
+
+    def pieces_of(self, ids: list[int]) -> list[bytes]:
+        """The bytes each token spells in the text, by id (``▁`` as a space, ``<0xNN>`` as its byte).
+
+        Example:
+            >>> _facts(gpt2_backend).pieces_of([15496, 995])   # doctest: +SKIP
+            [b'Hello', b' world']
+        """
+        try:
+            return list(map(self._vocab_bytes.__getitem__, ids))
+        except IndexError:  # first call, or tokens were added since
+            if not ids or max(ids) >= len(self._vocab):
+                self._load_vocab(max(ids, default=0))
+            self._vocab_bytes = [self._spelled(t) for t in self._vocab]
+            return list(map(self._vocab_bytes.__getitem__, ids))
+
+    def _spelled(self, token: str) -> bytes:
+        if self.kind == "spaces_as_metaspace":
+            return _BYTE_TOKEN.get(token) or token.replace("▁", " ").encode("utf-8", "surrogatepass")
+        return self.token_bytes(token) or b""
 
     @property
     def dropped(self) -> bytes:
@@ -311,51 +404,60 @@ def _facts(backend) -> _Facts:
     return facts
 
 
-def _exact_spans(facts: _Facts, tokens: list[str], source: TextBytes) -> tuple | None:
-    """Byte ranges from the tokens' own bytes when, laid end to end, they are exactly the text."""
-    joined = "".join(tokens)
-    if facts.kind == "byte_level":
-        try:
-            spelled = codecs.charmap_encode(joined, "strict", _BYTE_LEVEL_ENCODING)[0]
-        except UnicodeEncodeError:  # an added token written as plain text
-            spelled = None
-        if spelled == source.data:  # one character per byte
-            return _with_starts(list(itertools.accumulate(map(len, tokens))))
-        if spelled is not None and facts.dropped and spelled == source.data.translate(None, facts.dropped):
-            return _around_dropped(tokens, source.data, facts.dropped)
-    elif facts.kind == "spaces_as_metaspace" and joined == source.text.replace(" ", "▁"):
-        # Token characters match text characters one to one (▁ standing for a space).
-        if source.ascii:
-            ends = list(itertools.accumulate(map(len, tokens)))
-        elif "▁" not in source.text:
-            ends = list(itertools.accumulate(len(t.encode()) - 2 * t.count("▁") for t in tokens))
-        else:
-            ends = source.char_to_byte[list(itertools.accumulate(map(len, tokens)))].tolist()
-        return _with_starts(ends)
-    pieces: Sequence[bytes | None]
-    if facts.kind == "spaces_as_metaspace":  # with byte-fallback pieces: spell each token out
-        if "▁" in source.text:
-            pieces = _metaspace_pieces(tokens, source.data)
-        else:
-            pieces = [_BYTE_TOKEN.get(t) or t.replace("▁", " ").encode() for t in tokens]
-    else:
-        pieces = [facts.token_bytes(t) for t in tokens]
-    if None in pieces or b"".join(cast("Sequence[bytes]", pieces)) != source.data:
-        return None
-    return _with_starts(list(itertools.accumulate(map(len, cast("Sequence[bytes]", pieces)))))
+def _backend_and_facts(tokenizer) -> tuple[Any, _Facts]:
+    """`_backend` and `_facts` of a tokenizer, remembered while it lives (two look-ups per text add up)."""
+    key = id(tokenizer)
+    entry = _BY_TOKENIZER.get(key)
+    if entry is not None and entry[0]() is tokenizer:
+        return entry[1] or tokenizer, entry[2]
+    backend = _backend(tokenizer)
+    facts = _facts(backend)
+    try:
+        ref = weakref.ref(tokenizer, functools.partial(_forget, key))
+    except TypeError:  # an object without weak references: look it up each time
+        return backend, facts
+    # A raw backend is not held here (that would keep it alive), only a wrapper's backend.
+    _BY_TOKENIZER[key] = (ref, None if backend is tokenizer else backend, facts)
+    return backend, facts
 
 
-def _around_dropped(tokens: list[str], data: bytes, dropped: bytes) -> tuple[list[int], list[int], bool]:
+def _forget(key: int, _dead: object) -> None:
+    _BY_TOKENIZER.pop(key, None)
+
+
+_BY_TOKENIZER: dict[int, tuple[weakref.ref, Any, _Facts]] = {}
+
+
+def _exact_spans(facts: _Facts, ids: list[int], source: TextBytes) -> tuple | None:
+    """Byte ranges from the tokens' own bytes when, laid end to end, they are exactly the text.
+
+    Fast path: each id's bytes from a table. Then the cases the table cannot tell: bytes a
+    byte-level vocabulary drops, a literal ``▁`` in the text of a metaspace tokenizer.
+    """
+    pieces = facts.pieces_of(ids)
+    if b"".join(pieces) == source.data:
+        return _with_starts(list(itertools.accumulate(map(len, pieces))), all(pieces))
+    if facts.kind == "byte_level" and facts.dropped:
+        if b"".join(pieces) == source.data.translate(None, facts.dropped):
+            return _around_dropped(pieces, source.data, facts.dropped)
+    elif facts.kind == "spaces_as_metaspace" and "▁" in source.text:
+        pieces = _metaspace_pieces(facts.tokens_of(ids), source.data)
+        if b"".join(pieces) == source.data:
+            return _with_starts(list(itertools.accumulate(map(len, pieces))), all(pieces))
+    return None
+
+
+def _around_dropped(pieces: list[bytes], data: bytes, dropped: bytes) -> tuple[list[int], list[int], bool]:
     """Byte-level ranges when the tokenizer silently dropped bytes it has no token for.
 
     A dropped byte between two tokens is left uncovered; one inside a token's bytes is covered by it.
     """
-    if not tokens:
+    if not pieces:
         return [], [], False
     keep = np.ones(256, dtype=bool)
     keep[list(dropped)] = False
     kept = np.flatnonzero(keep[np.frombuffer(data, dtype=np.uint8)])  # (K,) bytes some token spells
-    sizes = np.fromiter(map(len, tokens), dtype=np.int64, count=len(tokens))  # (R,)
+    sizes = np.fromiter(map(len, pieces), dtype=np.int64, count=len(pieces))  # (R,)
     ends = np.cumsum(sizes)
     return kept[ends - sizes].tolist(), (kept[ends - 1] + 1).tolist(), False
 
@@ -378,9 +480,9 @@ def _metaspace_pieces(tokens: list[str], data: bytes) -> list[bytes]:
 _BYTE_TOKEN = {f"<0x{b:02X}>": bytes((b,)) for b in range(256)}  # SentencePiece byte fallback
 
 
-def _with_starts(ends: list[int]) -> tuple[list[int], list[int], bool]:
-    """Ranges of tokens laid end to end; the third item marks an exact tiling of the text."""
-    return ([0, *ends[:-1]] if ends else []), ends, True
+def _with_starts(ends: list[int], tiles: bool) -> tuple[list[int], list[int], bool]:
+    """Ranges of tokens laid end to end; the third item marks a tiling with no empty token."""
+    return ([0, *ends[:-1]] if ends else []), ends, tiles
 
 
 def _offset_spans(
