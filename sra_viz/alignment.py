@@ -16,7 +16,6 @@ the first span, bytes after the last token the last span: the spans always re-jo
 
 from __future__ import annotations
 
-import bisect
 import gc
 import itertools
 import json
@@ -392,10 +391,13 @@ def _merge_small(
     for side in (a, b):  # tiles: no zero-width token either
         if not side.tiles and not (_covers(side, n_bytes) and len(set(side.ends)) == len(side.ends)):
             return None
-    common = sorted(set(a_ends).intersection(b_ends))
+    in_b = set(b_ends)
+    a_keep = list(map(in_b.__contains__, a_ends))  # (A,) the token's end is also one of b's
+    common = list(itertools.compress(a_ends, a_keep))
+    in_common = set(common)
     # Tokens up to each common end, on each side: its (1-based) position in the side's ends.
-    a_closes = list(map(bisect.bisect_right, itertools.repeat(a_ends), common))
-    b_closes = list(map(bisect.bisect_right, itertools.repeat(b_ends), common))
+    a_closes = list(itertools.compress(range(1, len(a_ends) + 1), a_keep))
+    b_closes = list(itertools.compress(range(1, len(b_ends) + 1), map(in_common.__contains__, b_ends)))
     return [0, *common], a_closes, b_closes
 
 

@@ -10,9 +10,11 @@ byte<->unicode table, ``<0xNN>`` as one byte, ``▁`` as a space, ``##`` as a Wo
    construction, checked on the whole text, and no offsets needed (the tokenizer skips them).
    Bytes a byte-level vocabulary lacks (SmolLM2 drops 21 such bytes) are stepped over.
 2. Otherwise (normalizing tokenizers: WordPiece lowercases, strips accents, drops whitespace, emits
-   ``[UNK]``) the tokenizer's character offsets are turned into byte offsets; a token that shares
-   bytes with a neighbour or borders a gap takes its own bytes where its string matches the text,
-   else keeps its whole-character offsets (exact to the character for such tokenizers).
+   ``[UNK]``; NFKC turns ``ﬁ`` into ``fi``) the tokenizer's character offsets are turned into byte
+   offsets (whole characters). A word-prefix piece the tokenizer inserted (a lone ``▁``/``Ġ`` sharing
+   its offsets with the next token) gets an empty range; of tokens sharing a character, the first
+   takes it and the others are empty at its end; a string the text spells just before trimmed
+   offsets widens them back. docs/ALIGNMENT.md lists what a range means for each kind.
 
 Special tokens the tokenizer inserts get no byte range; special-token *strings* typed in the text
 are tokenized as text (the backend's ``encode_special_tokens`` switch, put back after each call).
@@ -180,14 +182,14 @@ def encode_bytes(text: str | TextBytes, tokenizer, add_special_tokens: bool = Tr
     backend, facts = _backend_and_facts(tokenizer)
     spans = None
     if facts.kind != "offsets" and facts.misses < _MAX_MISSES:
-        enc = _encode(backend, source.text, add_special_tokens, with_offsets=False)
+        enc = _encode(backend, source.text, add_special_tokens, with_offsets=False, facts=facts)
         ids = enc.ids
-        real = (
-            (facts.real_range(ids) or _real_positions(enc.special_tokens_mask))
-            if add_special_tokens
-            else range(len(ids))
-        )
-        spans = _exact_spans(facts, _pick(ids, real), source)
+        if add_special_tokens and facts.adds_specials:
+            real = facts.real_range(ids) or _real_positions(enc.special_tokens_mask)
+            spans = _exact_spans(facts, _pick(ids, real), source)
+        else:
+            real = range(len(ids))
+            spans = _exact_spans(facts, ids, source)
         tokens = None
         # A tokenizer that keeps altering text (a normalizer) soon goes straight to offsets.
         facts.misses = 0 if spans is not None else facts.misses + 1
@@ -258,12 +260,22 @@ def _backend(tokenizer):
     return backend
 
 
-def _encode(backend, text: str, add_special_tokens: bool, with_offsets: bool):
+def _encode(backend, text: str, add_special_tokens: bool, with_offsets: bool, facts: _Facts | None = None):
     """One backend call on the whole text, special-token strings in it split as plain text.
 
     Truncation/padding left on the backend (a padded ``tokenizer(...)`` call leaves them) are lifted
-    for the call and put back, like the special-token switch.
+    for the call and put back, like the special-token switch. Without them, and when the text cannot
+    hold a special token's string (none of their first characters is in it), nothing is switched.
     """
+    if (
+        facts is not None
+        and not with_offsets
+        and facts.fast_batch
+        and backend.truncation is None
+        and backend.padding is None
+        and not any(map(text.__contains__, facts.special_marks))
+    ):
+        return backend.encode_batch_fast([text], add_special_tokens=add_special_tokens)[0]
     with _SWITCHES:  # the switches live on a tokenizer other threads (Streamlit sessions) may share
         truncation, padding, split_before = backend.truncation, backend.padding, backend.encode_special_tokens
         if truncation is not None:
@@ -310,21 +322,23 @@ class _Facts:
         self._backend: Callable[[], Any] = weakref.ref(backend)
         self._vocab: list[str] = []
         self._vocab_bytes: list[bytes] = []  # what each id spells, built on first use (exact kinds only)
-        self._around: tuple[list[int], list[int]] | None = (
-            None  # special ids the post-processor puts around a text
+        self.fast_batch = hasattr(backend, "encode_batch_fast")  # tokenizers >= 0.20: no offsets computed
+        self.special_marks = "".join(  # first characters of the special tokens' strings
+            sorted(
+                {t.content[0] for t in backend.get_added_tokens_decoder().values() if t.special and t.content}
+            )
         )
+        # Specials come only from the post-processor (those typed in the text are read as text), and a
+        # single-text template puts the same ones before and after every text.
+        probe = _encode(backend, "a", True, with_offsets=False)
+        own = [i for i, special in enumerate(probe.special_tokens_mask) if not special]
+        self._around: tuple[list[int], list[int]] = ([-1], [])  # never matches: the mask decides
+        if own and own == list(range(own[0], own[-1] + 1)):
+            self._around = (probe.ids[: own[0]], probe.ids[own[-1] + 1 :])
+        self.adds_specials = self._around != ([], [])
 
     def real_range(self, ids: list[int]) -> range | None:
-        """Positions of the text's own tokens when the specials sit where the template puts them.
-
-        Specials come only from the post-processor (those typed in the text are read as text), and a
-        single-text template puts the same ones before and after every text: checked, not assumed.
-        """
-        if self._around is None:
-            probe = _encode(self._backend(), "a", True, with_offsets=False)
-            mask = probe.special_tokens_mask
-            first, last = mask.index(0), len(mask) - mask[::-1].index(0)
-            self._around = (probe.ids[:first], probe.ids[last:]) if sum(mask[first:last]) == 0 else ([-1], [])
+        """Positions of the text's own tokens when the specials sit where the template puts them (checked)."""
         lead, trail = self._around
         n = len(ids)
         if n >= len(lead) + len(trail) and ids[: len(lead)] == lead and ids[n - len(trail) :] == trail:
