@@ -276,14 +276,17 @@ def test_geometry_page_umap_on_request():
 
 
 def _wait_until_done(at: AppTest, seconds: float = 900):
+    """Poll the worker (bounded) until its run has ended, then redraw the page once from that final
+    state: the page and the returned progress describe the same moment (drawing first and asking the
+    worker after would race with the worker's last update)."""
+    worker = at.session_state["distill_worker"]
     deadline = time.monotonic() + seconds
-    while True:
+    while worker.progress().active:
+        assert time.monotonic() < deadline, f"the run is still {worker.progress().status} after {seconds} s"
         at.run()  # the fragment's redraw, as the browser's timer would trigger it
-        progress = at.session_state["distill_worker"].progress()
-        if not progress.active:
-            return progress
-        assert time.monotonic() < deadline, f"the run is still {progress.status} after {seconds} s"
-        time.sleep(2.0)
+        time.sleep(1.0)
+    at.run()
+    return worker.progress()
 
 
 def _small_run(at: AppTest, runs: Path, steps: int = 2) -> None:

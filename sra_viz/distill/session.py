@@ -1,12 +1,16 @@
 """``DistillSession``: short, observable distillation runs (SRA or a token-level baseline) on CPU or GPU.
 
 One ``step()`` = one optimizer step on one batch: the teacher's pass runs once under ``no_grad``
-(hidden states of the mapped layers and one layer's attention, no LM head), the student's pass keeps
-the graph, the loss terms of the method are combined by :func:`sra_viz.losses.total_loss`, then
+(hidden states of the mapped layers and the attentions that give their masses, no LM head), the
+student's pass keeps the graph, the loss terms of the method (:mod:`.loss_terms`, given the session's
+:class:`~.plan.LayerPlan` and :class:`~.plan.VocabHeads`, built once) are combined by
+:func:`sra_viz.losses.total_loss`, then
 AdamW (warm-up + cosine; projectors with their own lr and no weight decay). Every ``log_every`` steps
 the probe metrics are measured (:mod:`sra_viz.distill.probe`). Everything is written to the run
-directory (:mod:`sra_viz.distill.runs`). ``stop()`` may be called from another thread; it is honoured
-between steps. A non-finite loss or gradient stops the run before the update is applied.
+directory (:mod:`sra_viz.distill.runs`), which the session holds locked while it runs (one writer
+per run). ``stop()`` may be called from another thread; it is honoured between steps. A non-finite
+loss or gradient stops the run before the update is applied; non-finite weights after an update, or
+any error inside a step, end it as "failed" too, the last good checkpoint kept.
 
 Example:
     >>> session = DistillSession(DistillConfig(student_variant="truncated", steps=30), pair=load_pair())  # doctest: +SKIP
@@ -21,21 +25,29 @@ import math
 import random
 import threading
 import time
+import traceback
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
 from ..errors import SraVizError
-from ..forward import n_layers, resolve_layer
 from ..losses import SpanProjector, total_loss
-from . import checkpoint, dist, perf, probe, terms
+from . import checkpoint, dist, loss_terms, perf, preflight, probe
 from .batch import Batch, PreparedExample, collate, prepare_example
-from .compute import SideView
 from .config import DistillConfig
-from .runs import RunDir, atomic_write_text, read_config, read_metrics_rows
+from .plan import LayerPlan, VocabHeads
+from .runs import (
+    RunDir,
+    atomic_write_text,
+    check_run_folder,
+    load_checkpoint,
+    read_config,
+    read_metrics_rows,
+)
+from .side_pass import SideView
 from .student import make_student
 
 if TYPE_CHECKING:
@@ -45,33 +57,13 @@ Progress = Callable[[str], None]
 
 
 class NonFiniteLossError(SraVizError):
-    """A loss term or the gradient became NaN/inf: the run stopped and the update was not applied."""
-
-
-def _softcap(logits: torch.Tensor, cap: float | None) -> torch.Tensor:
-    return logits if not cap else cap * torch.tanh(logits / cap)
+    """The run failed: a loss term, the gradient or the weights became NaN/inf, or a step raised."""
 
 
 def _hidden_size(loaded: Any) -> int:
     cfg = loaded.model.config
     cfg = getattr(cfg, "text_config", None) or cfg
     return int(getattr(cfg, "hidden_size", 0) or cfg.n_embd)
-
-
-def _head_dtype(choice: str, device: torch.device) -> torch.dtype:
-    """float32, or bfloat16 for "bfloat16" / for "auto" where the device multiplies bf16 natively."""
-    if choice == "float32":
-        return torch.float32
-    if choice == "bfloat16":
-        return torch.bfloat16
-    try:
-        if device.type == "cuda":
-            fast = torch.cuda.is_bf16_supported()
-        else:
-            fast = device.type == "cpu" and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        fast = False
-    return torch.bfloat16 if fast else torch.float32
 
 
 def _lr_factor(step: int, warmup: int, total: int) -> float:
@@ -93,14 +85,19 @@ class DistillSession:
         *,
         _resuming: bool = False,
     ):
-        self.config = cfg = dataclasses.replace(config).validate()  # a copy: the caller's stays as given
+        self.config = cfg = dataclasses.replace(config)  # a copy (checked again): the caller's stays as given
         self.progress = progress
         self._stop = threading.Event()
         self.status, self.error = "ready", ""
         self.history: list[dict[str, Any]] = []
         self.step_count, self.epoch, self.batch_in_epoch = 0, 0, 0
+        self._current_step = 0  # the step being taken (0: none yet)
         self._data_iter: Iterator[list[Example]] | None = None
         self._prepared: dict[tuple[str, int], PreparedExample] = {}
+        self.run_dir: RunDir | None = None
+        if not _resuming:
+            check_run_folder(cfg.out, new=True)
+        preflight.check_against_models(cfg)
         if cfg.reuse_memory:
             perf.reuse_freed_memory()
 
@@ -128,15 +125,31 @@ class DistillSession:
         self.student_view = SideView(
             self.student.model, pair.student.tokenizer, f"{pair.student.name} (student copy)"
         )
-        self.teacher_side = pair.teacher.tokenizer.padding_side or "right"
-        self.student_side = pair.student.tokenizer.padding_side or "right"
-        self._resolve_layers()
-        self._build_heads()
-        self.projectors = None
+        self.teacher_padding_side = pair.teacher.tokenizer.padding_side or "right"
+        self.student_padding_side = pair.student.tokenizer.padding_side or "right"
+        attention = cfg.mass_mode != "uniform"
+        self.plan = LayerPlan.build(
+            cfg.layer_pairs,
+            cfg.layer_weights,
+            self.teacher,
+            self.student_view,
+            mass_layers=cfg.mass_layers,
+            teacher_masses=attention and (cfg.weighted_pooling or cfg.weighted_loss),
+            student_masses=attention and cfg.weighted_pooling,
+        )
+        self.heads = VocabHeads.build(
+            self.teacher,
+            self.student.model,
+            pair.student.tokenizer,
+            self.device,
+            shared_vocab=(cfg.method == "sra" and cfg.use_kd) or cfg.method == "exact",
+            teacher_head_dtype=cfg.teacher_head_dtype,
+        )
+        self.projectors = None  # one per layer pair, in the plan's order (shallow -> deep)
         if cfg.method == "sra" and (cfg.use_span or "dynamics" in cfg.distill_terms()):
             d_s, d_t = _hidden_size(self.student_view), _hidden_size(self.teacher)
             self.projectors = torch.nn.ModuleList(
-                [SpanProjector(d_s, d_t, cfg.projector_init) for _ in cfg.layer_pairs]
+                [SpanProjector(d_s, d_t, cfg.projector_init) for _ in self.plan.pairs]
             ).to(self.device)
         self._build_optimizer()
         dist.broadcast_(
@@ -144,14 +157,17 @@ class DistillSession:
         )
 
         self._say(f"aligning {len(probe_examples)} probe and {len(heldout_examples)} held-out texts")
-        self.probe_items = [self._prepare(e) for e in probe_examples]
-        self.heldout_items = [self._prepare(e) for e in heldout_examples]
-        if sum(it.n_spans for it in self.probe_items) < 2:
+        self.probe_texts = probe.ProbeTexts(
+            [self._prepare(e) for e in probe_examples],
+            [self._prepare(e) for e in heldout_examples],
+            self.teacher_padding_side,
+            self.student_padding_side,
+        )
+        if sum(it.n_spans for it in self.probe_texts.probe) < 2:
             raise SraVizError(
                 "the probe texts hold fewer than 2 aligned spans; give longer texts or a larger probe_size"
             )
         self._probe_teacher: probe.ProbeTeacher | None = None
-        self.run_dir: RunDir | None = None
         if not _resuming:
             self._open_run_dir()
 
@@ -166,49 +182,6 @@ class DistillSession:
         random.seed(seed)
         np.random.seed(seed % 2**32)
         torch.manual_seed(seed)
-
-    def _resolve_layers(self) -> None:
-        cfg = self.config
-        self.teacher_layers = [resolve_layer(self.teacher, t) for t, _ in cfg.layer_pairs]
-        self.student_layers = [resolve_layer(self.student_view, s) for _, s in cfg.layer_pairs]
-        self.teacher_last = n_layers(self.teacher) - 1
-        self.student_last = n_layers(self.student_view) - 1
-        attention = cfg.mass_mode != "uniform"
-        self.teacher_mass_layer = (
-            self.teacher_layers[-1] if attention and (cfg.weighted_pooling or cfg.weighted_loss) else None
-        )
-        self.student_mass_layer = self.student_layers[-1] if attention and cfg.weighted_pooling else None
-
-    def _build_heads(self) -> None:
-        """LM heads: the teacher's rows of V∩ are copied once (its 262k-row head is never run whole for SRA)."""
-        cfg = self.config
-        t_cfg, s_cfg = self.teacher.model.config, self.student.model.config
-        self.teacher_softcap = getattr(
-            getattr(t_cfg, "text_config", None) or t_cfg, "final_logit_softcapping", None
-        )
-        self.student_softcap = getattr(
-            getattr(s_cfg, "text_config", None) or s_cfg, "final_logit_softcapping", None
-        )
-        self.shared = None
-        self.teacher_head_shared: torch.Tensor | None  # both set below when V∩ is used
-        self.shared_mask: torch.Tensor | None
-        self.teacher_head_shared = self.shared_mask = None
-        needs_shared = (cfg.method == "sra" and cfg.use_kd) or cfg.method == "exact"
-        if needs_shared:
-            from ..vocab import shared_vocab
-
-            self.shared = shared_vocab(self.teacher.tokenizer, self.pair.student.tokenizer).to(self.device)
-            # KD on V∩ is computed in the *student's* vocabulary order with the other columns masked
-            # (logit -1e4: probability exactly 0 on both sides, so KL and gradients equal those on V∩),
-            # which spares gathering 46k columns of every logit row forward and backward.
-            head = self.teacher.model.get_output_embeddings().weight.detach()  # (V_T, D_T)
-            n_student = self.student.model.get_output_embeddings().weight.shape[0]
-            dtype = _head_dtype(cfg.teacher_head_dtype, self.device)
-            rows = head.new_zeros((n_student, head.shape[1]), dtype=dtype)  # (V_S, D_T) teacher rows
-            rows[self.shared.student_ids] = head[self.shared.teacher_ids].to(dtype)
-            self.teacher_head_shared = rows
-            self.shared_mask = torch.full((n_student,), -1e4, device=self.device)  # (V_S,)
-            self.shared_mask[self.shared.student_ids] = 0.0
 
     def _build_optimizer(self) -> None:
         cfg = self.config
@@ -253,31 +226,48 @@ class DistillSession:
             )
         return self._prepared[key]
 
-    # ------------------------------------------------------------------ heads
+    # ------------------------------------------------------------------ heads and layers (the plan's)
 
     def student_logits(self, hidden: torch.Tensor) -> torch.Tensor:
-        """The student's LM head on last-layer hidden states (..., D_S) -> (..., V_S)."""
-        return _softcap(self.student.model.get_output_embeddings()(hidden), self.student_softcap)
+        """The student's LM head on last-layer hidden states (..., D_S) -> (..., V_S) (see VocabHeads)."""
+        return self.heads.student_logits(hidden)
 
     def teacher_logits(self, hidden: torch.Tensor) -> torch.Tensor:
-        """The teacher's full LM head (all V_T rows; only ULD needs it), no grad."""
-        with torch.no_grad():
-            return _softcap(self.teacher.model.get_output_embeddings()(hidden), self.teacher_softcap)
+        """The teacher's full LM head (..., D_T) -> (..., V_T), no grad (see VocabHeads)."""
+        return self.heads.teacher_logits(hidden)
 
     def teacher_shared_logits(self, hidden: torch.Tensor, tau: float = 1.0) -> torch.Tensor:
-        """The teacher's head on V∩ divided by ``tau``, ``z/τ = (h @ W_head[V∩]ᵀ)/τ``, in student vocabulary
-        order with the columns outside V∩ masked to -1e4: (..., D_T) -> (..., V_S). No gradient."""
-        with torch.no_grad():
-            weight = cast(torch.Tensor, self.teacher_head_shared)  # (V_S, D_T), zero rows outside V∩
-            logits = hidden.to(weight.dtype) @ weight.T  # bf16 GEMMs accumulate in fp32
-            if self.teacher_softcap:
-                logits = _softcap(logits.float(), self.teacher_softcap)
-            # one pass: to float32 (the mask's dtype), scale by 1/τ and mask
-            return torch.add(cast(torch.Tensor, self.shared_mask), logits, alpha=1.0 / tau)
+        """The teacher's head on V∩ over ``tau``, in student vocabulary order, masked outside V∩ (see VocabHeads)."""
+        return self.heads.teacher_shared_logits(hidden, tau)
 
     def student_shared_logits(self, logits: torch.Tensor) -> torch.Tensor:
-        """Student logits (..., V_S) with the columns outside V∩ masked to -1e4 (see teacher_shared_logits)."""
-        return logits + cast(torch.Tensor, self.shared_mask)  # set whenever V∩ logits are asked for
+        """Student logits (..., V_S) masked outside V∩ (see VocabHeads)."""
+        return self.heads.student_shared_logits(logits)
+
+    @property
+    def shared(self) -> Any:
+        """The shared vocabulary V∩ (None when the method does not use it)."""
+        return self.heads.shared
+
+    @property
+    def shared_mask(self) -> torch.Tensor | None:
+        return self.heads.shared_mask
+
+    @property
+    def teacher_last(self) -> int:
+        return self.plan.teacher_last
+
+    @property
+    def student_last(self) -> int:
+        return self.plan.student_last
+
+    @property
+    def probe_items(self) -> list[PreparedExample]:
+        return self.probe_texts.probe
+
+    @property
+    def heldout_items(self) -> list[PreparedExample]:
+        return self.probe_texts.heldout
 
     # ------------------------------------------------------------------ data
 
@@ -304,7 +294,10 @@ class DistillSession:
 
     def loss_terms(self, batch: Batch) -> dict[str, torch.Tensor]:
         """Every active loss term of the method on one collated batch (graph kept on the student side)."""
-        return terms.loss_terms(self, batch)
+        projectors = list(self.projectors) if self.projectors is not None else []
+        return loss_terms.loss_terms(
+            batch, self.config, self.plan, self.heads, self.teacher, self.student_view, projectors
+        )
 
     # ------------------------------------------------------------------ stepping
 
@@ -312,7 +305,7 @@ class DistillSession:
     def probe_teacher(self) -> probe.ProbeTeacher:
         if self._probe_teacher is None:
             self._say("computing the teacher's probe CoMs (once)")
-            self._probe_teacher = probe.teacher_probe(self)
+            self._probe_teacher = probe.teacher_probe(self.teacher, self.probe_texts, self.config, self.plan)
             if self.run_dir is not None:
                 self.run_dir.write_teacher_snapshot(probe.teacher_snapshot(self._probe_teacher))
         return self._probe_teacher
@@ -324,7 +317,16 @@ class DistillSession:
         _ = self.probe_teacher
         self.student.model.eval()
         try:
-            metrics, arrays = probe.evaluate_probe(self)
+            projector = self.projectors[-1] if self.projectors is not None else None  # the deepest pair's
+            metrics, arrays = probe.evaluate_probe(
+                self.probe_teacher,
+                self.student_view,
+                self.heads,
+                self.probe_texts,
+                self.config,
+                self.plan,
+                projector,
+            )
         finally:
             self.student.model.train()
         if snapshot and self.run_dir is not None:
@@ -353,9 +355,10 @@ class DistillSession:
         if self.status == "failed":
             raise NonFiniteLossError(self.error)
         self._ensure_initial_eval()
+        self._current_step = self.step_count + 1  # named by a failure (its update may be applied already)
         t0 = time.perf_counter()
         items = [self._prepare(e) for e in self._next_examples()]
-        batch = collate(items, self.teacher_side, self.student_side)
+        batch = collate(items, self.teacher_padding_side, self.student_padding_side)
         parts = self.loss_terms(batch)
         loss = total_loss(parts, self.config.alpha, self.config.lambda_geo)
         values = torch.stack([loss.detach().float()] + [v.detach().float() for v in parts.values()])
@@ -384,6 +387,12 @@ class DistillSession:
         self.optimizer.step()
         self.scheduler.step()
         self.step_count += 1
+        if not self._weights_finite():
+            self._fail(
+                f"the weights became non-finite in the update of step {self.step_count} (loss "
+                f"{float(values[0]):.4g}, gradient norm {grad_norm:.4g}, lr {lrs[0]:.4g})",
+                weights_good=False,
+            )
         row.update(
             grad_norm=grad_norm,
             lr=lrs[0],
@@ -401,17 +410,27 @@ class DistillSession:
             self._log(row)
         if self._due(self.config.checkpoint_every) and self.step_count < self.config.steps:
             self.save_checkpoint()
+        if self.run_dir is not None:
+            self.run_dir.write_status("running", self.step_count)
         return row
 
-    def _fail(self, message: str) -> None:
-        """Stop for good: keep the last good checkpoint (and write one now if the weights are still finite)."""
+    def _weights_finite(self) -> bool:
+        """Every trainable weight finite (one device sync: the largest |w| of each tensor, stacked)."""
+        with torch.no_grad():
+            return bool(torch.isfinite(torch.stack([p.detach().abs().amax() for p in self.params])).all())
+
+    def _fail(self, message: str, weights_good: bool = True, details: str = "") -> None:
+        """Stop for good and say why in status.json. ``weights_good``: the weights are those of the last
+        completed step (the update was not applied), so a checkpoint of them is written; otherwise the
+        last checkpoint written stays the last good one."""
         self.optimizer.zero_grad(set_to_none=True)
-        self.status, self.error = "failed", message + "; the update was not applied"
-        finite = all(torch.isfinite(p).all() for p in self.params)
-        if finite and self.step_count > 0:
+        suffix = "; the update was not applied" if weights_good else "; the last good checkpoint is kept"
+        self.status, self.error = "failed", message + suffix
+        if weights_good and self.step_count > 0 and self._weights_finite():
             self.save_checkpoint()
         if self.run_dir is not None:
-            self.run_dir.write_status("failed", self.step_count, self.error)
+            extra = {"traceback": details} if details else {}
+            self.run_dir.write_status("failed", self.step_count, self.error, **extra)
         raise NonFiniteLossError(self.error)
 
     def stop(self) -> None:
@@ -424,18 +443,33 @@ class DistillSession:
         "finished" (all steps done, checkpoint written), "stopped" (``stop()`` was called; checkpoint
         written), "running" (``n`` steps done, more to go) or "failed" (see ``self.error``).
         """
+        if self.status == "failed":
+            return self.status
         target = self.config.steps if n is None else min(self.config.steps, self.step_count + n)
+        if self.run_dir is not None:
+            self.run_dir.open()  # a no-op while held; taken again after a stop (one writer per run)
         self._stop.clear()
-        self.status = "running"
+        self.status, self._current_step = "running", 0
         if self.run_dir is not None:
             self.run_dir.write_status("running", self.step_count)
         try:
-            self._ensure_initial_eval()
-            while self.step_count < target and not self._stop.is_set():
-                row = self.step()
-                if callback is not None:
-                    callback(row)
+            try:
+                self._ensure_initial_eval()
+                while self.step_count < target and not self._stop.is_set():
+                    row = self.step()
+                    if callback is not None:
+                        callback(row)
+            except NonFiniteLossError:
+                raise
+            except Exception as exc:  # the run ends as failed with its reason, never half-written
+                where = f"step {self._current_step}" if self._current_step else "the step-0 evaluation"
+                self._fail(
+                    f"{where} raised {type(exc).__name__}: {exc}",
+                    weights_good=False,
+                    details=traceback.format_exc(),
+                )
         except NonFiniteLossError:
+            self.close()
             return self.status
         if self.step_count >= self.config.steps:
             self.status = "finished"
@@ -446,40 +480,91 @@ class DistillSession:
         self.save_checkpoint()
         if self.run_dir is not None:
             self.run_dir.write_status(self.status, self.step_count)
+        self.close()
         return self.status
+
+    def close(self) -> None:
+        """Release the run folder's writer lock (``run()`` does so when it ends; it takes it again)."""
+        if self.run_dir is not None:
+            self.run_dir.close()
 
     # ------------------------------------------------------------------ checkpoints
 
     def save_checkpoint(self) -> None:
         """Trainable student weights, projectors, optimizer, scheduler, RNG, step and data position."""
-        checkpoint.save(self)
+        if self.dist.is_main and self.run_dir is not None:
+            position = checkpoint.Position(self.step_count, self.epoch, self.batch_in_epoch)
+            checkpoint.save(
+                self.run_dir, self.student, self.projectors, self.optimizer, self.scheduler, position
+            )
+
+    def _restore_checkpoint(self, run_dir: Path) -> None:
+        """Put this freshly built session in the state of ``run_dir``'s last checkpoint."""
+        position = checkpoint.restore(
+            run_dir, self.student, self.projectors, self.optimizer, self.scheduler, self.device
+        )
+        self.step_count, self.epoch, self.batch_in_epoch = (
+            position.step,
+            position.epoch,
+            position.batch_in_epoch,
+        )
+        self._data_iter = None
 
     @classmethod
     def resume(
-        cls, run_dir: str | Path, pair: Any = None, progress: Progress | None = None, steps: int | None = None
+        cls,
+        run_dir: str | Path,
+        pair: Any = None,
+        progress: Progress | None = None,
+        steps: int | None = None,
+        device: str | None = None,
     ) -> DistillSession:
-        """Reopen a stopped, failed or killed run at its last checkpoint; ``steps`` may extend it.
+        """Reopen a stopped, failed or killed run at its last checkpoint; ``steps`` may extend it, ``device``
+        moves it.
 
-        Metrics rows past the checkpoint are dropped (those steps are replayed, identically on CPU).
+        The run folder is locked first (a run being written elsewhere is refused). Metrics rows past the
+        checkpoint are dropped (those steps are replayed, identically on CPU); a run that died before
+        its first checkpoint starts again from step 0.
         Example:
             >>> session = DistillSession.resume("runs/sra", steps=60)  # doctest: +SKIP
             >>> session.run()  # doctest: +SKIP
         """
         run_dir = Path(run_dir)
         config = read_config(run_dir)
-        config.out = str(run_dir)
-        if steps is not None:
-            config.steps = int(steps)
-        session = cls(config, pair=pair, progress=progress, _resuming=True)
-        checkpoint.restore(session, run_dir)
-        if session.dist.is_main:
-            session.run_dir = RunDir(run_dir)
-            atomic_write_text(run_dir / "config.json", config.to_json())
-            session.run_dir.truncate_metrics(session.step_count)
-            rows = read_metrics_rows(run_dir / "metrics.jsonl")
-            session.history = [r for r in rows if int(r.get("step", 0)) <= session.step_count]
-            session.run_dir.write_status("running", session.step_count, "resumed")
-        session._say(f"resumed {run_dir} at step {session.step_count}")
+        writer = RunDir(run_dir).open() if dist.env_dist_info().is_main else None
+        try:
+            saved = load_checkpoint(run_dir)
+            done = int(saved.state.get("step", 0)) if saved is not None else 0
+            if steps is not None and int(steps) < done:
+                raise SraVizError(
+                    f"--steps {steps} is below the {done} steps {str(run_dir)!r} has done; give at least {done}"
+                )
+            changes: dict[str, Any] = {"out": str(run_dir)}
+            if steps is not None:
+                changes["steps"] = steps
+            if device is not None:
+                changes["device"] = device
+            config = dataclasses.replace(config, **changes)
+            session = cls(config, pair=pair, progress=progress, _resuming=True)
+            if saved is not None:
+                session._restore_checkpoint(run_dir)
+            if writer is not None:
+                session.run_dir = writer
+                atomic_write_text(run_dir / "config.json", config.to_json())
+                writer.truncate_metrics(session.step_count if saved is not None else -1)
+                writer.drop_snapshots_after(session.step_count if saved is not None else -1)
+                rows = read_metrics_rows(run_dir / "metrics.jsonl")
+                session.history = [r for r in rows if int(r.get("step", 0)) <= session.step_count]
+                note = "resumed" if saved is not None else "started again from step 0: it had no checkpoint"
+                writer.write_status("running", session.step_count, note)
+        except BaseException:
+            if writer is not None:
+                writer.close()
+            raise
+        if saved is None:
+            session._say(f"{run_dir} had no checkpoint: starting it again from step 0")
+        else:
+            session._say(f"resumed {run_dir} at step {session.step_count}")
         return session
 
 
