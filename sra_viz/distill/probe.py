@@ -188,7 +188,8 @@ def evaluate_probe(session: Any) -> tuple[dict[str, float], dict[str, np.ndarray
         "probe_gram_distance_weighted": _gram_distance_by_text(S, T, teacher.text_id, teacher.saliency),
         "probe_retrieval": _retrieval_by_text(projected, T, teacher.text_id),
     }
-    snapshot = {"student_projected": projected.astype(np.float32)}
+    # the student's own CoMs too: the app's Gram-change view needs the student's Gram, not its projection's
+    snapshot = {"student_projected": projected.astype(np.float32), "student": S.astype(np.float32)}
     if session.projectors is not None:
         with torch.no_grad():
             own = session.projectors[-1](torch.from_numpy(S).to(session.device)).float().cpu().numpy()
