@@ -275,6 +275,25 @@ def test_geometry_page_umap_on_request():
 # ----------------------------------------------------------------------------- Distill page
 
 
+def _poll(condition, seconds: float, what: str) -> None:
+    """Wait until ``condition()`` holds, checking twice a second, for at most ``seconds``."""
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, f"{what}: not reached within {seconds:.0f} s"
+        time.sleep(0.5)
+
+
+@pytest.fixture(autouse=True)
+def _no_run_left_behind():
+    """Stop any run a test leaves going (a failed test must not leave a training thread behind)."""
+    yield
+    from sra_viz.ui.worker import active_workers
+
+    for worker in active_workers():
+        worker.stop()
+        worker.join(600)
+
+
 def _watched(at: AppTest):
     """The worker of the run this app session watches (from the process-level registry)."""
     from sra_viz.ui.worker import worker_for
@@ -387,7 +406,9 @@ def test_distill_run_is_found_by_a_second_session(tiny_pair_dirs, tmp_path):
 
     with pytest.raises(SraVizError, match="already running in this app"):
         launch(run_dir, lambda say: None)
+    _poll(lambda: (Path(run_dir) / "config.json").is_file(), 300, "the run folder")  # written when set up
     second.text_input(key="distill_runs_root").set_value(str(tmp_path)).run()
+    assert_clean(second)
     second.selectbox(key="distill_reopen").set_value(Path(run_dir).name).run()
     assert second.button(key="distill_resume_past").disabled
     past = second.dataframe[-1].value

@@ -389,11 +389,10 @@ def past_runs(root: Path) -> None:
     ]
     st.dataframe(rows, hide_index=True, height=min(320, 40 + 35 * len(rows)))
     by_name = {r.name: r for r in runs}
-    chosen = st.multiselect(
-        "Overlay curves of", list(by_name), default=list(by_name)[:2], key="distill_compare"
-    )
-    if chosen:
-        columns = [c for c in CURVES if any(c in by_name[n].last for n in chosen)]
+    logged = [r.name for r in runs if "step" in r.last]  # a run still setting up has no metrics row yet
+    chosen = st.multiselect("Overlay curves of", logged, default=logged[:2], key="distill_compare")
+    columns = [c for c in CURVES if any(c in by_name[n].last for n in chosen)]
+    if chosen and columns:
         st.plotly_chart(
             figures.run_metrics_figure(
                 [by_name[n].path for n in chosen], labels=chosen, columns=columns, title="Runs compared"
