@@ -10,7 +10,9 @@ from typing import Any
 
 def add_session_options(parser: argparse.ArgumentParser, variant: str = "truncated", k: int = 6) -> None:
     """--variant, --student-k (alias --k), --batch-size, --max-length, --set (repeatable), --seed."""
-    parser.add_argument("--variant", default=variant, choices=["full", "last_k", "truncated"])
+    from sra_viz.distill.config import field_choices
+
+    parser.add_argument("--variant", default=variant, choices=field_choices("student_variant"))
     parser.add_argument("--student-k", "--k", dest="student_k", type=int, default=k)
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--max-length", type=int, default=64)
@@ -54,4 +56,4 @@ def session_config(method: str, args: argparse.Namespace, out: str, **fields: An
         seed=args.seed,
         out=out,
         **{**fields, **overrides(args.set)},
-    ).validate()
+    )

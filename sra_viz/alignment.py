@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, cast
 import numpy as np
 
 from sra_viz.errors import SraVizError
-from sra_viz.tokenization import ByteEncoding, TextBytes, TokenizedText, encode_bytes
+from sra_viz.tokenization import ByteEncoding, TextBytes, TokenizedText, encode_bytes, tokenizer_id
 
 GRANULARITIES = ("token", "word")
 SIDES = ("teacher", "student")
@@ -60,8 +60,10 @@ class Span:
 class SpanAlignment:
     """The spans of one text for a teacher/student tokenizer pair, with both tokenizations.
 
-    ``granularity`` and ``prompt_end`` record how the spans were made (see `align_spans`). The
-    `Span` objects are built on first access to ``spans``; counts and maps work without them.
+    ``granularity`` and ``prompt_end`` record how the spans were made (see `align_spans`), and
+    ``tokenizers`` which tokenizers made them (`tokenizer_id` of the teacher's and the student's; None
+    when unknown), so features are never taken with another pair's models. The `Span` objects are built
+    on first access to ``spans``; counts and maps work without them.
 
     Example:
         >>> al = align_spans("Hi there", teacher_tok, student_tok)   # doctest: +SKIP
@@ -75,6 +77,7 @@ class SpanAlignment:
     spans: list[Span]
     granularity: str = "token"
     prompt_end: int | None = None
+    tokenizers: tuple[str, str] | None = field(default=None, compare=False)  # (teacher id, student id)
     # Set on the class below, so not dataclass fields at runtime. When `_plan` is None, `_spans` is a list.
     if TYPE_CHECKING:
         _spans: list[Span] | None = field(default=None, init=False, repr=False, compare=False)
@@ -164,7 +167,7 @@ class SpanAlignment:
             for s in self.spans
         ]
         head = {"format": "sra_viz.SpanAlignment", "version": 1, "text": self.text}
-        how = {"granularity": self.granularity, "prompt_end": self.prompt_end}
+        how = {"granularity": self.granularity, "prompt_end": self.prompt_end, "tokenizers": self.tokenizers}
         return json.dumps({**head, **how, **sides, "spans": spans}, ensure_ascii=False)
 
     @classmethod
@@ -188,9 +191,12 @@ class SpanAlignment:
                 for side in SIDES
             )
             spans = [Span(b0, b1, c0, c1, text[c0:c1], *ranges) for b0, b1, c0, c1, *ranges in data["spans"]]
-        except (ValueError, KeyError, TypeError) as err:
+            made_by = data.get("tokenizers")
+            tokenizers = (str(made_by[0]), str(made_by[1])) if made_by is not None else None
+        except (ValueError, KeyError, TypeError, IndexError) as err:
             raise SraVizError(f"not a SpanAlignment JSON written by to_json(): {err!r}") from None
-        return cls(text, teacher, student, spans, data.get("granularity", "token"), data.get("prompt_end"))
+        how = (data.get("granularity", "token"), data.get("prompt_end"), tokenizers)
+        return cls(text, teacher, student, spans, *how)
 
     def _ranges(self, side: str) -> tuple[TokenizedText, np.ndarray, np.ndarray]:
         """``(tokenized, firsts, ends)``: the side's half-open ``ids`` range of every kept span."""
@@ -349,6 +355,7 @@ def align_spans(
     alignment = SpanAlignment.__new__(SpanAlignment)
     alignment.text, alignment.teacher, alignment.student = text, teacher.tokenized, student.tokenized
     alignment.granularity, alignment.prompt_end, alignment._plan = granularity, prompt_end, plan
+    alignment.tokenizers = (tokenizer_id(teacher_tokenizer), tokenizer_id(student_tokenizer))
     return alignment
 
 

@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Callable, Sequence
+import warnings
+from collections.abc import Sequence
 
 from .errors import SraVizError
 from .fetch import DEFAULT_STUDENT, DEFAULT_TEACHER
@@ -91,11 +92,16 @@ def _cmd_features(args: argparse.Namespace) -> int:
     from .features import analyze_text
     from .models import load_pair
 
+    if args.top < 1:
+        raise SraVizError(f"--top {args.top} must be at least 1 (how many spans to print)")
     text = _require_text(_read_text(args))
     pair = load_pair(args.teacher, args.student, device=args.device)
-    feats = analyze_text(
-        text, pair, mass_mode=args.mass_mode, layers=args.layer, max_tokens=args.max_tokens, windowed=args.windowed
-    )
+    with warnings.catch_warnings():  # the truncation note is printed once, below
+        warnings.simplefilter("ignore", UserWarning)
+        feats = analyze_text(
+            text, pair, mass_mode=args.mass_mode, layers=args.layer, max_tokens=args.max_tokens,
+            windowed=args.windowed,
+        )  # fmt: skip
     if feats.truncated:
         print(f"note: {feats.message}", file=sys.stderr)
     frame = feats.to_frame().sort_values("saliency", ascending=False).head(args.top)
@@ -104,6 +110,9 @@ def _cmd_features(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .distill.cli import add_distill_parser
+    from .distill.config import field_choices
+
     parser = argparse.ArgumentParser(prog="sra-viz", description="Span Representation Alignment toolkit")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -126,19 +135,13 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--format", choices=["table", "csv", "json"], default="table")
         else:
             p.add_argument("--device", default=None)
-            p.add_argument("--mass-mode", default="last_token", choices=["last_token", "received", "uniform"])
+            p.add_argument("--mass-mode", default="last_token", choices=field_choices("mass_mode"))
             p.add_argument("--top", type=int, default=15, help="how many spans to print")
             p.add_argument("--layer", type=int, default=-1, help="block whose CoMs and attention are used")
             p.add_argument("--max-tokens", type=int, default=512, help="longest sequence fed to a model")
             p.add_argument("--windowed", action="store_true", help="cover long texts with windows, not truncation")
 
-    add_distill_parser: Callable[..., argparse.ArgumentParser] | None
-    try:
-        from .distill_cli import add_distill_parser
-    except ImportError:  # the engine is optional for the other commands
-        add_distill_parser = None
-    if add_distill_parser is not None:
-        add_distill_parser(sub)
+    add_distill_parser(sub)
     return parser
 
 
@@ -154,7 +157,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "features":
             return _cmd_features(args)
         if args.command == "distill":
-            from .distill_cli import run_distill
+            from .distill.cli import run_distill
 
             return run_distill(args)
     except SraVizError as exc:

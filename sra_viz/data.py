@@ -27,6 +27,7 @@ import io
 import json
 import os
 import random
+import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from importlib import resources
@@ -239,7 +240,9 @@ def _looks_like_path(value: str) -> bool:
     if "\n" in value or len(value) > 4096 or value.lstrip().startswith(("{", "[")):
         return False
     path = Path(value).expanduser()
-    return path.exists() or path.suffix.lower() in _EXTENSIONS or os.sep in value
+    # one word with a file extension ("missing.txt") is a file name, not a one-line CSV
+    named_like_a_file = re.fullmatch(r"[^\s,;\t]+\.[A-Za-z0-9]{1,8}", value.strip()) is not None
+    return path.exists() or path.suffix.lower() in _EXTENSIONS or os.sep in value or named_like_a_file
 
 
 def _read_path(path: Path, max_bytes: int) -> tuple[bytes, str]:

@@ -294,6 +294,7 @@ def _split(options: dict) -> tuple[FeatureOptions, dict]:
 
 
 def _resolve(pair, opts: FeatureOptions) -> _Resolved:
+    _check_pair(pair)
     if opts.mass_mode not in MASS_MODES:
         raise SraVizError(f"mass_mode {opts.mass_mode!r} is unknown; expected one of {MASS_MODES}")
     if isinstance(opts.max_tokens, bool) or not isinstance(opts.max_tokens, int) or opts.max_tokens < 2:
@@ -302,6 +303,8 @@ def _resolve(pair, opts: FeatureOptions) -> _Resolved:
     for side, given in (("teacher", opts.teacher_layers), ("student", opts.student_layers)):
         loaded = getattr(pair, side)
         given = opts.layers if given is None else given
+        if isinstance(given, (str, bytes)) or not isinstance(given, (int, Sequence)):
+            raise SraVizError(f"layers must be a block index or a list of them such as (-1,), got {given!r}")
         got = (given,) if isinstance(given, int) else tuple(given)
         if not got:
             raise SraVizError(f"no {side} layer was asked for; give layers=(-1,) or a list of block indices")
@@ -408,14 +411,46 @@ def _merge_side(loaded, alignment, pieces: list[Piece], parts: list[dict], side:
     )
 
 
+def _check_pair(pair) -> None:
+    """``pair`` must be a loaded teacher/student pair (``load_pair``), not an alignment or None."""
+    if not all(hasattr(getattr(pair, side, None), "tokenizer") for side in ("teacher", "student")):
+        raise SraVizError(
+            f"pair must be a ModelPair from load_pair(), got {type(pair).__name__}; "
+            "call extract_features(alignment_or_text, pair)"
+        )
+
+
+def _check_made_by(alignment, pair, where: str) -> None:
+    """Refuse an alignment made by other tokenizers than the pair's (its ids would index the wrong rows)."""
+    from .tokenization import tokenizer_id
+
+    made_by = getattr(alignment, "tokenizers", None)
+    if made_by is None:
+        return
+    expected = (tokenizer_id(pair.teacher.tokenizer), tokenizer_id(pair.student.tokenizer))
+    if tuple(made_by) != expected:
+        raise SraVizError(
+            f"{where}was aligned with tokenizers (teacher, student) = {tuple(made_by)}, but the pair's are "
+            f"{expected}; align the text with the pair's tokenizers (in this order) or pass the text itself"
+        )
+
+
 def _prepare(item, pair, index: int, opts: _Resolved, align_options: dict):
+    from .alignment import SpanAlignment, align_spans
+
+    where = f"text {index} " if index >= 0 else "the alignment "
     if isinstance(item, str):
         if not item.strip():
             where = f"text {index} " if index >= 0 else "text "
             raise SraVizError(f"{where}is empty ({item!r}): give at least one non-space character")
-        from .alignment import align_spans
-
         item = align_spans(item, pair.teacher.tokenizer, pair.student.tokenizer, **align_options)
+    elif isinstance(item, SpanAlignment):
+        _check_made_by(item, pair, where)
+    else:
+        raise SraVizError(
+            f"expected a SpanAlignment or a str, got {type(item).__name__}; "
+            "call extract_features(alignment_or_text, pair)"
+        )
     if not getattr(item, "spans", None):
         raise SraVizError(
             f"text is empty or has no aligned span ({getattr(item, 'text', item)!r}); give real text"

@@ -21,6 +21,7 @@ are tokenized as text (the backend's ``encode_special_tokens`` switch, put back 
 from __future__ import annotations
 
 import codecs
+import hashlib
 import itertools
 import threading
 import weakref
@@ -457,3 +458,31 @@ def _byte_level_alphabet() -> str:
 
 BYTE_LEVEL_ALPHABET = _byte_level_alphabet()
 _BYTE_LEVEL_ENCODING = codecs.charmap_build(BYTE_LEVEL_ALPHABET)
+
+
+_TOKENIZER_IDS: weakref.WeakKeyDictionary[Any, str] = weakref.WeakKeyDictionary()
+
+
+def tokenizer_id(tokenizer: Any) -> str:
+    """A short name for a tokenizer and its vocabulary, ``"<name>#<hash of the vocab>"``; computed once
+    per tokenizer object. Two tokenizers with the same vocabulary have the same id.
+
+    Example:
+        >>> tokenizer_id(load_tokenizer("smollm2-135m"))  # doctest: +SKIP
+        'smollm2-135m#5f0e4d1c2a'
+    """
+    try:
+        return _TOKENIZER_IDS[tokenizer]
+    except (KeyError, TypeError):
+        pass
+    vocab = tokenizer.get_vocab()
+    digest = hashlib.sha1(usedforsecurity=False)
+    for token, index in sorted(vocab.items(), key=lambda item: item[1]):
+        digest.update(f"{index}\t{token}\n".encode("utf-8", "surrogatepass"))
+    name = str(getattr(tokenizer, "name_or_path", "") or type(tokenizer).__name__).rstrip("/")
+    found = f"{name.rsplit('/', 1)[-1]}#{digest.hexdigest()[:10]}"
+    try:
+        _TOKENIZER_IDS[tokenizer] = found
+    except TypeError:  # not weak-referenceable: computed again next time
+        pass
+    return found

@@ -302,15 +302,17 @@ def _watched(at: AppTest):
 
 
 def _wait_until_done(at: AppTest, seconds: float = 900):
+    """Poll the worker (bounded) until its run has ended, then redraw the page once from that final
+    state: the page and the returned progress describe the same moment (drawing first and asking the
+    worker after would race with the worker's last update)."""
+    worker = _watched(at)
     deadline = time.monotonic() + seconds
-    while True:
+    while worker.progress().active:
+        assert time.monotonic() < deadline, f"the run is still {worker.progress().status} after {seconds} s"
         at.run()  # the fragment's redraw, as the browser's timer would trigger it
-        progress = _watched(at).progress()
-        if not progress.active:
-            at.run()  # the page as it is drawn once the run has ended
-            return progress
-        assert time.monotonic() < deadline, f"the run is still {progress.status} after {seconds} s"
         time.sleep(1.0)
+    at.run()
+    return worker.progress()
 
 
 def _small_run(at: AppTest, runs: Path, steps: int = 2, k: int = 2, probe_every: int = 1) -> None:

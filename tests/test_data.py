@@ -359,6 +359,8 @@ def test_bad_arguments(tmp_path):
         load_examples(tmp_path / "missing.jsonl")
     with pytest.raises(SraVizError, match="file not found"):
         load_examples(str(tmp_path / "missing.csv"))
+    with pytest.raises(SraVizError, match="file not found: missing.txt"):  # a bare name, not a one-line CSV
+        load_examples("missing.txt")
     with pytest.raises(SraVizError, match="not a file"):
         load_examples(tmp_path)
     with pytest.raises(SraVizError, match="unknown format 'xml'"):

@@ -287,7 +287,7 @@ def test_sra_session_writes_a_complete_run_directory(default_pair, tmp_path):
         [snaps.saliency[snaps.text_id == t].sum() for t in np.unique(snaps.text_id)], 1.0, atol=1e-5
     )
     assert not np.allclose(snaps.student[0], snaps.student[-1])
-    assert {"student.safetensors", "projectors.safetensors", "state.pt"} <= {
+    assert {"student.safetensors", "projectors.safetensors", "state.safetensors", "state.json"} <= {
         p.name for p in (tmp_path / "sra" / "checkpoint").iterdir()
     }
     (summary,) = list_runs(tmp_path)
@@ -346,8 +346,8 @@ def test_nonfinite_loss_stops_without_applying_the_update(default_pair, tmp_path
     assert status_file["state"] == "failed" and "non-finite" in status_file["message"]
     from sra_viz.distill.runs import load_checkpoint
 
-    student, _, state = load_checkpoint(tmp_path / "nan")  # the last good checkpoint (step 1) is kept
-    assert state["step"] == 1 and torch.isfinite(student[poisoned]).all()
+    saved = load_checkpoint(tmp_path / "nan")  # the last good checkpoint (step 1) is kept
+    assert saved.state["step"] == 1 and torch.isfinite(saved.student[poisoned]).all()
 
 
 @pytest.mark.slow

@@ -1,16 +1,22 @@
 """``DistillConfig``: every option of a distillation run, one documented field each, JSON round-trip.
 
-Each field's ``metadata["help"]`` is its documentation; the CLI builds its flags from it.
+Each field declares itself in its metadata: ``help`` (its documentation; the CLI builds its flags from
+it), ``choices`` (the allowed values) and ``min`` / ``above`` / ``max`` (its range). Every check runs
+at construction, so a config that exists is a valid one:
 
 Example:
     >>> cfg = DistillConfig(method="uld", steps=10)
     >>> DistillConfig.from_json(cfg.to_json()) == cfg
     True
+    >>> field_choices("method")
+    ('sra', 'uld', 'exact')
 """
 
 from __future__ import annotations
 
 import json
+import math
+import re
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from typing import Any
 
@@ -22,12 +28,101 @@ VARIANTS = ("full", "last_k", "truncated")
 MASS_MODES = ("last_token", "received", "uniform")
 KD_WEIGHTINGS = ("sum", "saliency")
 DTYPES = ("float32", "bfloat16")
+PROJECTOR_INITS = ("orthogonal", "xavier")
+HEAD_DTYPES = ("auto", "float32", "bfloat16")
+# Below this, logits / τ overflow float32 for ordinary logits (|z| ~ 30 -> 3e4 / 1e-2 is still finite,
+# 1e-45 is not even a normal float): the softmax is one-hot or NaN and the KD term means nothing.
+MIN_TEMPERATURE = 0.01
+DEVICE_PATTERN = r"cpu|mps|cuda(:\d+)?"
 
 
-def _opt(default: Any, help: str, **extra: Any) -> Any:
+def _opt(
+    default: Any,
+    help: str,
+    *,
+    choices: tuple | None = None,
+    min: float | None = None,
+    above: float | None = None,
+    max: float | None = None,
+    **extra: Any,
+) -> Any:
+    """A documented field: ``choices`` (allowed values), ``min`` (>=), ``above`` (>), ``max`` (<=)."""
+    meta = {"help": help, **extra}
+    for key, value in (("choices", choices), ("min", min), ("above", above), ("max", max)):
+        if value is not None:
+            meta[key] = value
     if callable(default) and not isinstance(default, type):
-        return field(default_factory=default, metadata={"help": help, **extra})
-    return field(default=default, metadata={"help": help, **extra})
+        return field(default_factory=default, metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+def field_choices(name: str) -> tuple | None:
+    """The allowed values of a DistillConfig field (None when it takes any value of its type).
+
+    Example:
+        >>> field_choices("student_variant")
+        ('full', 'last_k', 'truncated')
+    """
+    for f in fields(DistillConfig):
+        if f.name == name:
+            return f.metadata.get("choices")
+    raise SraVizError(f"DistillConfig has no field {name!r}")
+
+
+def _check_type(name: str, value: Any, annotation: Any) -> Any:
+    """``value`` as the field's type (an int is a valid float), or SraVizError naming what was given."""
+    kinds = [k.strip() for k in str(annotation).split("|")]
+    if value is None:
+        if "None" in kinds:
+            return None
+    elif "bool" in kinds:
+        if isinstance(value, bool):
+            return value
+    elif "int" in kinds:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif "float" in kinds:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif "str" in kinds:
+        if isinstance(value, str):
+            return value
+    elif "list" in kinds:
+        if isinstance(value, (list, tuple)):
+            return list(value)
+    expected = " or ".join(k for k in kinds)
+    raise SraVizError(f"{name}={value!r} ({type(value).__name__}) has the wrong type; expected {expected}")
+
+
+def _check_range(name: str, value: Any, meta: Any) -> None:
+    """The field's declared choices and bounds; every float must be finite."""
+    if value is None:
+        return
+    if "choices" in meta and value not in meta["choices"]:
+        raise SraVizError(f"{name}={value!r} is unknown; expected one of {meta['choices']}")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise SraVizError(f"{name}={value!r} must be a finite number")
+    if "min" in meta and value < meta["min"]:
+        raise SraVizError(f"{name}={value!r} must be at least {meta['min']}")
+    if "above" in meta and value <= meta["above"]:
+        raise SraVizError(f"{name}={value!r} must be greater than {meta['above']}")
+    if "max" in meta and value > meta["max"]:
+        raise SraVizError(f"{name}={value!r} must be at most {meta['max']}")
+
+
+def _layer_pairs(value: list) -> list[list[int]]:
+    pairs = []
+    for pair in value:
+        if (
+            not isinstance(pair, (list, tuple))
+            or len(pair) != 2
+            or not all(isinstance(i, int) and not isinstance(i, bool) for i in pair)
+        ):
+            raise SraVizError(
+                f"layer_pairs={value!r}: each pair must be [teacher, student] block indices such as [-1, -1]"
+            )
+        pairs.append([int(pair[0]), int(pair[1])])
+    return pairs
 
 
 @dataclass
@@ -53,30 +148,39 @@ class DistillConfig:
         [[-1, -1]]
     """
 
+    # ------------------------------------------------------------------ models and method
     teacher: str = _opt(DEFAULT_TEACHER, "teacher model: default name, folder, .gguf file or HF id")
     student: str = _opt(DEFAULT_STUDENT, "student model: default name, folder, .gguf file or HF id")
     method: str = _opt(
-        "sra", "distillation method: sra (span alignment), uld or exact (token-level baselines)"
+        "sra",
+        "distillation method: sra (span alignment), uld or exact (token-level baselines)",
+        choices=METHODS,
     )
-    steps: int = _opt(30, "number of optimizer steps of the run")
-    batch_size: int = _opt(4, "texts per optimizer step (per process when distributed)")
-    max_length: int = _opt(64, "tokens kept per text on each side (longer texts are truncated)")
-    max_prompt_fraction: float = _opt(
-        0.5, "a prompt of a text longer than max_length is cut from the left to this share of max_length"
+    student_variant: str = _opt(
+        "full", "full, last_k (only the last k blocks train) or truncated (first k blocks)", choices=VARIANTS
     )
-    lr: float = _opt(1e-4, "peak learning rate of the student's trainable weights")
-    projector_lr: float = _opt(5e-4, "peak learning rate of the span projectors (no weight decay)")
-    weight_decay: float = _opt(0.01, "AdamW weight decay of the student's trainable weights")
-    warmup_steps: int = _opt(3, "linear warm-up steps before the cosine decay to 0")
-    max_grad_norm: float = _opt(1.0, "gradient clipping norm (0 = no clipping)")
-    alpha: float = _opt(0.5, "weight of the CE term: L = α·CE + (1−α)·distillation terms")
+    student_k: int = _opt(6, "k of the last_k / truncated student variants", min=0)
+    freeze_embeddings: bool = _opt(True, "keep the (tied) embeddings / LM head frozen")
+
+    # ------------------------------------------------------------------ optimizer
+    steps: int = _opt(30, "number of optimizer steps of the run", min=1)
+    batch_size: int = _opt(4, "texts per optimizer step (per process when distributed)", min=1)
+    lr: float = _opt(1e-4, "peak learning rate of the student's trainable weights", above=0.0)
+    projector_lr: float = _opt(5e-4, "peak learning rate of the span projectors (no weight decay)", above=0.0)
+    weight_decay: float = _opt(0.01, "AdamW weight decay of the student's trainable weights", min=0.0)
+    warmup_steps: int = _opt(3, "linear warm-up steps before the cosine decay to 0", min=0)
+    max_grad_norm: float = _opt(1.0, "gradient clipping norm (0 = no clipping)", min=0.0)
+
+    # ------------------------------------------------------------------ loss weights
+    alpha: float = _opt(0.5, "weight of the CE term: L = α·CE + (1−α)·distillation terms", min=0.0, max=1.0)
     lambda_geo: float = _opt(
         50.0,
         "weight λ_geo of the geometric regularizer (published: 3; 50 puts its gradient on the scale of CE's "
         "and KD's, see DistillConfig's docstring)",
+        min=0.0,
     )
-    tau: float = _opt(2.0, "softmax temperature τ of span logit KD and exact-token KD")
-    uld_tau: float = _opt(1.0, "softmax temperature of ULD")
+    tau: float = _opt(2.0, "softmax temperature τ of span logit KD and exact-token KD", min=MIN_TEMPERATURE)
+    uld_tau: float = _opt(1.0, "softmax temperature of ULD", min=MIN_TEMPERATURE)
     layer_pairs: list = _opt(
         lambda: [[-1, -1]],
         "mapped layers as [teacher, student] pairs (block index, -1 = last); the last pair gives the masses",
@@ -85,106 +189,118 @@ class DistillConfig:
     layer_weights: list | None = _opt(
         None, "weight λ_ℓ of each layer pair in L_span (None = all 1)", flag=False
     )
-    mass_mode: str = _opt("last_token", "token mass: last_token (SRA), received or uniform")
-    saliency_power: float = _opt(1.0, "exponent p of the saliency weights ŵ = M^p / Σ M^p")
-    weighted_pooling: bool = _opt(
-        True, "pool span CoMs with attention masses (off: plain mean of the tokens)"
+    mass_mode: str = _opt(
+        "last_token", "token mass: last_token (SRA), received or uniform", choices=MASS_MODES
     )
-    weighted_loss: bool = _opt(True, "weight spans by teacher saliency ŵ in L_span/L_geo (off: uniform)")
+    saliency_power: float = _opt(1.0, "exponent p of the saliency weights ŵ = M^p / Σ M^p", min=0.0)
     kd_weighting: str = _opt(
         "saliency",
         "span logit KD over spans: saliency (Σ ŵ_k KL, our default) or sum (Σ_k KL, the published form; it "
         "grows with the number of spans and outweighs every other term ~40x, see DistillConfig's docstring)",
+        choices=KD_WEIGHTINGS,
     )
-    teacher_head_dtype: str = _opt(
-        "auto",
-        "dtype of the teacher's frozen V∩ head in span/exact KD: float32, bfloat16, or auto (bfloat16 where "
-        "the device multiplies it natively: CUDA, CPUs with AVX512-BF16/AMX; fp32 accumulation either way)",
-    )
+
+    # ------------------------------------------------------------------ SRA switches
     use_span: bool = _opt(True, "SRA: span representation loss L_span")
     use_geo: bool = _opt(True, "SRA: geometric regularizer L_geo")
     use_kd: bool = _opt(True, "SRA: aligned span logit KD on the shared vocabulary")
     use_ce: bool = _opt(True, "the student's own cross-entropy term (weight α)")
     use_dynamics: bool = _opt(False, "SRA: layer-to-layer CoM dynamics loss (needs 2+ layer pairs)")
-    projector_init: str = _opt("orthogonal", "projector init: orthogonal or xavier")
-    student_variant: str = _opt(
-        "full", "full, last_k (only the last k blocks train) or truncated (first k blocks)"
+    weighted_pooling: bool = _opt(
+        True, "pool span CoMs with attention masses (off: plain mean of the tokens)"
     )
-    student_k: int = _opt(6, "k of the last_k / truncated student variants")
-    freeze_embeddings: bool = _opt(True, "keep the (tied) embeddings / LM head frozen")
-    seed: int = _opt(0, "seed of the data order, the probe split and the projector init")
-    log_every: int = _opt(10, "evaluate the probe metrics every N steps (and at step 0)")
+    weighted_loss: bool = _opt(True, "weight spans by teacher saliency ŵ in L_span/L_geo (off: uniform)")
+    projector_init: str = _opt("orthogonal", "projector init: orthogonal or xavier", choices=PROJECTOR_INITS)
+
+    # ------------------------------------------------------------------ probe and eval
+    log_every: int = _opt(10, "evaluate the probe metrics every N steps (and at step 0)", min=1)
     snapshot_every: int = _opt(
-        10, "save probe CoM snapshots every N steps (a multiple of log_every is cheapest)"
+        10, "save probe CoM snapshots every N steps (a multiple of log_every is cheapest)", min=1
     )
-    checkpoint_every: int = _opt(50, "write a checkpoint every N steps (0 = only at the end / on stop)")
-    probe_size: int = _opt(8, "texts of the fixed probe set (geometry metrics, snapshots)")
-    heldout_size: int = _opt(8, "held-out texts for the student's loss / perplexity")
+    probe_size: int = _opt(8, "texts of the fixed probe set (geometry metrics, snapshots)", min=1)
+    heldout_size: int = _opt(8, "held-out texts for the student's loss / perplexity", min=0)
     probe_ridge: float = _opt(
-        0.1, "ridge strength (relative) of the probe's student->teacher measurement map"
+        0.1, "ridge strength (relative) of the probe's student->teacher measurement map", min=0.0
     )
+
+    # ------------------------------------------------------------------ I/O
     data: str | None = _opt(None, "JSONL/CSV file of prompt/response or text rows (None = bundled corpus)")
+    max_length: int = _opt(64, "tokens kept per text on each side (longer texts are truncated)", min=4)
+    max_prompt_fraction: float = _opt(
+        0.5,
+        "a prompt of a text longer than max_length is cut from the left to this share of max_length",
+        above=0.0,
+        max=1.0,
+    )
     out: str | None = _opt(None, "run directory (None = a new folder under sra_viz.paths.runs_dir())")
+    checkpoint_every: int = _opt(
+        50, "write a checkpoint every N steps (0 = only at the end / on stop)", min=0
+    )
+
+    # ------------------------------------------------------------------ system
+    device: str | None = _opt(
+        None,
+        "cpu, cuda, cuda:1, mps ... (None = cuda when available, else cpu)",
+        pattern=DEVICE_PATTERN,
+        pattern_help="cpu, cuda, cuda:N or mps",
+    )
+    dtype: str = _opt("float32", "compute dtype: float32, or bfloat16 autocast on CUDA", choices=DTYPES)
+    teacher_head_dtype: str = _opt(
+        "auto",
+        "dtype of the teacher's frozen V∩ head in span/exact KD: float32, bfloat16, or auto (bfloat16 where "
+        "the device multiplies it natively: CUDA, CPUs with AVX512-BF16/AMX; fp32 accumulation either way)",
+        choices=HEAD_DTYPES,
+    )
     reuse_memory: bool = _opt(
         True,
         "glibc: keep freed tensor memory for reuse instead of page-faulting it back every step (~3x "
         "faster large element-wise ops; process-wide, see sra_viz.distill.perf)",
     )
-    device: str | None = _opt(None, "cpu, cuda, cuda:1 ... (None = cuda when available, else cpu)")
-    dtype: str = _opt("float32", "compute dtype: float32, or bfloat16 autocast on CUDA")
+    seed: int = _opt(0, "seed of the data order, the probe split and the projector init")
 
     def __post_init__(self) -> None:
-        self.layer_pairs = [[int(t), int(s)] for t, s in self.layer_pairs]
-
-    def validate(self) -> DistillConfig:
-        """Raise SraVizError naming the first bad field; returns self.
-
-        Example:
-            >>> DistillConfig(method="x").validate()
-            Traceback (most recent call last):
-            ...
-            sra_viz.errors.SraVizError: method='x' is unknown; expected one of ('sra', 'uld', 'exact')
-        """
-        for name, allowed in (
-            ("method", METHODS),
-            ("student_variant", VARIANTS),
-            ("mass_mode", MASS_MODES),
-            ("kd_weighting", KD_WEIGHTINGS),
-            ("dtype", DTYPES),
-            ("projector_init", ("orthogonal", "xavier")),
-            ("teacher_head_dtype", ("auto", "float32", "bfloat16")),
-        ):
-            if getattr(self, name) not in allowed:
-                raise SraVizError(f"{name}={getattr(self, name)!r} is unknown; expected one of {allowed}")
-        positive = ("steps", "batch_size", "max_length", "log_every", "snapshot_every", "probe_size")
-        for name in positive:
-            if int(getattr(self, name)) < 1:
-                raise SraVizError(f"{name}={getattr(self, name)!r} must be at least 1")
-        for name in ("warmup_steps", "checkpoint_every", "heldout_size", "student_k"):
-            if int(getattr(self, name)) < 0:
-                raise SraVizError(f"{name}={getattr(self, name)!r} must not be negative")
-        if not 0.0 <= self.alpha <= 1.0:
-            raise SraVizError(f"alpha={self.alpha} must be in [0, 1]")
-        if self.tau <= 0 or self.uld_tau <= 0:
-            raise SraVizError(f"tau={self.tau}, uld_tau={self.uld_tau}: temperatures must be > 0")
-        if not 0.0 < self.max_prompt_fraction <= 1.0:
-            raise SraVizError(f"max_prompt_fraction={self.max_prompt_fraction} must be in (0, 1]")
-        if self.max_length < 4:
-            raise SraVizError(f"max_length={self.max_length} is too short; use at least 4 tokens")
+        """Check every field against its type and metadata, then the rules that tie fields together."""
+        for f in fields(self):
+            value = _check_type(f.name, getattr(self, f.name), f.type)
+            _check_range(f.name, value, f.metadata)
+            if (
+                "pattern" in f.metadata
+                and value is not None
+                and not re.fullmatch(f.metadata["pattern"], value)
+            ):
+                raise SraVizError(
+                    f"{f.name}={value!r} is not understood; expected {f.metadata['pattern_help']}"
+                )
+            setattr(self, f.name, value)
+        self.layer_pairs = _layer_pairs(self.layer_pairs)
         if not self.layer_pairs:
             raise SraVizError(
                 "layer_pairs is empty; give at least one [teacher, student] pair such as [[-1, -1]]"
             )
-        if self.layer_weights is not None and len(self.layer_weights) != len(self.layer_pairs):
-            raise SraVizError(
-                f"{len(self.layer_weights)} layer_weights for {len(self.layer_pairs)} layer pairs"
-            )
+        if self.layer_weights is not None:
+            if len(self.layer_weights) != len(self.layer_pairs):
+                raise SraVizError(
+                    f"{len(self.layer_weights)} layer_weights for {len(self.layer_pairs)} layer pairs"
+                )
+            self.layer_weights = [_check_type("layer_weights", w, "float") for w in self.layer_weights]
+            for w in self.layer_weights:
+                _check_range("layer_weights", w, {"min": 0.0})
         if self.student_variant != "full" and self.student_k < 1:
             raise SraVizError(f"student_variant={self.student_variant!r} needs student_k >= 1")
         if self.method == "sra" and not (self.use_span or self.use_geo or self.use_kd or self.use_ce):
             raise SraVizError(
                 "every SRA loss term is switched off; switch on at least one of span, geo, kd, ce"
             )
+
+    def validate(self) -> DistillConfig:
+        """Returns self: every check already ran at construction (kept for callers that chain it).
+
+        Example:
+            >>> DistillConfig(method="x")
+            Traceback (most recent call last):
+            ...
+            sra_viz.errors.SraVizError: method='x' is unknown; expected one of ('sra', 'uld', 'exact')
+        """
         return self
 
     def distill_terms(self) -> list[str]:

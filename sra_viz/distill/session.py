@@ -5,8 +5,10 @@ One ``step()`` = one optimizer step on one batch: the teacher's pass runs once u
 the graph, the loss terms of the method are combined by :func:`sra_viz.losses.total_loss`, then
 AdamW (warm-up + cosine; projectors with their own lr and no weight decay). Every ``log_every`` steps
 the probe metrics are measured (:mod:`sra_viz.distill.probe`). Everything is written to the run
-directory (:mod:`sra_viz.distill.runs`). ``stop()`` may be called from another thread; it is honoured
-between steps. A non-finite loss or gradient stops the run before the update is applied.
+directory (:mod:`sra_viz.distill.runs`), which the session holds locked while it runs (one writer
+per run). ``stop()`` may be called from another thread; it is honoured between steps. A non-finite
+loss or gradient stops the run before the update is applied; non-finite weights after an update, or
+any error inside a step, end it as "failed" too, the last good checkpoint kept.
 
 Example:
     >>> session = DistillSession(DistillConfig(student_variant="truncated", steps=30), pair=load_pair())  # doctest: +SKIP
@@ -21,6 +23,7 @@ import math
 import random
 import threading
 import time
+import traceback
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
@@ -31,11 +34,18 @@ import torch
 from ..errors import SraVizError
 from ..forward import n_layers, resolve_layer
 from ..losses import SpanProjector, total_loss
-from . import checkpoint, dist, perf, probe, terms
+from . import checkpoint, dist, perf, preflight, probe, terms
 from .batch import Batch, PreparedExample, collate, prepare_example
 from .compute import SideView
 from .config import DistillConfig
-from .runs import RunDir, atomic_write_text, read_config, read_metrics_rows
+from .runs import (
+    RunDir,
+    atomic_write_text,
+    check_run_folder,
+    load_checkpoint,
+    read_config,
+    read_metrics_rows,
+)
 from .student import make_student
 
 if TYPE_CHECKING:
@@ -45,7 +55,7 @@ Progress = Callable[[str], None]
 
 
 class NonFiniteLossError(SraVizError):
-    """A loss term or the gradient became NaN/inf: the run stopped and the update was not applied."""
+    """The run failed: a loss term, the gradient or the weights became NaN/inf, or a step raised."""
 
 
 def _softcap(logits: torch.Tensor, cap: float | None) -> torch.Tensor:
@@ -93,14 +103,19 @@ class DistillSession:
         *,
         _resuming: bool = False,
     ):
-        self.config = cfg = dataclasses.replace(config).validate()  # a copy: the caller's stays as given
+        self.config = cfg = dataclasses.replace(config)  # a copy (checked again): the caller's stays as given
         self.progress = progress
         self._stop = threading.Event()
         self.status, self.error = "ready", ""
         self.history: list[dict[str, Any]] = []
         self.step_count, self.epoch, self.batch_in_epoch = 0, 0, 0
+        self._current_step = 0  # the step being taken (0: none yet)
         self._data_iter: Iterator[list[Example]] | None = None
         self._prepared: dict[tuple[str, int], PreparedExample] = {}
+        self.run_dir: RunDir | None = None
+        if not _resuming:
+            check_run_folder(cfg.out, new=True)
+        preflight.check_against_models(cfg)
         if cfg.reuse_memory:
             perf.reuse_freed_memory()
 
@@ -151,7 +166,6 @@ class DistillSession:
                 "the probe texts hold fewer than 2 aligned spans; give longer texts or a larger probe_size"
             )
         self._probe_teacher: probe.ProbeTeacher | None = None
-        self.run_dir: RunDir | None = None
         if not _resuming:
             self._open_run_dir()
 
@@ -353,6 +367,7 @@ class DistillSession:
         if self.status == "failed":
             raise NonFiniteLossError(self.error)
         self._ensure_initial_eval()
+        self._current_step = self.step_count + 1  # named by a failure (its update may be applied already)
         t0 = time.perf_counter()
         items = [self._prepare(e) for e in self._next_examples()]
         batch = collate(items, self.teacher_side, self.student_side)
@@ -384,6 +399,12 @@ class DistillSession:
         self.optimizer.step()
         self.scheduler.step()
         self.step_count += 1
+        if not self._weights_finite():
+            self._fail(
+                f"the weights became non-finite in the update of step {self.step_count} (loss "
+                f"{float(values[0]):.4g}, gradient norm {grad_norm:.4g}, lr {lrs[0]:.4g})",
+                weights_good=False,
+            )
         row.update(
             grad_norm=grad_norm,
             lr=lrs[0],
@@ -401,17 +422,27 @@ class DistillSession:
             self._log(row)
         if self._due(self.config.checkpoint_every) and self.step_count < self.config.steps:
             self.save_checkpoint()
+        if self.run_dir is not None:
+            self.run_dir.write_status("running", self.step_count)
         return row
 
-    def _fail(self, message: str) -> None:
-        """Stop for good: keep the last good checkpoint (and write one now if the weights are still finite)."""
+    def _weights_finite(self) -> bool:
+        """Every trainable weight finite (one device sync: the largest |w| of each tensor, stacked)."""
+        with torch.no_grad():
+            return bool(torch.isfinite(torch.stack([p.detach().abs().amax() for p in self.params])).all())
+
+    def _fail(self, message: str, weights_good: bool = True, details: str = "") -> None:
+        """Stop for good and say why in status.json. ``weights_good``: the weights are those of the last
+        completed step (the update was not applied), so a checkpoint of them is written; otherwise the
+        last checkpoint written stays the last good one."""
         self.optimizer.zero_grad(set_to_none=True)
-        self.status, self.error = "failed", message + "; the update was not applied"
-        finite = all(torch.isfinite(p).all() for p in self.params)
-        if finite and self.step_count > 0:
+        suffix = "; the update was not applied" if weights_good else "; the last good checkpoint is kept"
+        self.status, self.error = "failed", message + suffix
+        if weights_good and self.step_count > 0 and self._weights_finite():
             self.save_checkpoint()
         if self.run_dir is not None:
-            self.run_dir.write_status("failed", self.step_count, self.error)
+            extra = {"traceback": details} if details else {}
+            self.run_dir.write_status("failed", self.step_count, self.error, **extra)
         raise NonFiniteLossError(self.error)
 
     def stop(self) -> None:
@@ -424,18 +455,33 @@ class DistillSession:
         "finished" (all steps done, checkpoint written), "stopped" (``stop()`` was called; checkpoint
         written), "running" (``n`` steps done, more to go) or "failed" (see ``self.error``).
         """
+        if self.status == "failed":
+            return self.status
         target = self.config.steps if n is None else min(self.config.steps, self.step_count + n)
+        if self.run_dir is not None:
+            self.run_dir.open()  # a no-op while held; taken again after a stop (one writer per run)
         self._stop.clear()
-        self.status = "running"
+        self.status, self._current_step = "running", 0
         if self.run_dir is not None:
             self.run_dir.write_status("running", self.step_count)
         try:
-            self._ensure_initial_eval()
-            while self.step_count < target and not self._stop.is_set():
-                row = self.step()
-                if callback is not None:
-                    callback(row)
+            try:
+                self._ensure_initial_eval()
+                while self.step_count < target and not self._stop.is_set():
+                    row = self.step()
+                    if callback is not None:
+                        callback(row)
+            except NonFiniteLossError:
+                raise
+            except Exception as exc:  # the run ends as failed with its reason, never half-written
+                where = f"step {self._current_step}" if self._current_step else "the step-0 evaluation"
+                self._fail(
+                    f"{where} raised {type(exc).__name__}: {exc}",
+                    weights_good=False,
+                    details=traceback.format_exc(),
+                )
         except NonFiniteLossError:
+            self.close()
             return self.status
         if self.step_count >= self.config.steps:
             self.status = "finished"
@@ -446,40 +492,91 @@ class DistillSession:
         self.save_checkpoint()
         if self.run_dir is not None:
             self.run_dir.write_status(self.status, self.step_count)
+        self.close()
         return self.status
+
+    def close(self) -> None:
+        """Release the run folder's writer lock (``run()`` does so when it ends; it takes it again)."""
+        if self.run_dir is not None:
+            self.run_dir.close()
 
     # ------------------------------------------------------------------ checkpoints
 
     def save_checkpoint(self) -> None:
         """Trainable student weights, projectors, optimizer, scheduler, RNG, step and data position."""
-        checkpoint.save(self)
+        if self.dist.is_main and self.run_dir is not None:
+            position = checkpoint.Position(self.step_count, self.epoch, self.batch_in_epoch)
+            checkpoint.save(
+                self.run_dir, self.student, self.projectors, self.optimizer, self.scheduler, position
+            )
+
+    def _restore_checkpoint(self, run_dir: Path) -> None:
+        """Put this freshly built session in the state of ``run_dir``'s last checkpoint."""
+        position = checkpoint.restore(
+            run_dir, self.student, self.projectors, self.optimizer, self.scheduler, self.device
+        )
+        self.step_count, self.epoch, self.batch_in_epoch = (
+            position.step,
+            position.epoch,
+            position.batch_in_epoch,
+        )
+        self._data_iter = None
 
     @classmethod
     def resume(
-        cls, run_dir: str | Path, pair: Any = None, progress: Progress | None = None, steps: int | None = None
+        cls,
+        run_dir: str | Path,
+        pair: Any = None,
+        progress: Progress | None = None,
+        steps: int | None = None,
+        device: str | None = None,
     ) -> DistillSession:
-        """Reopen a stopped, failed or killed run at its last checkpoint; ``steps`` may extend it.
+        """Reopen a stopped, failed or killed run at its last checkpoint; ``steps`` may extend it, ``device``
+        moves it.
 
-        Metrics rows past the checkpoint are dropped (those steps are replayed, identically on CPU).
+        The run folder is locked first (a run being written elsewhere is refused). Metrics rows past the
+        checkpoint are dropped (those steps are replayed, identically on CPU); a run that died before
+        its first checkpoint starts again from step 0.
         Example:
             >>> session = DistillSession.resume("runs/sra", steps=60)  # doctest: +SKIP
             >>> session.run()  # doctest: +SKIP
         """
         run_dir = Path(run_dir)
         config = read_config(run_dir)
-        config.out = str(run_dir)
-        if steps is not None:
-            config.steps = int(steps)
-        session = cls(config, pair=pair, progress=progress, _resuming=True)
-        checkpoint.restore(session, run_dir)
-        if session.dist.is_main:
-            session.run_dir = RunDir(run_dir)
-            atomic_write_text(run_dir / "config.json", config.to_json())
-            session.run_dir.truncate_metrics(session.step_count)
-            rows = read_metrics_rows(run_dir / "metrics.jsonl")
-            session.history = [r for r in rows if int(r.get("step", 0)) <= session.step_count]
-            session.run_dir.write_status("running", session.step_count, "resumed")
-        session._say(f"resumed {run_dir} at step {session.step_count}")
+        writer = RunDir(run_dir).open() if dist.env_dist_info().is_main else None
+        try:
+            saved = load_checkpoint(run_dir)
+            done = int(saved.state.get("step", 0)) if saved is not None else 0
+            if steps is not None and int(steps) < done:
+                raise SraVizError(
+                    f"--steps {steps} is below the {done} steps {str(run_dir)!r} has done; give at least {done}"
+                )
+            changes: dict[str, Any] = {"out": str(run_dir)}
+            if steps is not None:
+                changes["steps"] = steps
+            if device is not None:
+                changes["device"] = device
+            config = dataclasses.replace(config, **changes)
+            session = cls(config, pair=pair, progress=progress, _resuming=True)
+            if saved is not None:
+                session._restore_checkpoint(run_dir)
+            if writer is not None:
+                session.run_dir = writer
+                atomic_write_text(run_dir / "config.json", config.to_json())
+                writer.truncate_metrics(session.step_count if saved is not None else -1)
+                writer.drop_snapshots_after(session.step_count if saved is not None else -1)
+                rows = read_metrics_rows(run_dir / "metrics.jsonl")
+                session.history = [r for r in rows if int(r.get("step", 0)) <= session.step_count]
+                note = "resumed" if saved is not None else "started again from step 0: it had no checkpoint"
+                writer.write_status("running", session.step_count, note)
+        except BaseException:
+            if writer is not None:
+                writer.close()
+            raise
+        if saved is None:
+            session._say(f"{run_dir} had no checkpoint: starting it again from step 0")
+        else:
+            session._say(f"resumed {run_dir} at step {session.step_count}")
         return session
 
 

@@ -24,6 +24,7 @@ import torch
 
 from ..errors import SraVizError
 from ..forward import _backbone_and_blocks
+from .config import field_choices
 
 
 @dataclass
@@ -78,8 +79,9 @@ def make_student(
     """
     _, blocks = _backbone_and_blocks(base_model)
     depth = len(blocks)
-    if variant not in ("full", "last_k", "truncated"):
-        raise SraVizError(f"student variant {variant!r} is unknown; expected full, last_k or truncated")
+    variants = field_choices("student_variant") or ()
+    if variant not in variants:
+        raise SraVizError(f"student variant {variant!r} is unknown; expected one of {variants}")
     if variant != "full" and not 1 <= k <= depth:
         raise SraVizError(f"student_k={k} is out of range for a student with {depth} blocks: use 1..{depth}")
     model = copy.deepcopy(base_model)

@@ -19,7 +19,7 @@ import streamlit as st
 from sra_viz import figures, geometry, paths
 from sra_viz.distill import DistillConfig, DistillSession, list_runs, load_run
 from sra_viz.distill import config as config_module
-from sra_viz.distill.runs import checkpoint_dir, load_snapshots
+from sra_viz.distill.runs import checkpoint_dir, is_locked, load_snapshots
 from sra_viz.errors import SraVizError
 from sra_viz.figures.change import change_figures
 from sra_viz.ui import state
@@ -250,6 +250,10 @@ def resume_run(run_dir: str, steps: int) -> None:
     if checkpoint_dir(run_dir) is None:
         raise SraVizError(
             f"run {run_dir!r} has no checkpoint (it was stopped before its first step): start a new run"
+        )
+    if worker_for(run_dir) is None and is_locked(run_dir):
+        raise SraVizError(
+            f"run {run_dir!r} is being written by another process (see its run.lock): stop that one first"
         )
     state.check_memory(state.selected_specs())
     pair = state.get_pair()

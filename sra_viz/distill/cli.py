@@ -8,19 +8,22 @@
 
 Every ``DistillConfig`` field is a flag (``--lambda-geo 3``, ``--no-geo``, ``--layer-pairs=-1:-1,12:4``);
 see ``sra-viz distill --help``. Ctrl-C (or SIGTERM) stops after the current step and writes a
-checkpoint; a second Ctrl-C aborts. Exit status: 0 done or stopped, 1 the run failed (non-finite
-loss), 2 bad input (missing or malformed data file, unknown model, bad option).
+checkpoint; a second Ctrl-C aborts. One process writes a run at a time: ``--resume`` of a run that is
+being written is refused. Exit status: 0 done or stopped, 1 the run failed (non-finite loss or
+weights, an error inside a step; status.json says why), 2 bad input (missing or malformed data file,
+unknown model, bad option, a run folder that cannot be written or resumed).
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import signal
 import sys
 from typing import Any
 
-from .distill.config import DistillConfig
+from .config import DistillConfig
 
 _BOOL_FLAGS = {
     "use_span": "span",
@@ -28,15 +31,6 @@ _BOOL_FLAGS = {
     "use_kd": "kd",
     "use_ce": "ce",
     "use_dynamics": "dynamics",
-}
-_CHOICES = {
-    "method": ("sra", "uld", "exact"),
-    "student_variant": ("full", "last_k", "truncated"),
-    "mass_mode": ("last_token", "received", "uniform"),
-    "kd_weighting": ("sum", "saliency"),
-    "dtype": ("float32", "bfloat16"),
-    "projector_init": ("orthogonal", "xavier"),
-    "teacher_head_dtype": ("auto", "float32", "bfloat16"),
 }
 _RESUME_OK = {"steps", "device"}
 
@@ -121,8 +115,8 @@ def add_distill_parser(subparsers) -> argparse.ArgumentParser:
                 dest=f.name,
                 type=_flag_type(f),
                 default=None,
-                choices=_CHOICES.get(f.name),
-                metavar=None if f.name in _CHOICES else f.name.upper(),
+                choices=f.metadata.get("choices"),
+                metavar=None if "choices" in f.metadata else f.name.upper(),
                 help=help_text,
             )
     return p
@@ -142,32 +136,36 @@ def config_from_args(args: argparse.Namespace) -> DistillConfig:
         >>> config_from_args(parser.parse_args(["distill", "--steps", "5"])).steps
         5
     """
-    from .errors import SraVizError
+    from ..errors import SraVizError
 
     base: dict[str, Any] = {}
     if getattr(args, "config", None):
         try:
             with open(args.config, encoding="utf-8") as fh:
-                base = DistillConfig.from_json(fh.read()).to_dict()
+                base = json.loads(fh.read())
         except OSError as exc:
             raise SraVizError(f"cannot read --config {args.config!r}: {exc.strerror}") from exc
-    base.update(_given(args))
-    return DistillConfig.from_dict(base).validate()
+        except ValueError as exc:  # bad UTF-8 or bad JSON
+            raise SraVizError(f"--config {args.config!r} is not a JSON file: {exc}") from exc
+        if not isinstance(base, dict):
+            raise SraVizError(f"--config {args.config!r} must hold a JSON object, got {type(base).__name__}")
+    base.update(_given(args))  # the flags given override the file, before any check
+    return DistillConfig.from_dict(base)
 
 
 def _check_data(path: str | None) -> None:
     """Fail fast (before loading models) on a missing or malformed data file."""
     if path is None:
         return
-    from .data import load_examples
+    from ..data import load_examples
 
     load_examples(path)
 
 
 def run_distill(args: argparse.Namespace) -> int:
     """Run the ``distill`` subcommand; returns the exit status (see the module docstring)."""
-    from .distill import DistillSession
-    from .errors import SraVizError
+    from ..errors import SraVizError
+    from .session import DistillSession
 
     def say(message: str) -> None:
         print(f"[distill] {message}", file=sys.stderr, flush=True)
@@ -181,7 +179,7 @@ def run_distill(args: argparse.Namespace) -> int:
                     f"--resume continues {args.resume!r} with its saved config; only --steps and --device may "
                     f"be given with it, not {flags}"
                 )
-            session = DistillSession.resume(args.resume, progress=say, steps=args.steps)
+            session = DistillSession.resume(args.resume, progress=say, steps=args.steps, device=args.device)
         else:
             config = config_from_args(args)
             _check_data(config.data)
@@ -197,6 +195,8 @@ def run_distill(args: argparse.Namespace) -> int:
 
 def _run_with_progress(session, quiet: bool, say) -> int:
     from tqdm import tqdm
+
+    from .runs import last_metrics
 
     cfg = session.config
     main = session.dist.is_main
@@ -231,12 +231,14 @@ def _run_with_progress(session, quiet: bool, say) -> int:
         for s, handler in old.items():
             signal.signal(s, handler)
     if main:
-        last = {k: v for row in session.history for k, v in row.items() if v is not None}
+        last = last_metrics(session.history, failed=status == "failed")
         shown = ", ".join(
             f"{k}={last[k]:.4g}"
             for k in ("probe_cos", "probe_cka", "probe_gram_distance", "heldout_loss")
             if k in last
         )
+        if shown and last.get("probe_step") != session.step_count:
+            shown += f" (measured at step {last['probe_step']})"
         say(
             f"{status} at step {session.step_count}/{cfg.steps}; run directory {cfg.out}"
             + (f"; {shown}" if shown else "")
