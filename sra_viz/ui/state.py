@@ -9,6 +9,7 @@ rerun (a widget change, a page switch) never loses it.
 from __future__ import annotations
 
 import os
+import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -100,28 +101,31 @@ def is_loaded(spec: str) -> bool:
 
 
 def process_memory() -> int:
-    """Resident memory (RSS) of this server process, in bytes.
+    """Resident memory (RSS) of this server process, in bytes (``/proc``; elsewhere the peak RSS).
 
     Example:
         >>> process_memory() > 0
         True
     """
-    import psutil
+    try:
+        with open("/proc/self/statm") as fh:
+            return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        import resource
 
-    return int(psutil.Process().memory_info().rss)
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
+        return int(peak if sys.platform == "darwin" else peak * 1024)
 
 
 def memory_bound() -> int:
     """The server's memory bound in bytes: ``$SRA_VIZ_MEMORY_BOUND_GB``, else 75% of the machine's RAM."""
-    import psutil
-
     value = os.environ.get(MEMORY_BOUND_ENV, "").strip()
     if value:
         try:
             return int(float(value) * 2**30)
         except ValueError:
             raise SraVizError(f"{MEMORY_BOUND_ENV}={value!r} is not a number of GB (e.g. 8)") from None
-    return int(0.75 * psutil.virtual_memory().total)
+    return int(0.75 * os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
 
 
 def memory_readout() -> str:
