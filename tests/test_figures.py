@@ -407,12 +407,19 @@ def test_change_figures_of_run_snapshots():
     closer = [t for t in figs["displacement"].data if t.name and "closer" in t.name]
     assert closer and closer[0].name.startswith("12 spans closer")  # all moved toward the teacher
     assert len(figs["gram"].data[0].z) == 6  # text 0 holds spans 0, 2, ..., 10
+    at_start = change_figures(_snapshots(), step=0)  # step 0 against itself: nothing has moved
+    change = [t for t in at_start["distances"].data if t.type == "box"][1]
+    assert np.allclose(change.y, 0) and np.allclose(np.asarray(at_start["gram"].data[2].z), 0)
     with pytest.raises(SraVizError, match="no probe snapshots"):
         change_figures(None)
+    with pytest.raises(SraVizError, match="step 7 has no snapshot"):
+        change_figures(_snapshots(), step=7)
 
 
 def test_convergence_curves_do_not_stretch_noise():
-    rows = [{"step": s, "probe_cos": 0.494 - 0.001 * (s // 10), "loss": 3.0 - 0.1 * s} for s in (0, 10, 20, 30)]
+    rows = [
+        {"step": s, "probe_cos": 0.494 - 0.001 * (s // 10), "loss": 3.0 - 0.1 * s} for s in (0, 10, 20, 30)
+    ]
     fig = F.convergence_curves(rows, columns=["loss", "probe_cos"])
     lo, hi = fig.layout.yaxis2.range
     assert hi - lo >= 0.05 - 1e-9 and lo <= 0.491 and hi >= 0.494

@@ -295,8 +295,9 @@ def displacement_figure(
     return styled(fig, f"{title} · {note}" if title else None, height=560, legend=legend, margin=dict(t=100))
 
 
-def change_figures(snapshots: Any, text: int = 0) -> dict[str, go.Figure]:
-    """The three change views of a run's ``RunSnapshots``, step 0 (first snapshot) against the last.
+def change_figures(snapshots: Any, text: int = 0, step: int | None = None) -> dict[str, go.Figure]:
+    """The three change views of a run's ``RunSnapshots``: step 0 (the first snapshot) against ``step``
+    (default: the last snapshot; at step 0 itself every change is 0).
 
     ``text`` is the probe text whose Gram matrices are drawn. The Gram view uses the student's own CoMs
     where the snapshot holds them (``student`` arrays), else its projection to teacher space.
@@ -307,10 +308,14 @@ def change_figures(snapshots: Any, text: int = 0) -> dict[str, go.Figure]:
 
     if snapshots is None or not snapshots.steps:
         raise SraVizError("the run has no probe snapshots yet")
-    steps = list(snapshots.steps)
+    if step is not None and step not in snapshots.steps:
+        raise SraVizError(f"step {step} has no snapshot; snapshot steps are {list(snapshots.steps)}")
+    upto = len(snapshots.steps) if step is None else list(snapshots.steps).index(step) + 1
+    steps = list(snapshots.steps)[:upto]
+    students = list(snapshots.student)[:upto]
     T = np.asarray(snapshots.teacher)  # (N, D_T)
-    S0, S1 = np.asarray(snapshots.student[0]), np.asarray(snapshots.student[-1])  # (N, D_T) projected
-    D = matched_distances(T, snapshots.student)  # (steps, N)
+    S0, S1 = np.asarray(students[0]), np.asarray(students[-1])  # (N, D_T) projected
+    D = matched_distances(T, students)  # (steps, N)
     figs = {"distances": span_distance_figure(steps, D)}
     rows = np.flatnonzero(np.asarray(snapshots.text_id) == text)
     if len(rows) >= 2:

@@ -162,9 +162,10 @@ def check_memory(keep: tuple[str, ...] = ()) -> None:
 
 
 def selected_specs() -> tuple[str, str]:
-    """(teacher spec, student spec) chosen in this session; the default pair until changed."""
-    st.session_state.setdefault(TEACHER_KEY, DEFAULT_TEACHER)
-    st.session_state.setdefault(STUDENT_KEY, DEFAULT_STUDENT)
+    """(teacher spec, student spec) chosen in this session; until changed, the server's pair:
+    ``$SRA_VIZ_TEACHER`` / ``$SRA_VIZ_STUDENT`` where set, else the default pair."""
+    st.session_state.setdefault(TEACHER_KEY, os.environ.get("SRA_VIZ_TEACHER") or DEFAULT_TEACHER)
+    st.session_state.setdefault(STUDENT_KEY, os.environ.get("SRA_VIZ_STUDENT") or DEFAULT_STUDENT)
     return st.session_state[TEACHER_KEY], st.session_state[STUDENT_KEY]
 
 

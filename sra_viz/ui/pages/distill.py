@@ -282,38 +282,42 @@ def live_curves(p: WorkerProgress):
     return cache["entry"][3]
 
 
-def run_views(run_dir: str) -> dict[str, Any]:
-    """Geometry over training and the change-since-step-0 views of a run, cached per set of snapshots."""
+def run_views(run_dir: str, step: int | None = None) -> dict[str, Any]:
+    """Geometry over training and the change views (step 0 against ``step``, default the last snapshot)
+    of a run, cached per set of snapshots and step."""
     snaps = load_snapshots(run_dir) if run_dir else None
     if snaps is None or not snaps.steps:
         return {}
-    cache = state.results("distill_views")  # run folder -> (steps drawn, figures)
+    cache = state.results("distill_views")  # (run folder, step) -> (snapshot steps drawn, figures)
     steps = tuple(snaps.steps)
-    if run_dir not in cache or cache[run_dir][0] != steps:
+    entry = cache.get((run_dir, step))
+    if entry is None or entry[0] != steps:
         projection = geometry.project_snapshots(snaps.teacher, snaps.student, snaps.steps, method="pca")
         views = {"animation": figures.snapshots_figure(projection, snaps.span_text)}
-        if len(steps) >= 2:
-            views.update(change_figures(snaps))
-        cache[run_dir] = (steps, views)
-    return cache[run_dir][1]
+        views.update(change_figures(snaps, step=step if step in steps else None))
+        cache[(run_dir, step)] = entry = (steps, views)
+    return entry[1]
 
 
-def draw_views(run_dir: str, key: str) -> None:
-    views = run_views(run_dir)
+def draw_views(run_dir: str, key: str, pick_step: bool = False) -> None:
+    """The change-since-step-0 views and the geometry animation of a run (with a step picker if asked)."""
+    snaps_steps = sorted(int(p.stem.split("_")[1]) for p in (Path(run_dir) / "snapshots").glob("step_*.npz"))
+    step = None
+    if pick_step and len(snaps_steps) > 1:
+        state.keep(f"{key}_step", snaps_steps[-1], snaps_steps)
+        step = st.select_slider("Compare step 0 with step", snaps_steps, key=f"{key}_step")
+    views = run_views(run_dir, step)
     if not views:
         return
     tabs = st.tabs(["Change since step 0", "Geometry over training"])
     with tabs[0]:
-        if "distances" not in views:
-            st.caption("The change views appear with the second probe snapshot.")
         for name in ("distances", "gram", "displacement"):
             if name in views:
                 st.plotly_chart(views[name], key=f"{key}_{name}")
-        if "distances" in views:
-            st.caption(
-                "Every view compares with step 0. Scales are fixed by step 0 (the change panel spans at least "
-                "±½ sd of the step-0 distances), so noise is not stretched into a trend."
-            )
+        st.caption(
+            "Every view compares with step 0. Scales are fixed by step 0 (the change panel spans at least "
+            "±½ sd of the step-0 distances), so noise is not stretched into a trend."
+        )
     with tabs[1]:
         st.plotly_chart(views["animation"], key=f"{key}_geometry")
 
@@ -411,7 +415,7 @@ def past_runs(root: Path) -> None:
     )
     if run.message:
         st.caption(run.message)
-    draw_views(str(run.path), "distill_reopen")
+    draw_views(str(run.path), "distill_reopen", pick_step=True)
     more = st.number_input("More steps", 1, 2000, 10, key="distill_more")
     running = (w := worker_for(run.path)) is not None and w.progress().active
     if st.button(
