@@ -187,7 +187,7 @@ def draw_config(student_layers: int) -> None:
         _widget(
             "lambda_geo",
             lambda **kw: w[1].number_input("λ_geo", 0.0, 1000.0, step=1.0, **kw),
-            help="weight of L_geo; the published value is 3, ours 50 (see the Learn page)",
+            help="weight of L_geo; 50 (the DSKD port's default) or e.g. 3 (see the Learn page)",
         )
         _widget("tau", lambda **kw: w[2].number_input("τ (KD temperature)", 0.1, 20.0, step=0.5, **kw))
         weightings = choices("kd_weighting", config_module.KD_WEIGHTINGS)
@@ -201,8 +201,8 @@ def draw_config(student_layers: int) -> None:
         )
         st.caption(
             "ULD and exact-token KD use L_CE and their own token-level term; the other switches are SRA's. "
-            "λ_geo = 3 with L_KD summed over spans is the published form; our defaults (50, saliency) keep "
-            "the three distillation terms on one gradient scale."
+            "L_KD summed over spans is the public code's form; our saliency weighting and λ_geo = 50 (the "
+            "DSKD port's default) keep the three distillation terms on one gradient scale."
         )
     with st.expander("Run folder and seed", expanded=False):
         state.keep(ROOT_KEY, "")
@@ -288,14 +288,15 @@ def run_views(run_dir: str, step: int | None = None) -> dict[str, Any]:
     snaps = load_snapshots(run_dir) if run_dir else None
     if snaps is None or not snaps.steps:
         return {}
-    cache = state.results("distill_views")  # (run folder, step) -> (snapshot steps drawn, figures)
+    cache = state.results("distill_views")  # "run folder@step" -> (snapshot steps drawn, figures)
     steps = tuple(snaps.steps)
-    entry = cache.get((run_dir, step))
+    key = f"{run_dir}@{step}"
+    entry = cache.get(key)
     if entry is None or entry[0] != steps:
         projection = geometry.project_snapshots(snaps.teacher, snaps.student, snaps.steps, method="pca")
         views = {"animation": figures.snapshots_figure(projection, snaps.span_text)}
         views.update(change_figures(snaps, step=step if step in steps else None))
-        cache[(run_dir, step)] = entry = (steps, views)
+        cache[key] = entry = (steps, views)
     return entry[1]
 
 
