@@ -6,7 +6,10 @@
     batch.py    aligned, truncated, padded batches
     compute.py  one side's forward, masses and span CoMs
     probe.py    probe metrics, measured the same way for every method
-    runs.py     run directory I/O: list_runs, load_run
+    runs.py     run directory I/O: list_runs, load_run, the writer lock (one writer per run)
+    checkpoint.py  what a checkpoint holds (safetensors + JSON, no pickle) and how a run is put back
+    preflight.py   checks against the models' config.json, before anything loads
+    cli.py      the ``sra-viz distill`` subcommand
     dist.py     data-parallel runs under torchrun / accelerate launch
 
 Example:

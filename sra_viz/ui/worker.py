@@ -134,6 +134,7 @@ class TrainingWorker:
                         self._status = "running"
             if self._stop_requested.is_set():
                 final = "stopped"
+                getattr(self.session, "close", lambda: None)()  # let go of the run folder it locked
             else:
                 # run() clears the session's stop flag when it begins: a stop that lands just then is
                 # passed on again after the next step
