@@ -36,10 +36,13 @@ def _optimizer_step(session, terms) -> None:
 
 def bare_step(session, batch) -> None:
     """Teacher forward + student forward/backward on CE: what any distillation step must pay."""
-    from sra_viz.distill.terms import ce_term, student_forward, teacher_forward
+    from sra_viz.distill.loss_terms import ce_term, student_forward, teacher_forward
 
-    teacher_forward(session, batch, [session.teacher_last], None, centers_for=[])
-    _, logits = student_forward(session, batch, [session.student_last], [], None)
+    plan, cfg = session.plan, session.config
+    teacher_forward(session.teacher, batch, cfg, [plan.teacher_last], {}, centers_for=[])
+    _, logits = student_forward(
+        session.student_view, session.heads, batch, cfg, [plan.student_last], {}, plan.student_last
+    )
     _optimizer_step(session, {"ce": ce_term(batch, logits)})
 
 
@@ -73,7 +76,7 @@ def main(argv=None) -> int:
             sessions[name] = DistillSession(cfg, pair=pair)
         first = sessions["sra"]
         items = [first._prepare(e) for e in first.train_examples[: args.batch_size]]
-        batch = collate(items, first.teacher_side, first.student_side)
+        batch = collate(items, first.teacher_padding_side, first.student_padding_side)
         tokens_t = sum(len(i.teacher_ids) for i in items)
         tokens_s = sum(len(i.student_ids) for i in items)
         print(

@@ -19,7 +19,7 @@ import time
 
 import torch
 
-from sra_viz.features import analyze_text
+from sra_viz.extraction import analyze_text
 from sra_viz.models import load_pair
 
 TEXT = (

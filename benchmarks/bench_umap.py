@@ -4,7 +4,7 @@ Every measurement runs in a fresh subprocess: PCA; UMAP with an empty numba cach
 with the cache kept (warm, every kernel cached by ``sra_viz.geometry.import_umap``); and, for
 comparison, umap-learn as shipped (``cache_all_kernels=False``) on the same kept cache.
 The 2,000 vectors are computed once (real corpus through the default pair via
-``sra_viz.features.extract_corpus`` when available, else token hidden states) and cached in
+``sra_viz.extraction.extract_corpus`` when available, else token hidden states) and cached in
 ``/tmp/sra_viz_bench_coms.npy``. Targets: PCA <= 1 s; UMAP fit <= 15 s with a warm JIT cache.
 
 Run: ``.venv/bin/python benchmarks/bench_umap.py [--rows 2000] [--skip-shipped]``
@@ -38,7 +38,7 @@ except Exception:
     source = "stdlib docstrings"
 texts = [t for t in texts if t and t.strip()]
 try:
-    from sra_viz.features import extract_corpus
+    from sra_viz.extraction import extract_corpus
     from sra_viz.models import load_pair
     pair = load_pair(device="cpu")
     got, X = 0, []

@@ -46,7 +46,7 @@ def main(argv=None) -> int:
         examples = session.train_examples
         for b in range(args.batches):
             chunk = examples[b * cfg.batch_size : (b + 1) * cfg.batch_size]
-            batch = collate([session._prepare(e) for e in chunk], session.teacher_side, session.student_side)
+            batch = collate([session._prepare(e) for e in chunk], session.teacher_padding_side, session.student_padding_side)
             for weighting in ("saliency", "sum"):
                 session.config.kd_weighting = weighting
                 terms = session.loss_terms(batch)

@@ -89,7 +89,7 @@ def _cmd_align(args: argparse.Namespace) -> int:
 
 
 def _cmd_features(args: argparse.Namespace) -> int:
-    from .features import analyze_text
+    from .extraction import analyze_text
     from .models import load_pair
 
     if args.top < 1:

@@ -21,7 +21,7 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -42,6 +42,7 @@ class ForwardResult:
     attention_layer: int | None
     padding_side: str
     logits: torch.Tensor | None = None  # (B, L, V) only when asked for
+    attentions: dict[int, torch.Tensor] = field(default_factory=dict)  # block -> (B, H, L, L), every kept one
 
 
 class _StopForward(Exception):
@@ -129,22 +130,22 @@ def check_ids(loaded: Any, batch_ids: Sequence[Sequence[int]]) -> None:
 
 
 def pad_batch(
-    batch_ids: Sequence[Sequence[int]], pad_id: int, side: str
+    batch_ids: Sequence[Sequence[int]], pad_id: int, padding_side: str
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Pad id lists to one (B, L) tensor on ``side``; returns ids, attention mask, position ids.
+    """Pad id lists to one (B, L) tensor on ``padding_side``; returns ids, attention mask, position ids.
 
     Example:
-        >>> ids, mask, pos = pad_batch([[5, 6, 7], [8]], pad_id=0, side="left")
+        >>> ids, mask, pos = pad_batch([[5, 6, 7], [8]], pad_id=0, padding_side="left")
         >>> ids.tolist(), mask.tolist(), pos.tolist()
         ([[5, 6, 7], [0, 0, 8]], [[1, 1, 1], [0, 0, 1]], [[0, 1, 2], [0, 0, 0]])
     """
-    if side not in ("left", "right"):
-        raise SraVizError(f"padding side {side!r} is not 'left' or 'right'")
+    if padding_side not in ("left", "right"):
+        raise SraVizError(f"padding side {padding_side!r} is not 'left' or 'right'")
     length = max(len(row) for row in batch_ids)
     ids = torch.full((len(batch_ids), length), int(pad_id), dtype=torch.long)  # (B, L)
     mask = torch.zeros((len(batch_ids), length), dtype=torch.long)  # (B, L)
     for b, row in enumerate(batch_ids):
-        sl = slice(length - len(row), length) if side == "left" else slice(0, len(row))
+        sl = slice(length - len(row), length) if padding_side == "left" else slice(0, len(row))
         ids[b, sl] = torch.as_tensor(list(row), dtype=torch.long)
         mask[b, sl] = 1
     # A left-padded text starts at position 0 exactly like the same text alone; pads get 0 (masked anyway).
@@ -177,13 +178,15 @@ def forward_features(
     layers: Sequence[int] = (-1,),
     attention_layer: int | None = -1,
     *,
+    attention_layers: Sequence[int] = (),
     padding_side: str | None = None,
     logits: bool = False,
     grad: bool = False,
 ) -> ForwardResult:
     """Run ``loaded`` (LoadedModel or HF causal LM) on a batch of id lists, keeping only what is asked.
 
-    ``attention_layer=None`` keeps no attention (and then any attention kernel works). ``grad=True``
+    ``attention_layer=None`` keeps no attention (and then any attention kernel works);
+    ``attention_layers`` keeps more blocks' attentions (all of them land in ``attentions``). ``grad=True``
     keeps the autograd graph (distillation); otherwise the pass runs under ``torch.no_grad``.
 
     Example:
@@ -193,19 +196,21 @@ def forward_features(
     tokenizer = getattr(loaded, "tokenizer", None)
     wanted = sorted({resolve_layer(loaded, layer) for layer in layers})
     attn_at = None if attention_layer is None else resolve_layer(loaded, attention_layer)
-    if attn_at is not None:
+    attn_set = {resolve_layer(loaded, a) for a in attention_layers}
+    attn_blocks = sorted(attn_set | {attn_at} if attn_at is not None else attn_set)
+    if attn_blocks:
         needs_eager(loaded)
     check_ids(loaded, batch_ids)
-    side = padding_side or getattr(tokenizer, "padding_side", None) or "right"
+    padding_side = padding_side or getattr(tokenizer, "padding_side", None) or "right"
     pad_id = getattr(tokenizer, "pad_token_id", None)
     pad_id = 0 if pad_id is None else pad_id
-    ids, mask, positions = pad_batch(batch_ids, pad_id, side)
+    ids, mask, positions = pad_batch(batch_ids, pad_id, padding_side)
     device = next(model.parameters()).device
     ids, mask, positions = ids.to(device), mask.to(device), positions.to(device)
 
     backbone, blocks = _backbone_and_blocks(model)
     last = len(blocks) - 1
-    deepest = max(wanted + ([attn_at] if attn_at is not None else []))
+    deepest = max(wanted + attn_blocks)
     stop_early = not logits and deepest < last
     kept: dict[str, Any] = {}
     handles = []
@@ -218,15 +223,18 @@ def forward_features(
 
         return hook
 
-    def keep_attention(_module, _args, output):
-        weights = output[1] if isinstance(output, tuple) and len(output) > 1 else None
-        if weights is None:
-            raise SraVizError(
-                _no_attention_message(loaded, getattr(model.config, "_attn_implementation", None))
-            )
-        kept["attention"] = weights  # (B, H, L, L)
-        if stop_early and attn_at == deepest and deepest not in wanted:
-            raise _StopForward
+    def keep_attention(index: int):
+        def hook(_module, _args, output):
+            weights = output[1] if isinstance(output, tuple) and len(output) > 1 else None
+            if weights is None:
+                raise SraVizError(
+                    _no_attention_message(loaded, getattr(model.config, "_attn_implementation", None))
+                )
+            kept[f"a{index}"] = weights  # (B, H, L, L)
+            if stop_early and index == deepest and deepest not in wanted:
+                raise _StopForward
+
+        return hook
 
     def keep_backbone(_module, _args, output):
         kept["last"] = output.last_hidden_state if hasattr(output, "last_hidden_state") else output[0]
@@ -234,8 +242,8 @@ def forward_features(
     try:
         if logits and last in wanted:
             handles.append(backbone.register_forward_hook(keep_backbone))
-        if attn_at is not None:
-            handles.append(_attention_module(blocks[attn_at], model).register_forward_hook(keep_attention))
+        for index in attn_blocks:
+            handles.append(_attention_module(blocks[index], model).register_forward_hook(keep_attention(index)))
         for index in wanted:
             if index != last:
                 handles.append(blocks[index].register_forward_hook(keep_block(index)))
@@ -256,97 +264,14 @@ def forward_features(
             hidden[index] = kept["last"] if logits else out.last_hidden_state
         else:
             hidden[index] = kept[f"h{index}"]
+    attentions = {index: kept[f"a{index}"] for index in attn_blocks}
     return ForwardResult(
         input_ids=ids,
         attention_mask=mask,
         hidden=hidden,
-        attention=kept.get("attention"),
+        attention=attentions.get(attn_at) if attn_at is not None else None,
         attention_layer=attn_at,
-        padding_side=side,
+        padding_side=padding_side,
         logits=getattr(out, "logits", None) if logits else None,
+        attentions=attentions,
     )
-
-
-# ----------------------------------------------------------------------------- windows of spans
-
-
-@dataclass
-class Piece:
-    """One forward sequence: a window of spans [lo, hi) with the token positions it feeds per side."""
-
-    item: int
-    lo: int
-    hi: int
-    positions: dict[str, list[int]]
-
-
-def _leading_specials(tokenized) -> int:
-    n = 0
-    while n < len(tokenized.ids) and tokenized.byte_spans[n] is None:
-        n += 1
-    return n
-
-
-def _slice_tokenized(tokenized, end: int, text: str):
-    """The first `end` tokens (every per-token list field is cut the same way)."""
-    n = len(tokenized.ids)
-    cut = {
-        f.name: getattr(tokenized, f.name)[:end]
-        for f in fields(tokenized)
-        if isinstance(getattr(tokenized, f.name), list) and len(getattr(tokenized, f.name)) == n
-    }
-    return replace(tokenized, text=text, **cut)
-
-
-def plan_windows(alignment, max_tokens: int, windowed: bool, item: int = 0) -> tuple[Any, list[Piece], str]:
-    """Windows of whole spans that fit `max_tokens` on both sides; truncates unless windowed."""
-    sides = ("teacher", "student")
-    tok = {s: getattr(alignment, s) for s in sides}
-    if all(len(tok[s].ids) <= max_tokens for s in sides):
-        return (
-            alignment,
-            [Piece(item, 0, len(alignment.spans), {s: list(range(len(tok[s].ids))) for s in sides})],
-            "",
-        )
-    lead = {s: _leading_specials(tok[s]) for s in sides}
-    ends = {s: [getattr(sp, f"{s}_end") for sp in alignment.spans] for s in sides}
-    start = dict(lead)
-    pieces, lo, n_spans = [], 0, len(alignment.spans)
-    while lo < n_spans:
-        hi = lo
-        while hi < n_spans and all(ends[s][hi] - start[s] + lead[s] <= max_tokens for s in sides):
-            hi += 1
-        if hi == lo:
-            span = alignment.spans[lo]
-            raise SraVizError(
-                f"span {lo} ({span.text[:40]!r}, characters {span.char_start}..{span.char_end}) does not fit "
-                f"in max_tokens={max_tokens} together with the tokens before it; raise max_tokens"
-            )
-        stop = {s: ends[s][hi - 1] for s in sides}
-        if hi == n_spans:  # trailing tokens in no span (e.g. an EOS) join the last window when they fit
-            stop = {
-                s: len(tok[s].ids) if len(tok[s].ids) - start[s] + lead[s] <= max_tokens else stop[s]
-                for s in sides
-            }
-        positions = {s: list(range(lead[s])) + list(range(start[s], stop[s])) for s in sides}
-        pieces.append(Piece(item, lo, hi, positions))
-        if not windowed:
-            break
-        start, lo = {s: ends[s][hi - 1] for s in sides}, hi
-    sizes = ", ".join(f"{s} {len(tok[s].ids)} tokens" for s in sides)
-    if windowed:
-        return alignment, pieces, ""
-    hi = pieces[0].hi
-    end_char = alignment.spans[hi - 1].char_end
-    message = (
-        f"text truncated to its first {hi} of {n_spans} spans ({end_char} of {len(alignment.text)} characters): "
-        f"it has {sizes}, more than max_tokens={max_tokens}; pass windowed=True to cover it all"
-    )
-    text = alignment.text[:end_char]
-    cut = replace(
-        alignment,
-        text=text,
-        spans=list(alignment.spans[:hi]),
-        **{s: _slice_tokenized(tok[s], len(pieces[0].positions[s]), text) for s in sides},
-    )
-    return cut, pieces, message

@@ -29,7 +29,7 @@ import numpy as np
 from .errors import SraVizError
 
 Progress = Callable[[str], None]
-_EPS = 1e-12
+NORM_EPS = 1e-12  # floor of every norm or sum divided by (zero rows stay zero)
 _IMPORT_LOCK = threading.Lock()
 
 
@@ -103,7 +103,7 @@ def _weights(weights, n: int) -> np.ndarray:
 
 
 def _unit_rows(X: np.ndarray) -> np.ndarray:
-    return X / np.maximum(np.linalg.norm(X, axis=1, keepdims=True), _EPS)  # (N, D), zero rows stay zero
+    return X / np.maximum(np.linalg.norm(X, axis=1, keepdims=True), NORM_EPS)  # (N, D), zero rows stay zero
 
 
 # ---------------------------------------------------------------- metrics
@@ -126,7 +126,7 @@ def linear_cka(X, Y) -> float:
     else:
         hsic = np.linalg.norm(Y.T @ X) ** 2  # (D_Y, D_X)
         norm_x, norm_y = np.linalg.norm(X.T @ X), np.linalg.norm(Y.T @ Y)
-    if norm_x < _EPS or norm_y < _EPS:
+    if norm_x < NORM_EPS or norm_y < NORM_EPS:
         return float("nan")
     return float(hsic / (norm_x * norm_y))
 
@@ -215,7 +215,7 @@ def fit_linear_map(student, teacher, ridge: float = 1e-2) -> np.ndarray:
             f"student has {S.shape[0]} rows and teacher {T.shape[0]}; rows must be the same spans"
         )
     gram = S.T @ S  # (D_S, D_S)
-    scale = ridge * max(np.trace(gram) / max(S.shape[1], 1), _EPS)
+    scale = ridge * max(np.trace(gram) / max(S.shape[1], 1), NORM_EPS)
     return np.linalg.solve(gram + scale * np.eye(S.shape[1]), S.T @ T)  # (D_S, D_T)
 
 
@@ -235,7 +235,7 @@ def procrustes_align(student, teacher) -> tuple[np.ndarray, np.ndarray]:
     sides = []
     for M in (S, T):
         M = M - M.mean(0)
-        M = M / max(np.linalg.norm(M), _EPS)
+        M = M / max(np.linalg.norm(M), NORM_EPS)
         u, sv, _ = np.linalg.svd(M, full_matrices=False)
         sides.append(u[:, :k] * sv[:k])  # (N, k) principal coordinates
     s_k, t_k = sides
@@ -282,7 +282,7 @@ class PcaProjector:
         self.components_ = comps
         var = s**2
         ratio = np.zeros(k)
-        ratio[: min(k, len(var))] = (var / max(var.sum(), _EPS))[:k]
+        ratio[: min(k, len(var))] = (var / max(var.sum(), NORM_EPS))[:k]
         self.explained_variance_ratio_ = ratio
         return self
 

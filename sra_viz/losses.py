@@ -25,7 +25,7 @@ from torch import Tensor, nn
 
 from .errors import SraVizError
 
-_EPS = 1e-8
+COSINE_EPS = 1e-8  # floor of the norms in cosines and normalisations (zero vectors: cos 0, not NaN)
 
 
 class SpanProjector(nn.Module):
@@ -97,7 +97,7 @@ def span_loss(
     w = _checked_weights(weights, span_valid)  # (B, N)
     total = s_list[0].new_zeros(())
     for c_s, c_t, proj, lam_l in zip(s_list, t_list, p_list, lam, strict=True):
-        cos = F.cosine_similarity(proj(c_s), c_t.detach(), dim=-1, eps=_EPS)  # (B, N)
+        cos = F.cosine_similarity(proj(c_s), c_t.detach(), dim=-1, eps=COSINE_EPS)  # (B, N)
         total = total + lam_l * ((1.0 - cos) * w).sum(-1).mean()
     return total
 
@@ -128,8 +128,8 @@ def geometric_loss(
         >>> round(float(geometric_loss(c, 2 * c, uniform_weights(v), v)), 6)
         0.0
     """
-    u_s = F.normalize(student_centers, dim=-1, eps=_EPS)  # (B, N, D_S)
-    u_t = F.normalize(teacher_centers.detach(), dim=-1, eps=_EPS)  # (B, N, D_T)
+    u_s = F.normalize(student_centers, dim=-1, eps=COSINE_EPS)  # (B, N, D_S)
+    u_t = F.normalize(teacher_centers.detach(), dim=-1, eps=COSINE_EPS)  # (B, N, D_T)
     gram_s = u_s @ u_s.transpose(-1, -2)  # (B, N, N)
     gram_t = u_t @ u_t.transpose(-1, -2)  # (B, N, N)
     pi = pair_weights(weights, span_valid)

@@ -1,4 +1,4 @@
-"""Fixed sample texts: `SAMPLES` for the Alignment and Saliency pages, `PROBE_TEXTS` for geometry views.
+"""Fixed sample texts: `SAMPLES` for the Alignment and Saliency pages, `GEOMETRY_TEXTS` for geometry views.
 
 Each sample stresses tokenizers differently (code indentation, long numbers, ZWJ emoji, CJK, unusual
 whitespace, combining marks, literal special-token strings), so the two tokenizations of a pair
@@ -58,7 +58,7 @@ SAMPLES: dict[str, str] = {
     ),
 }
 
-PROBE_TEXTS: list[str] = [
+GEOMETRY_TEXTS: list[str] = [
     "The river froze early that winter. Children skated where boats had moored in summer, "
     "and the ferryman spent his mornings sharpening their blades.",
     "Photosynthesis turns light, water and carbon dioxide into sugar and oxygen. "

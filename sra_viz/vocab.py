@@ -5,7 +5,7 @@ the tokens both vocabularies hold. Token *strings* are spelled differently by di
 families even when they mean the same text: byte-level BPE writes " the" as ``Ġthe`` (every byte
 mapped to a printable character), SentencePiece-style BPE writes it ``▁the`` and has byte-fallback
 tokens ``<0xE2>``. So two tokens match here when they **decode to the same UTF-8 bytes**
-(our choice, documented in the README):
+(our choice, documented in docs/METHOD.md):
 
 * byte-level BPE (GPT-2, SmolLM2, Qwen...): each character maps back to its byte;
 * SentencePiece-style (Gemma, Llama-2...): ``▁`` is a space; ``<0xNN>`` is the single byte NN;

@@ -25,7 +25,7 @@ from sra_viz.data import (
     to_frame,
 )
 from sra_viz.errors import SraVizError
-from sra_viz.samples import PROBE_TEXTS, SAMPLES
+from sra_viz.samples import GEOMETRY_TEXTS, SAMPLES
 
 # ---------------------------------------------------------------- bundled corpus
 
@@ -53,7 +53,7 @@ def test_bundled_corpus_size_ids_and_categories(corpus):
 
 
 def test_bundled_corpus_file_lines_are_dolly_objects():
-    raw = (resources.files("sra_viz") / "data" / "corpus.jsonl").read_text(encoding="utf-8")
+    raw = (resources.files("sra_viz") / "corpus" / "corpus.jsonl").read_text(encoding="utf-8")
     lines = raw.split("\n")
     assert lines[-1] == ""  # ends with a newline, no blank lines inside
     for number, line in enumerate(lines[:-1], start=1):
@@ -61,7 +61,7 @@ def test_bundled_corpus_file_lines_are_dolly_objects():
         assert set(row) == {"id", "category", "instruction", "context", "response"}, number
         assert all(isinstance(value, str) for value in row.values()), number
         assert row["instruction"].strip() and row["response"].strip(), number
-    license_text = (resources.files("sra_viz") / "data" / "LICENSE-corpus.txt").read_text(encoding="utf-8")
+    license_text = (resources.files("sra_viz") / "corpus" / "LICENSE-corpus.txt").read_text(encoding="utf-8")
     assert "Apache License, Version 2.0" in license_text and "written for sra_viz" in license_text
 
 
@@ -447,9 +447,9 @@ def test_samples_cover_the_tokenizer_traps():
 
 
 def test_probe_texts():
-    assert len(PROBE_TEXTS) == 24 and len(set(PROBE_TEXTS)) == 24
-    assert all(10 <= len(text) <= 300 for text in PROBE_TEXTS)
-    assert sum(not text.isascii() for text in PROBE_TEXTS) >= 5
+    assert len(GEOMETRY_TEXTS) == 24 and len(set(GEOMETRY_TEXTS)) == 24
+    assert all(10 <= len(text) <= 300 for text in GEOMETRY_TEXTS)
+    assert sum(not text.isascii() for text in GEOMETRY_TEXTS) >= 5
 
 
 # ---------------------------------------------------------------- real tokenizers

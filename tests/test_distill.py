@@ -1,6 +1,10 @@
-"""The distillation engine on the real default pair: variants, terms, metrics, run directory, resume.
+"""The distillation engine: variants, terms, metrics, run directory, resume.
 
-Cheap settings throughout: a truncated student of 1-2 blocks, batches of 2 texts, 32 tokens.
+The engine's mechanics (loss terms, ablation switches, run directory, resume, NaN guard, baselines
+measured alike, the CLI run killed and resumed) run on the tiny seeded pair (tests/_tiny.py, real
+tokenizers); what needs real weights (student variants of the real student, the geometry really moving,
+the acceptance) runs on the default pair. Cheap settings throughout: a truncated student of 1-2 blocks,
+batches of 2 texts, 32 tokens.
 """
 
 from __future__ import annotations
@@ -16,12 +20,12 @@ import torch
 
 from sra_viz.distill import DistillConfig, DistillSession, NonFiniteLossError, list_runs, load_run
 from sra_viz.distill.batch import collate, label_positions
-from sra_viz.distill.compute import pool_spans
 from sra_viz.distill.config import field_defaults
 from sra_viz.distill.probe import ridge_crossfit
+from sra_viz.distill.side_pass import pool_spans
 from sra_viz.distill.student import make_student
 from sra_viz.errors import SraVizError
-from sra_viz.features import EPS
+from sra_viz.features import POOL_EPS
 from sra_viz.losses import span_logit_kd
 
 
@@ -46,7 +50,7 @@ def _cfg(tmp_path, name="run", **over) -> DistillConfig:
 
 def _batch(session, n=2):
     items = [session._prepare(e) for e in session.train_examples[:n]]
-    return collate(items, session.teacher_side, session.student_side)
+    return collate(items, session.teacher_padding_side, session.student_padding_side)
 
 
 # ------------------------------------------------------------------ config (no models)
@@ -101,7 +105,7 @@ def test_pool_spans_matches_a_hand_pooled_sum_and_its_gradient():
     for b in range(2):
         for k in range(3):
             if valid[b, k]:
-                w = (mass[b] + EPS) * (span[b] == k)
+                w = (mass[b] + POOL_EPS) * (span[b] == k)
                 expected.append(offset + 0.5 * (values[b] * (w / w.sum())[:, None]).sum(0))
     assert torch.allclose(out, torch.stack(expected))
     assert torch.autograd.gradcheck(lambda v: pool_spans(v, span, mass, valid, 0.5, offset), (values,))
@@ -140,10 +144,9 @@ def test_student_variants_copy_and_freeze(default_pair):
 # ------------------------------------------------------------------ loss terms on a real batch
 
 
-@pytest.mark.slow
-def test_every_ablation_switch_selects_its_terms(default_pair, tmp_path):
+def test_every_ablation_switch_selects_its_terms(tiny_pair, tmp_path):
     session = DistillSession(
-        _cfg(tmp_path, "abl", student_k=1, probe_size=2, heldout_size=1), pair=default_pair
+        _cfg(tmp_path, "abl", student_k=1, probe_size=2, heldout_size=1), pair=tiny_pair
     )
     batch = _batch(session)
     for over in (
@@ -172,34 +175,41 @@ def test_every_ablation_switch_selects_its_terms(default_pair, tmp_path):
     assert float(session.loss_terms(batch)["span"].detach()) != pytest.approx(a, abs=1e-7)
 
 
-@pytest.mark.slow
-def test_kd_logits_equal_the_heads_applied_to_the_centers(default_pair, tmp_path):
+def test_kd_logits_equal_the_heads_applied_to_the_centers(tiny_pair, tmp_path):
     """The engine pools token logits instead of running the heads on CoMs: the two must agree."""
-    from sra_viz.distill.compute import run_side
+    from sra_viz.distill.side_pass import run_side
 
     cfg = _cfg(tmp_path, "kd", student_k=1, probe_size=2, heldout_size=1, teacher_head_dtype="float32")
-    session = DistillSession(cfg, pair=default_pair)
+    session = DistillSession(cfg, pair=tiny_pair)
     batch = _batch(session)
     cfg = session.config
     with torch.no_grad():
+        last = session.student_last
         s = run_side(
             session.student_view,
             batch,
             "student",
-            [session.student_last],
-            session.student_mass_layer,
+            [last],
+            session.plan.mass_layers_of("student", [last]),
             cfg.mass_mode,
             True,
             grad=False,
         )
-        logits = session.student_logits(s.forward.hidden[session.student_last])
+        logits = session.student_logits(s.forward.hidden[last])
         valid = batch.span_valid
-        pooled = pool_spans(logits, s.span_index, s.pool_mass, valid)  # (M, V_S)
+        pooled = pool_spans(logits, s.span_index, s.pool_mass[last], valid)  # (M, V_S)
         direct = session.student_logits(s.centers[session.student_last])[valid]
         assert pooled.shape[0] == int(valid.sum()) > 0
         assert torch.allclose(pooled, direct, atol=1e-3, rtol=1e-4)
         t = run_side(
-            session.teacher, batch, "teacher", [session.teacher_last], None, "uniform", False, grad=False
+            session.teacher,
+            batch,
+            "teacher",
+            [session.teacher_last],
+            {session.teacher_last: None},
+            "uniform",
+            False,
+            grad=False,
         )
         h = t.centers[session.teacher_last][valid]  # (M, D_T)
         full = session.teacher_logits(h)[:, session.shared.teacher_ids]  # (M, V∩)
@@ -216,7 +226,7 @@ def test_kd_logits_equal_the_heads_applied_to_the_centers(default_pair, tmp_path
         assert float(kl_masked) == pytest.approx(float(kl_direct), rel=1e-4)
         # the training path: pooling scaled by 1/τ from the mask, the teacher head at τ, the KL at τ = 1
         tau, every = 2.0, torch.ones(1, len(h), dtype=torch.bool)
-        z_s_tau = pool_spans(logits, s.span_index, s.pool_mass, valid, scale=1 / tau, offset=session.shared_mask)
+        z_s_tau = pool_spans(logits, s.span_index, s.pool_mass[last], valid, scale=1 / tau, offset=session.shared_mask)
         assert torch.allclose(z_s_tau[:, s_ids], pooled[:, s_ids] / tau, atol=1e-4)
         assert torch.all(z_s_tau[:, outside] < -9e3)
         z_t_tau = session.teacher_shared_logits(h, tau=tau)
@@ -225,15 +235,14 @@ def test_kd_logits_equal_the_heads_applied_to_the_centers(default_pair, tmp_path
         kl_spec = span_logit_kd(pooled[:, s_ids][None], full[None], every, tau)
         assert float(kl_train) == pytest.approx(float(kl_spec), rel=1e-4)
         # the bf16 head ("auto" on CPUs with AVX512-BF16) stays within bf16 rounding of the fp32 logits
-        session.teacher_head_shared = session.teacher_head_shared.bfloat16()
+        session.heads.teacher_shared_rows = session.heads.teacher_shared_rows.bfloat16()
         err = (session.teacher_shared_logits(h)[:, s_ids] - full).abs().max()
         assert err <= 0.02 * full.abs().max()
 
 
-@pytest.mark.slow
-def test_labels_and_exact_pairs_point_at_the_response(default_pair, tmp_path):
+def test_labels_and_exact_pairs_point_at_the_response(tiny_pair, tmp_path):
     session = DistillSession(
-        _cfg(tmp_path, "lab", student_k=1, probe_size=2, heldout_size=1), pair=default_pair
+        _cfg(tmp_path, "lab", student_k=1, probe_size=2, heldout_size=1), pair=tiny_pair
     )
     batch = _batch(session, 2)
     rows, pos, targets = label_positions(batch, "student")
@@ -253,15 +262,14 @@ def test_labels_and_exact_pairs_point_at_the_response(default_pair, tmp_path):
 # ------------------------------------------------------------------ sessions, run directory, resume
 
 
-@pytest.mark.slow
-def test_sra_session_writes_a_complete_run_directory(default_pair, tmp_path):
+def test_sra_session_writes_a_complete_run_directory(tiny_pair, tmp_path):
     cfg = _cfg(tmp_path, "sra", checkpoint_every=1)
-    base_weight = default_pair.student.model.model.layers[0].mlp.down_proj.weight.detach().clone()
+    base_weight = tiny_pair.student.model.model.layers[0].mlp.down_proj.weight.detach().clone()
     seen = []
-    session = DistillSession(cfg, pair=default_pair)
+    session = DistillSession(cfg, pair=tiny_pair)
     assert session.run(callback=seen.append) == "finished"
     assert [r["step"] for r in seen] == [1, 2]
-    assert torch.equal(default_pair.student.model.model.layers[0].mlp.down_proj.weight, base_weight)
+    assert torch.equal(tiny_pair.student.model.model.layers[0].mlp.down_proj.weight, base_weight)
     rows = [json.loads(line) for line in (tmp_path / "sra" / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [0, 1, 2]
     for row in rows[1:]:
@@ -280,7 +288,7 @@ def test_sra_session_writes_a_complete_run_directory(default_pair, tmp_path):
         assert 0 <= row["probe_cka"] <= 1 and 0 <= row["probe_retrieval"] <= 1
     config, metrics, snaps = load_run(tmp_path / "sra")
     assert config == cfg and list(metrics["step"]) == [0, 1, 2]
-    assert snaps.steps == [0, 1, 2] and snaps.teacher.shape[1] == 640
+    assert snaps.steps == [0, 1, 2] and snaps.teacher.shape[1] == tiny_pair.teacher.model.config.hidden_size
     assert all(s.shape == snaps.teacher.shape for s in snaps.student)
     assert len(snaps.span_text) == len(snaps.text_id) == snaps.teacher.shape[0]
     assert np.allclose(
@@ -294,14 +302,13 @@ def test_sra_session_writes_a_complete_run_directory(default_pair, tmp_path):
     assert summary.state == "finished" and summary.steps_done == 2 and summary.method == "sra"
 
 
-@pytest.mark.slow
-def test_stopped_run_resumes_exactly_where_it_was(default_pair, tmp_path):
+def test_stopped_run_resumes_exactly_where_it_was(tiny_pair, tmp_path):
     straight = DistillSession(
-        _cfg(tmp_path, "straight", steps=4, log_every=2, snapshot_every=2), pair=default_pair
+        _cfg(tmp_path, "straight", steps=4, log_every=2, snapshot_every=2), pair=tiny_pair
     )
     straight.run()
     cfg = _cfg(tmp_path, "split", steps=4, log_every=2, snapshot_every=2)
-    first = DistillSession(cfg, pair=default_pair)
+    first = DistillSession(cfg, pair=tiny_pair)
 
     def stop_after_two(row):
         if row["step"] == 2:
@@ -310,7 +317,7 @@ def test_stopped_run_resumes_exactly_where_it_was(default_pair, tmp_path):
     assert first.run(callback=stop_after_two) == "stopped" and first.step_count == 2
     _, metrics, _ = load_run(tmp_path / "split")
     assert metrics["step"].max() == 2
-    again = DistillSession.resume(tmp_path / "split", pair=default_pair)
+    again = DistillSession.resume(tmp_path / "split", pair=tiny_pair)
     assert again.step_count == 2 and again.run() == "finished"
     a = [r for r in straight.history if r["step"] > 0]
     _, b, _ = load_run(tmp_path / "split")
@@ -322,11 +329,10 @@ def test_stopped_run_resumes_exactly_where_it_was(default_pair, tmp_path):
                 assert rb[key] == pytest.approx(ra[key], rel=1e-4, abs=1e-6), (ra["step"], key)
 
 
-@pytest.mark.slow
-def test_nonfinite_loss_stops_without_applying_the_update(default_pair, tmp_path):
+def test_nonfinite_loss_stops_without_applying_the_update(tiny_pair, tmp_path):
     session = DistillSession(
         _cfg(tmp_path, "nan", steps=5, log_every=100, snapshot_every=100, checkpoint_every=1),
-        pair=default_pair,
+        pair=tiny_pair,
     )
     session.step()
     params = dict(session.student.model.named_parameters())
@@ -350,13 +356,12 @@ def test_nonfinite_loss_stops_without_applying_the_update(default_pair, tmp_path
     assert saved.state["step"] == 1 and torch.isfinite(saved.student[poisoned]).all()
 
 
-@pytest.mark.slow
-def test_baselines_are_measured_exactly_like_sra(default_pair, tmp_path):
+def test_baselines_are_measured_exactly_like_sra(tiny_pair, tmp_path):
     """Step-0 probe metrics depend on the student and the probe, never on the method."""
     rows = {}
     for method in ("sra", "uld", "exact"):
         session = DistillSession(
-            _cfg(tmp_path, method, method=method, steps=1, probe_size=2, heldout_size=1), pair=default_pair
+            _cfg(tmp_path, method, method=method, steps=1, probe_size=2, heldout_size=1), pair=tiny_pair
         )
         session.run()
         rows[method] = session.history
@@ -400,8 +405,7 @@ def test_cli_bad_input_exits_2_with_a_message(tmp_path, capsys):
     assert done.returncode == 2 and "missing.jsonl" in done.stderr and "Traceback" not in done.stderr
 
 
-@pytest.mark.slow
-def test_killed_cli_run_resumes_where_it_was(default_pair, tmp_path):
+def test_killed_cli_run_resumes_where_it_was(tiny_pair, tiny_pair_dirs, tmp_path):
     """SIGKILL mid-run (no chance to clean up), then resume: every step is logged exactly once."""
     import signal
     import time
@@ -410,7 +414,8 @@ def test_killed_cli_run_resumes_where_it_was(default_pair, tmp_path):
     cmd = [sys.executable, "-m", "sra_viz", "distill", "--steps", "6", "--student-variant", "truncated",
            "--student-k", "2", "--batch-size", "2", "--max-length", "32", "--probe-size", "2",
            "--heldout-size", "1", "--log-every", "100", "--checkpoint-every", "1", "--device", "cpu",
-           "--out", str(out), "--quiet"]  # fmt: skip
+           "--out", str(out), "--quiet", "--teacher", str(tiny_pair_dirs[0]),
+           "--student", str(tiny_pair_dirs[1])]  # fmt: skip
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.time() + 600
@@ -420,7 +425,7 @@ def test_killed_cli_run_resumes_where_it_was(default_pair, tmp_path):
             )
             if any(json.loads(r)["step"] >= 2 for r in rows if r.strip()):
                 break
-            time.sleep(0.5)
+            time.sleep(0.05)  # tiny-pair steps are short: look often so the kill lands right after step 2
         assert proc.poll() is None, proc.stderr.read()[-2000:]
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=60)
@@ -428,7 +433,7 @@ def test_killed_cli_run_resumes_where_it_was(default_pair, tmp_path):
         if proc.poll() is None:
             proc.kill()
     assert list_runs(tmp_path)[0].state == "interrupted"
-    session = DistillSession.resume(out, pair=default_pair)
+    session = DistillSession.resume(out, pair=tiny_pair)
     assert 1 <= session.step_count <= 3
     assert session.run() == "finished"
     steps = [json.loads(r)["step"] for r in (out / "metrics.jsonl").read_text().splitlines()]

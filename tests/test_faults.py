@@ -445,7 +445,7 @@ def test_a_corrupt_middle_metrics_line_is_skipped_with_a_warning(tmp_path):
 
 
 def test_features_refuse_an_alignment_of_other_tokenizers(tiny_pair):
-    from sra_viz.features import extract_features
+    from sra_viz.extraction import extract_features
 
     text = "Paris is the capital of France."
     teacher_tok, student_tok = tiny_pair.teacher.tokenizer, tiny_pair.student.tokenizer

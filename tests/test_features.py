@@ -10,14 +10,8 @@ import pytest
 import torch
 
 from sra_viz.errors import SraVizError
-from sra_viz.features import (
-    analyze_text,
-    extract_corpus,
-    extract_features,
-    saliency_weights,
-    span_centers,
-    token_mass,
-)
+from sra_viz.extraction import analyze_text, extract_corpus, extract_features
+from sra_viz.features import saliency_weights, span_centers, token_mass
 from sra_viz.forward import forward_features, pad_batch, resolve_layer
 
 SHORT = "The cat sat on the mat."
@@ -114,9 +108,9 @@ def test_saliency_weights():
 
 
 def test_pad_batch_positions_start_at_each_texts_first_token():
-    ids, mask, pos = pad_batch([[5, 6, 7], [8, 9]], pad_id=0, side="left")
+    ids, mask, pos = pad_batch([[5, 6, 7], [8, 9]], pad_id=0, padding_side="left")
     assert ids.tolist() == [[5, 6, 7], [0, 8, 9]] and pos.tolist() == [[0, 1, 2], [0, 0, 1]]
-    ids, mask, pos = pad_batch([[5, 6, 7], [8, 9]], pad_id=1, side="right")
+    ids, mask, pos = pad_batch([[5, 6, 7], [8, 9]], pad_id=1, padding_side="right")
     assert ids.tolist() == [[5, 6, 7], [8, 9, 1]] and mask.tolist() == [[1, 1, 1], [1, 1, 0]]
 
 

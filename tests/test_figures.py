@@ -117,7 +117,7 @@ def test_alignment_diagram_wraps_long_texts(teacher_tokenizer, student_tokenizer
 
 @pytest.fixture(scope="module")
 def real(default_pair):
-    from sra_viz.features import analyze_text
+    from sra_viz.extraction import analyze_text
 
     return analyze_text(TEXT, default_pair)
 
@@ -180,7 +180,7 @@ def test_com_scatter_real_centers_2d_and_3d(real):
 
 @pytest.mark.slow
 def test_corpus_scatter_real_corpus_and_single_text(real, default_pair):
-    from sra_viz.features import extract_corpus
+    from sra_viz.extraction import extract_corpus
 
     corpus = extract_corpus([TEXT, "Paris is the capital of France.", "2 + 2 = 4"], default_pair)
     fig = F.corpus_scatter(corpus)
@@ -233,7 +233,7 @@ def test_geometry_over_training_real_frames(real):
 @pytest.mark.slow
 def test_convergence_curves_real_metrics(default_pair):
     """Real probe metrics per student layer (as steps) for saliency-weighted and uniform pooling."""
-    from sra_viz.features import analyze_text
+    from sra_viz.extraction import analyze_text
 
     layers = (6, 12, 18, 24, -1)
     rows = []

@@ -1,16 +1,19 @@
 """The distillation engine: SRA and token-level baselines (ULD, exact-token KD) in short observable runs.
 
-    config.py   DistillConfig (every option, one documented field each, JSON round-trip)
-    session.py  DistillSession: step() / run() / stop() / resume(), metrics, checkpoints
-    student.py  student variants (full, last_k, truncated), always a deep copy
-    batch.py    aligned, truncated, padded batches
-    compute.py  one side's forward, masses and span CoMs
-    probe.py    probe metrics, measured the same way for every method
-    runs.py     run directory I/O: list_runs, load_run, the writer lock (one writer per run)
-    checkpoint.py  what a checkpoint holds (safetensors + JSON, no pickle) and how a run is put back
-    preflight.py   checks against the models' config.json, before anything loads
-    cli.py      the ``sra-viz distill`` subcommand
-    dist.py     data-parallel runs under torchrun / accelerate launch
+    config.py      DistillConfig (every option, one documented field each, JSON round-trip)
+    session.py     DistillSession: step() / run() / stop() / resume(), metrics, checkpoints
+    student.py     student variants (full, last_k, truncated), always a deep copy
+    batch.py       aligned, truncated, padded batches
+    plan.py        LayerPlan (mapped layers by depth, their masses) and VocabHeads (LM heads, V∩)
+    side_pass.py   one side's forward, masses and span CoMs
+    loss_terms.py  the loss terms of one batch, per method
+    probe.py       probe metrics, measured the same way for every method
+    runs.py        run directory I/O: list_runs, load_run, the writer lock (one writer per run)
+    checkpoint.py  what a checkpoint holds (safetensors + JSON, no pickle) and how it is put back
+    preflight.py   config checks against the models' config.json, before anything loads
+    cli.py         the ``sra-viz distill`` subcommand
+    dist.py        data-parallel runs under torchrun / accelerate launch
+    perf.py        allocator settings (reuse freed memory)
 
 Example:
     >>> from sra_viz.distill import DistillConfig, DistillSession

@@ -3,7 +3,7 @@
 Each example is aligned once (spans, both tokenizations; cached by the session) and truncated to
 ``max_length`` tokens per side; a span counts only when it fits on both sides. Positions below are
 token indices into each side's own (unpadded) id list; :func:`collate` pads them exactly as
-:func:`sra_viz.forward.forward_features` pads the ids (each tokenizer's own side).
+:func:`sra_viz.forward.forward_features` pads the ids (each tokenizer's own padding side).
 
 Example:
     >>> item = prepare_example(example, teacher_tok, student_tok, max_length=64)  # doctest: +SKIP
@@ -137,25 +137,25 @@ class Batch:
         return Batch(items=self.items, n_spans=self.n_spans, **moved)
 
 
-def _pad(rows: list[np.ndarray], side: str, fill: int) -> tuple[torch.Tensor, torch.Tensor]:
+def _pad(rows: list[np.ndarray], padding_side: str, fill: int) -> tuple[torch.Tensor, torch.Tensor]:
     length = max(len(r) for r in rows)
     out = torch.full((len(rows), length), fill, dtype=torch.long)  # (B, L)
     offsets = torch.zeros(len(rows), dtype=torch.long)  # (B,)
     for b, row in enumerate(rows):
-        off = length - len(row) if side == "left" else 0
+        off = length - len(row) if padding_side == "left" else 0
         out[b, off : off + len(row)] = torch.from_numpy(np.asarray(row, dtype=np.int64))
         offsets[b] = off
     return out, offsets
 
 
-def collate(items: list[PreparedExample], teacher_side: str, student_side: str) -> Batch:
+def collate(items: list[PreparedExample], teacher_padding_side: str, student_padding_side: str) -> Batch:
     """Pad span indices on each tokenizer's padding side; ``span_valid`` marks each text's real spans.
 
     Example:
         >>> batch = collate([p1, p2], "left", "right")  # doctest: +SKIP
     """
-    t_span, t_off = _pad([it.teacher_span for it in items], teacher_side, -1)
-    s_span, s_off = _pad([it.student_span for it in items], student_side, -1)
+    t_span, t_off = _pad([it.teacher_span for it in items], teacher_padding_side, -1)
+    s_span, s_off = _pad([it.student_span for it in items], student_padding_side, -1)
     n = max(1, max(it.n_spans for it in items))
     valid = torch.arange(n)[None, :] < torch.tensor([it.n_spans for it in items])[:, None]  # (B, N)
     return Batch(items, t_span, s_span, valid, t_off, s_off, n)

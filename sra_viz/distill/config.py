@@ -26,6 +26,7 @@ from ..fetch import DEFAULT_STUDENT, DEFAULT_TEACHER
 METHODS = ("sra", "uld", "exact")
 VARIANTS = ("full", "last_k", "truncated")
 MASS_MODES = ("last_token", "received", "uniform")
+MASS_LAYERS = ("per_layer", "last_pair")
 KD_WEIGHTINGS = ("sum", "saliency")
 DTYPES = ("float32", "bfloat16")
 PROJECTOR_INITS = ("orthogonal", "xavier")
@@ -127,21 +128,10 @@ def _layer_pairs(value: list) -> list[list[int]]:
 
 @dataclass
 class DistillConfig:
-    """Options of one distillation run (SRA or a token-level baseline). Defaults follow SRA.md, except
-    two loss scales (our choice, both measured by ``benchmarks/term_gradients.py`` on the default pair):
-
-    * ``kd_weighting="saliency"``: the published L_KD sums the KL over spans, so with ~40 spans per text
-      its gradient is ~30x CE's and ~1000x the geometric term's (truncated student: KD-sum 824, CE 29,
-      KD-saliency 22, L_geo 0.49, L_span 0.59) and α, λ_geo stop meaning anything. Weighting spans by
-      the saliency ŵ (which sums to 1 per text, like L_span and L_geo) puts KD on CE's scale.
-    * ``lambda_geo=50`` (published: 3): L_geo is a mean of squared cosine differences (~0.05), so its
-      gradient is ~60x smaller than CE's; at λ_geo = 3 it weighs 0.7 against CE's 14 and KD's 11 and
-      the probe geometry does not move in a short run (30 steps, truncated student: Gram distance
-      0.0515 -> 0.0530). λ_geo = 50 gives it the same weight as CE and KD (~12), and the geometry
-      converges (0.0515 -> 0.0426) with the held-out loss as low as without it.
-
-    ``DistillConfig(lambda_geo=3, kd_weighting="sum")`` (``--lambda-geo 3 --kd-weighting sum``) is the
-    published form.
+    """Options of one distillation run (SRA or a token-level baseline). Defaults follow the method
+    (docs/METHOD.md), with λ_geo = 50 (the DSKD port's default; 3 is a variant) and L_KD weighted by
+    saliency instead of summed over spans (ours): docs/LOSS_SCALES.md gives the measured gradient
+    scales behind both. ``DistillConfig(lambda_geo=3, kd_weighting="sum")`` is the summed-KD form.
 
     Example:
         >>> DistillConfig(student_variant="truncated", student_k=6).layer_pairs
@@ -175,15 +165,16 @@ class DistillConfig:
     alpha: float = _opt(0.5, "weight of the CE term: L = α·CE + (1−α)·distillation terms", min=0.0, max=1.0)
     lambda_geo: float = _opt(
         50.0,
-        "weight λ_geo of the geometric regularizer (published: 3; 50 puts its gradient on the scale of CE's "
-        "and KD's, see DistillConfig's docstring)",
+        "weight λ_geo of the geometric regularizer (50: the DSKD port's default, which puts its gradient on "
+        "the scale of CE's and KD's, see docs/LOSS_SCALES.md; 3 is a variant)",
         min=0.0,
     )
     tau: float = _opt(2.0, "softmax temperature τ of span logit KD and exact-token KD", min=MIN_TEMPERATURE)
     uld_tau: float = _opt(1.0, "softmax temperature of ULD", min=MIN_TEMPERATURE)
     layer_pairs: list = _opt(
         lambda: [[-1, -1]],
-        "mapped layers as [teacher, student] pairs (block index, -1 = last); the last pair gives the masses",
+        "mapped layers as [teacher, student] pairs (block index, -1 = last), any order: they are sorted by depth "
+        "and the deepest pair gives L_geo, the probe and the saliency",
         flag_type="pairs",
     )
     layer_weights: list | None = _opt(
@@ -192,11 +183,17 @@ class DistillConfig:
     mass_mode: str = _opt(
         "last_token", "token mass: last_token (SRA), received or uniform", choices=MASS_MODES
     )
+    mass_layers: str = _opt(
+        "per_layer",
+        "which attention gives each mapped layer's masses: per_layer (its own, the method) or last_pair "
+        "(the deepest pair's attention for every layer)",
+        choices=MASS_LAYERS,
+    )
     saliency_power: float = _opt(1.0, "exponent p of the saliency weights ŵ = M^p / Σ M^p", min=0.0)
     kd_weighting: str = _opt(
         "saliency",
         "span logit KD over spans: saliency (Σ ŵ_k KL, our default) or sum (Σ_k KL, the published form; it "
-        "grows with the number of spans and outweighs every other term ~40x, see DistillConfig's docstring)",
+        "grows with the number of spans and outweighs every other term ~40x, see docs/LOSS_SCALES.md)",
         choices=KD_WEIGHTINGS,
     )
 

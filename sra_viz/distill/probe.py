@@ -2,7 +2,8 @@
 every method.
 
 The probe is a fixed set of texts (chosen by seed, never trained on). Teacher CoMs are computed once;
-student CoMs at each evaluation, at the *last* mapped layer pair, pooled exactly as in training.
+student CoMs at each evaluation, at the *deepest* mapped layer pair, pooled exactly as in training
+(the masses the :class:`~.plan.LayerPlan` names for that layer).
 
 **One measurement for all methods (our choice).** ULD and exact-token KD train no projector, and an
 SRA projector would favour SRA, so every method is measured through the same closed-form map: a
@@ -22,8 +23,9 @@ trains). SRA runs also log ``probe_cos_projector``, the cosine through their own
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -32,12 +34,29 @@ from .. import geometry
 from ..features import saliency_weights
 from ..losses import causal_lm_loss, uniform_weights
 from .batch import PreparedExample, collate, label_positions
-from .compute import autocast_for, run_side
+from .config import DistillConfig
+from .plan import LayerPlan, VocabHeads
+from .side_pass import SideOutput, SideView, autocast_for, run_side
+
+if TYPE_CHECKING:
+    from ..models import LoadedModel
+
+RIDGE_FLOOR = 1e-12  # added to the ridge strength, so an all-zero probe matrix stays solvable
+
+
+@dataclass
+class ProbeTexts:
+    """The aligned probe and held-out texts, and each tokenizer's padding side (to collate them)."""
+
+    probe: list[PreparedExample]
+    heldout: list[PreparedExample]
+    teacher_padding_side: str
+    student_padding_side: str
 
 
 @dataclass
 class ProbeTeacher:
-    """Teacher side of the probe, computed once: CoMs of the last pair, per-span facts."""
+    """Teacher side of the probe, computed once: CoMs of the deepest pair, per-span facts."""
 
     centers: np.ndarray  # (N, D_T) all probe spans, text after text
     text_id: np.ndarray  # (N,) index of the probe text of each span
@@ -64,7 +83,7 @@ def ridge_crossfit(X: np.ndarray, Y: np.ndarray, groups: np.ndarray, ridge: floa
             continue
         Xt = X[train]
         gram = Xt.T @ Xt  # (D_X, D_X)
-        lam = ridge * np.trace(gram) / max(X.shape[1], 1) + 1e-12
+        lam = ridge * np.trace(gram) / max(X.shape[1], 1) + RIDGE_FLOOR
         W = np.linalg.solve(gram + lam * np.eye(X.shape[1]), Xt.T @ Y[train])  # (D_X, D_Y)
         out[test] = X[test] @ W
     return out
@@ -75,27 +94,28 @@ def _batches(items: list[PreparedExample], size: int):
         yield i, items[i : i + size]
 
 
-def _probe_passes(session: Any, side: str):
-    """Yield (start, items, CoMs, out, span_valid) per probe batch: one no-grad pass of ``side`` at its last mapped
-    layer, with that side's mass layer, pooled exactly as in training."""
-    cfg = session.config
-    model = session.teacher if side == "teacher" else session.student_view
-    layer = (session.teacher_layers if side == "teacher" else session.student_layers)[-1]
-    mass_layer = session.teacher_mass_layer if side == "teacher" else session.student_mass_layer
-    for start, items in _batches(session.probe_items, cfg.batch_size):
-        batch = collate(items, session.teacher_side, session.student_side)
+def _probe_passes(
+    loaded: Any, side: str, texts: ProbeTexts, config: DistillConfig, plan: LayerPlan
+) -> Iterator[tuple[int, list[PreparedExample], torch.Tensor, SideOutput, torch.Tensor]]:
+    """Yield (start, items, CoMs (B, N, D), out, span_valid (B, N)) per probe batch: one no-grad pass of
+    ``side`` at its layer of the deepest pair, with that layer's masses, pooled exactly as in training."""
+    layer = plan.deepest[0 if side == "teacher" else 1]
+    masses = plan.mass_layers_of(side, [layer])
+    for start, items in _batches(texts.probe, config.batch_size):
+        batch = collate(items, texts.teacher_padding_side, texts.student_padding_side)
         with torch.no_grad():
-            out = run_side(model, batch, side, [layer], mass_layer, cfg.mass_mode, cfg.weighted_pooling,
-                           grad=False, dtype=cfg.dtype)  # fmt: skip
+            out = run_side(loaded, batch, side, [layer], masses, config.mass_mode, config.weighted_pooling,
+                           grad=False, dtype=config.dtype)  # fmt: skip
         yield start, items, out.centers[layer], out, batch.span_valid.to(out.centers[layer].device)
 
 
-def teacher_probe(session: Any) -> ProbeTeacher:
-    """Teacher CoMs and saliency of every probe span at the last mapped teacher layer (no grad)."""
-    centers, text_id, span_idx, texts, sal = [], [], [], [], []
-    for start, items, com, out, valid in _probe_passes(session, "teacher"):
-        if out.span_mass is not None:
-            w = saliency_weights(out.span_mass, valid, session.config.saliency_power)
+def teacher_probe(teacher: LoadedModel, texts: ProbeTexts, config: DistillConfig, plan: LayerPlan) -> ProbeTeacher:
+    """Teacher CoMs and saliency of every probe span at the deepest mapped teacher layer (no grad)."""
+    centers, text_id, span_idx, span_texts, sal = [], [], [], [], []
+    layer = plan.deepest[0]
+    for start, items, com, out, valid in _probe_passes(teacher, "teacher", texts, config, plan):
+        if layer in out.span_mass:
+            w = saliency_weights(out.span_mass[layer], valid, config.saliency_power)
         else:
             w = uniform_weights(valid)
         for b, item in enumerate(items):
@@ -104,46 +124,39 @@ def teacher_probe(session: Any) -> ProbeTeacher:
             sal.append(w[b, :n].float().cpu().numpy())
             text_id += [start + b] * n
             span_idx += list(range(n))
-            texts += item.span_texts
+            span_texts += item.span_texts
     return ProbeTeacher(
-        np.concatenate(centers), np.asarray(text_id), np.asarray(span_idx), texts, np.concatenate(sal)
+        np.concatenate(centers), np.asarray(text_id), np.asarray(span_idx), span_texts, np.concatenate(sal)
     )
 
 
-def student_probe(session: Any) -> np.ndarray:
-    """Student CoMs (N, D_S) of every probe span at the last mapped student layer (no grad)."""
+def student_probe(student: SideView, texts: ProbeTexts, config: DistillConfig, plan: LayerPlan) -> np.ndarray:
+    """Student CoMs (N, D_S) of every probe span at the deepest mapped student layer (no grad)."""
     rows = []
-    for _, items, com, _, _ in _probe_passes(session, "student"):
+    for _, items, com, _, _ in _probe_passes(student, "student", texts, config, plan):
         rows += [com[b, : item.n_spans].float().cpu().numpy() for b, item in enumerate(items)]
     return np.concatenate(rows)
 
 
-def heldout_loss(session: Any) -> float:
+def heldout_loss(
+    student: SideView, heads: VocabHeads, texts: ProbeTexts, config: DistillConfig, plan: LayerPlan
+) -> float:
     """Mean CE of the student on the held-out texts' label tokens (NaN without held-out texts)."""
-    cfg = session.config
     total, count = 0.0, 0
-    for _, items in _batches(session.heldout_items, cfg.batch_size):
-        batch = collate(items, session.teacher_side, session.student_side)
+    last = plan.student_last
+    device = next(student.model.parameters()).device
+    for _, items in _batches(texts.heldout, config.batch_size):
+        batch = collate(items, texts.teacher_padding_side, texts.student_padding_side)
         rows, pos, targets = label_positions(batch, "student")
         if rows.numel() == 0:
             continue
         with torch.no_grad():
-            out = run_side(
-                session.student_view,
-                batch,
-                "student",
-                [session.student_last],
-                None,
-                "uniform",
-                False,
-                grad=False,
-                dtype=cfg.dtype,
-                centers_for=[],
-            )
-            hidden = out.forward.hidden[session.student_last][rows.to(session.device), pos.to(session.device)]
-            with autocast_for(session.device, cfg.dtype):
-                logits = session.student_logits(hidden)  # (M, V_S)
-            total += float(causal_lm_loss(logits, targets.to(session.device))) * rows.numel()
+            out = run_side(student, batch, "student", [last], {}, "uniform", False, grad=False,
+                           dtype=config.dtype, centers_for=[])  # fmt: skip
+            hidden = out.forward.hidden[last][rows.to(device), pos.to(device)]  # (M, D_S)
+            with autocast_for(device, config.dtype):
+                logits = heads.student_logits(hidden)  # (M, V_S)
+            total += float(causal_lm_loss(logits, targets.to(device))) * rows.numel()
             count += rows.numel()
     return total / count if count else float("nan")
 
@@ -171,16 +184,24 @@ def _retrieval_by_text(projected: np.ndarray, T: np.ndarray, text_id: np.ndarray
     return float(np.mean(scores)) if scores else float("nan")
 
 
-def evaluate_probe(session: Any) -> tuple[dict[str, float], dict[str, np.ndarray]]:
-    """Probe + held-out metrics, and the snapshot arrays of this step.
+def evaluate_probe(
+    teacher: ProbeTeacher,
+    student: SideView,
+    heads: VocabHeads,
+    texts: ProbeTexts,
+    config: DistillConfig,
+    plan: LayerPlan,
+    projector: torch.nn.Module | None = None,
+) -> tuple[dict[str, float], dict[str, np.ndarray]]:
+    """Probe + held-out metrics, and the snapshot arrays of this step; ``projector`` (the deepest pair's,
+    SRA only) adds ``probe_cos_projector``.
 
     Example:
-        >>> metrics, snapshot = evaluate_probe(session)  # doctest: +SKIP
+        >>> metrics, snapshot = evaluate_probe(teacher, student, heads, texts, cfg, plan)  # doctest: +SKIP
     """
-    teacher = session.probe_teacher
-    S = student_probe(session)  # (N, D_S)
+    S = student_probe(student, texts, config, plan)  # (N, D_S)
     T = teacher.centers  # (N, D_T)
-    projected = ridge_crossfit(S, T, teacher.text_id, session.config.probe_ridge)  # (N, D_T)
+    projected = ridge_crossfit(S, T, teacher.text_id, config.probe_ridge)  # (N, D_T)
     metrics = {
         "probe_cos": geometry.mean_matched_cosine(projected, T),
         "probe_cka": geometry.linear_cka(S, T),
@@ -189,12 +210,13 @@ def evaluate_probe(session: Any) -> tuple[dict[str, float], dict[str, np.ndarray
         "probe_retrieval": _retrieval_by_text(projected, T, teacher.text_id),
     }
     snapshot = {"student_projected": projected.astype(np.float32)}
-    if session.projectors is not None:
+    if projector is not None:
+        device = next(projector.parameters()).device
         with torch.no_grad():
-            own = session.projectors[-1](torch.from_numpy(S).to(session.device)).float().cpu().numpy()
+            own = projector(torch.from_numpy(S).to(device)).float().cpu().numpy()  # (N, D_T)
         metrics["probe_cos_projector"] = geometry.mean_matched_cosine(own, T)
         snapshot["student_projector"] = own.astype(np.float32)
-    loss = heldout_loss(session)
+    loss = heldout_loss(student, heads, texts, config, plan)
     metrics["heldout_loss"] = loss
     metrics["heldout_ppl"] = math.exp(min(loss, 50.0)) if math.isfinite(loss) else float("nan")
     return metrics, snapshot

@@ -1,8 +1,10 @@
 """``DistillSession``: short, observable distillation runs (SRA or a token-level baseline) on CPU or GPU.
 
 One ``step()`` = one optimizer step on one batch: the teacher's pass runs once under ``no_grad``
-(hidden states of the mapped layers and one layer's attention, no LM head), the student's pass keeps
-the graph, the loss terms of the method are combined by :func:`sra_viz.losses.total_loss`, then
+(hidden states of the mapped layers and the attentions that give their masses, no LM head), the
+student's pass keeps the graph, the loss terms of the method (:mod:`.loss_terms`, given the session's
+:class:`~.plan.LayerPlan` and :class:`~.plan.VocabHeads`, built once) are combined by
+:func:`sra_viz.losses.total_loss`, then
 AdamW (warm-up + cosine; projectors with their own lr and no weight decay). Every ``log_every`` steps
 the probe metrics are measured (:mod:`sra_viz.distill.probe`). Everything is written to the run
 directory (:mod:`sra_viz.distill.runs`), which the session holds locked while it runs (one writer
@@ -26,18 +28,17 @@ import time
 import traceback
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
 from ..errors import SraVizError
-from ..forward import n_layers, resolve_layer
 from ..losses import SpanProjector, total_loss
-from . import checkpoint, dist, perf, preflight, probe, terms
+from . import checkpoint, dist, loss_terms, perf, preflight, probe
 from .batch import Batch, PreparedExample, collate, prepare_example
-from .compute import SideView
 from .config import DistillConfig
+from .plan import LayerPlan, VocabHeads
 from .runs import (
     RunDir,
     atomic_write_text,
@@ -46,6 +47,7 @@ from .runs import (
     read_config,
     read_metrics_rows,
 )
+from .side_pass import SideView
 from .student import make_student
 
 if TYPE_CHECKING:
@@ -58,30 +60,10 @@ class NonFiniteLossError(SraVizError):
     """The run failed: a loss term, the gradient or the weights became NaN/inf, or a step raised."""
 
 
-def _softcap(logits: torch.Tensor, cap: float | None) -> torch.Tensor:
-    return logits if not cap else cap * torch.tanh(logits / cap)
-
-
 def _hidden_size(loaded: Any) -> int:
     cfg = loaded.model.config
     cfg = getattr(cfg, "text_config", None) or cfg
     return int(getattr(cfg, "hidden_size", 0) or cfg.n_embd)
-
-
-def _head_dtype(choice: str, device: torch.device) -> torch.dtype:
-    """float32, or bfloat16 for "bfloat16" / for "auto" where the device multiplies bf16 natively."""
-    if choice == "float32":
-        return torch.float32
-    if choice == "bfloat16":
-        return torch.bfloat16
-    try:
-        if device.type == "cuda":
-            fast = torch.cuda.is_bf16_supported()
-        else:
-            fast = device.type == "cpu" and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        fast = False
-    return torch.bfloat16 if fast else torch.float32
 
 
 def _lr_factor(step: int, warmup: int, total: int) -> float:
@@ -143,15 +125,31 @@ class DistillSession:
         self.student_view = SideView(
             self.student.model, pair.student.tokenizer, f"{pair.student.name} (student copy)"
         )
-        self.teacher_side = pair.teacher.tokenizer.padding_side or "right"
-        self.student_side = pair.student.tokenizer.padding_side or "right"
-        self._resolve_layers()
-        self._build_heads()
-        self.projectors = None
+        self.teacher_padding_side = pair.teacher.tokenizer.padding_side or "right"
+        self.student_padding_side = pair.student.tokenizer.padding_side or "right"
+        attention = cfg.mass_mode != "uniform"
+        self.plan = LayerPlan.build(
+            cfg.layer_pairs,
+            cfg.layer_weights,
+            self.teacher,
+            self.student_view,
+            mass_layers=cfg.mass_layers,
+            teacher_masses=attention and (cfg.weighted_pooling or cfg.weighted_loss),
+            student_masses=attention and cfg.weighted_pooling,
+        )
+        self.heads = VocabHeads.build(
+            self.teacher,
+            self.student.model,
+            pair.student.tokenizer,
+            self.device,
+            shared_vocab=(cfg.method == "sra" and cfg.use_kd) or cfg.method == "exact",
+            teacher_head_dtype=cfg.teacher_head_dtype,
+        )
+        self.projectors = None  # one per layer pair, in the plan's order (shallow -> deep)
         if cfg.method == "sra" and (cfg.use_span or "dynamics" in cfg.distill_terms()):
             d_s, d_t = _hidden_size(self.student_view), _hidden_size(self.teacher)
             self.projectors = torch.nn.ModuleList(
-                [SpanProjector(d_s, d_t, cfg.projector_init) for _ in cfg.layer_pairs]
+                [SpanProjector(d_s, d_t, cfg.projector_init) for _ in self.plan.pairs]
             ).to(self.device)
         self._build_optimizer()
         dist.broadcast_(
@@ -159,9 +157,13 @@ class DistillSession:
         )
 
         self._say(f"aligning {len(probe_examples)} probe and {len(heldout_examples)} held-out texts")
-        self.probe_items = [self._prepare(e) for e in probe_examples]
-        self.heldout_items = [self._prepare(e) for e in heldout_examples]
-        if sum(it.n_spans for it in self.probe_items) < 2:
+        self.probe_texts = probe.ProbeTexts(
+            [self._prepare(e) for e in probe_examples],
+            [self._prepare(e) for e in heldout_examples],
+            self.teacher_padding_side,
+            self.student_padding_side,
+        )
+        if sum(it.n_spans for it in self.probe_texts.probe) < 2:
             raise SraVizError(
                 "the probe texts hold fewer than 2 aligned spans; give longer texts or a larger probe_size"
             )
@@ -180,49 +182,6 @@ class DistillSession:
         random.seed(seed)
         np.random.seed(seed % 2**32)
         torch.manual_seed(seed)
-
-    def _resolve_layers(self) -> None:
-        cfg = self.config
-        self.teacher_layers = [resolve_layer(self.teacher, t) for t, _ in cfg.layer_pairs]
-        self.student_layers = [resolve_layer(self.student_view, s) for _, s in cfg.layer_pairs]
-        self.teacher_last = n_layers(self.teacher) - 1
-        self.student_last = n_layers(self.student_view) - 1
-        attention = cfg.mass_mode != "uniform"
-        self.teacher_mass_layer = (
-            self.teacher_layers[-1] if attention and (cfg.weighted_pooling or cfg.weighted_loss) else None
-        )
-        self.student_mass_layer = self.student_layers[-1] if attention and cfg.weighted_pooling else None
-
-    def _build_heads(self) -> None:
-        """LM heads: the teacher's rows of V∩ are copied once (its 262k-row head is never run whole for SRA)."""
-        cfg = self.config
-        t_cfg, s_cfg = self.teacher.model.config, self.student.model.config
-        self.teacher_softcap = getattr(
-            getattr(t_cfg, "text_config", None) or t_cfg, "final_logit_softcapping", None
-        )
-        self.student_softcap = getattr(
-            getattr(s_cfg, "text_config", None) or s_cfg, "final_logit_softcapping", None
-        )
-        self.shared = None
-        self.teacher_head_shared: torch.Tensor | None  # both set below when V∩ is used
-        self.shared_mask: torch.Tensor | None
-        self.teacher_head_shared = self.shared_mask = None
-        needs_shared = (cfg.method == "sra" and cfg.use_kd) or cfg.method == "exact"
-        if needs_shared:
-            from ..vocab import shared_vocab
-
-            self.shared = shared_vocab(self.teacher.tokenizer, self.pair.student.tokenizer).to(self.device)
-            # KD on V∩ is computed in the *student's* vocabulary order with the other columns masked
-            # (logit -1e4: probability exactly 0 on both sides, so KL and gradients equal those on V∩),
-            # which spares gathering 46k columns of every logit row forward and backward.
-            head = self.teacher.model.get_output_embeddings().weight.detach()  # (V_T, D_T)
-            n_student = self.student.model.get_output_embeddings().weight.shape[0]
-            dtype = _head_dtype(cfg.teacher_head_dtype, self.device)
-            rows = head.new_zeros((n_student, head.shape[1]), dtype=dtype)  # (V_S, D_T) teacher rows
-            rows[self.shared.student_ids] = head[self.shared.teacher_ids].to(dtype)
-            self.teacher_head_shared = rows
-            self.shared_mask = torch.full((n_student,), -1e4, device=self.device)  # (V_S,)
-            self.shared_mask[self.shared.student_ids] = 0.0
 
     def _build_optimizer(self) -> None:
         cfg = self.config
@@ -267,31 +226,48 @@ class DistillSession:
             )
         return self._prepared[key]
 
-    # ------------------------------------------------------------------ heads
+    # ------------------------------------------------------------------ heads and layers (the plan's)
 
     def student_logits(self, hidden: torch.Tensor) -> torch.Tensor:
-        """The student's LM head on last-layer hidden states (..., D_S) -> (..., V_S)."""
-        return _softcap(self.student.model.get_output_embeddings()(hidden), self.student_softcap)
+        """The student's LM head on last-layer hidden states (..., D_S) -> (..., V_S) (see VocabHeads)."""
+        return self.heads.student_logits(hidden)
 
     def teacher_logits(self, hidden: torch.Tensor) -> torch.Tensor:
-        """The teacher's full LM head (all V_T rows; only ULD needs it), no grad."""
-        with torch.no_grad():
-            return _softcap(self.teacher.model.get_output_embeddings()(hidden), self.teacher_softcap)
+        """The teacher's full LM head (..., D_T) -> (..., V_T), no grad (see VocabHeads)."""
+        return self.heads.teacher_logits(hidden)
 
     def teacher_shared_logits(self, hidden: torch.Tensor, tau: float = 1.0) -> torch.Tensor:
-        """The teacher's head on V∩ divided by ``tau``, ``z/τ = (h @ W_head[V∩]ᵀ)/τ``, in student vocabulary
-        order with the columns outside V∩ masked to -1e4: (..., D_T) -> (..., V_S). No gradient."""
-        with torch.no_grad():
-            weight = cast(torch.Tensor, self.teacher_head_shared)  # (V_S, D_T), zero rows outside V∩
-            logits = hidden.to(weight.dtype) @ weight.T  # bf16 GEMMs accumulate in fp32
-            if self.teacher_softcap:
-                logits = _softcap(logits.float(), self.teacher_softcap)
-            # one pass: to float32 (the mask's dtype), scale by 1/τ and mask
-            return torch.add(cast(torch.Tensor, self.shared_mask), logits, alpha=1.0 / tau)
+        """The teacher's head on V∩ over ``tau``, in student vocabulary order, masked outside V∩ (see VocabHeads)."""
+        return self.heads.teacher_shared_logits(hidden, tau)
 
     def student_shared_logits(self, logits: torch.Tensor) -> torch.Tensor:
-        """Student logits (..., V_S) with the columns outside V∩ masked to -1e4 (see teacher_shared_logits)."""
-        return logits + cast(torch.Tensor, self.shared_mask)  # set whenever V∩ logits are asked for
+        """Student logits (..., V_S) masked outside V∩ (see VocabHeads)."""
+        return self.heads.student_shared_logits(logits)
+
+    @property
+    def shared(self) -> Any:
+        """The shared vocabulary V∩ (None when the method does not use it)."""
+        return self.heads.shared
+
+    @property
+    def shared_mask(self) -> torch.Tensor | None:
+        return self.heads.shared_mask
+
+    @property
+    def teacher_last(self) -> int:
+        return self.plan.teacher_last
+
+    @property
+    def student_last(self) -> int:
+        return self.plan.student_last
+
+    @property
+    def probe_items(self) -> list[PreparedExample]:
+        return self.probe_texts.probe
+
+    @property
+    def heldout_items(self) -> list[PreparedExample]:
+        return self.probe_texts.heldout
 
     # ------------------------------------------------------------------ data
 
@@ -318,7 +294,10 @@ class DistillSession:
 
     def loss_terms(self, batch: Batch) -> dict[str, torch.Tensor]:
         """Every active loss term of the method on one collated batch (graph kept on the student side)."""
-        return terms.loss_terms(self, batch)
+        projectors = list(self.projectors) if self.projectors is not None else []
+        return loss_terms.loss_terms(
+            batch, self.config, self.plan, self.heads, self.teacher, self.student_view, projectors
+        )
 
     # ------------------------------------------------------------------ stepping
 
@@ -326,7 +305,7 @@ class DistillSession:
     def probe_teacher(self) -> probe.ProbeTeacher:
         if self._probe_teacher is None:
             self._say("computing the teacher's probe CoMs (once)")
-            self._probe_teacher = probe.teacher_probe(self)
+            self._probe_teacher = probe.teacher_probe(self.teacher, self.probe_texts, self.config, self.plan)
             if self.run_dir is not None:
                 self.run_dir.write_teacher_snapshot(probe.teacher_snapshot(self._probe_teacher))
         return self._probe_teacher
@@ -338,7 +317,16 @@ class DistillSession:
         _ = self.probe_teacher
         self.student.model.eval()
         try:
-            metrics, arrays = probe.evaluate_probe(self)
+            projector = self.projectors[-1] if self.projectors is not None else None  # the deepest pair's
+            metrics, arrays = probe.evaluate_probe(
+                self.probe_teacher,
+                self.student_view,
+                self.heads,
+                self.probe_texts,
+                self.config,
+                self.plan,
+                projector,
+            )
         finally:
             self.student.model.train()
         if snapshot and self.run_dir is not None:
@@ -370,7 +358,7 @@ class DistillSession:
         self._current_step = self.step_count + 1  # named by a failure (its update may be applied already)
         t0 = time.perf_counter()
         items = [self._prepare(e) for e in self._next_examples()]
-        batch = collate(items, self.teacher_side, self.student_side)
+        batch = collate(items, self.teacher_padding_side, self.student_padding_side)
         parts = self.loss_terms(batch)
         loss = total_loss(parts, self.config.alpha, self.config.lambda_geo)
         values = torch.stack([loss.detach().float()] + [v.detach().float() for v in parts.values()])

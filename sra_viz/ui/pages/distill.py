@@ -102,7 +102,7 @@ def draw_config(student_layers: int) -> None:
                           help="L = α·CE + (1−α)·(L_span + λ_geo·L_geo + L_KD)")  # fmt: skip
         state.keep("distill_lambda_geo", defaults["lambda_geo"])
         w[1].number_input("λ_geo", 0.0, 1000.0, step=1.0, key="distill_lambda_geo",
-                          help="weight of L_geo; the published value is 3, ours 50 (see the Learn page)")  # fmt: skip
+                          help="weight of L_geo; 50 (the DSKD port's default) or e.g. 3 (see the Learn page)")  # fmt: skip
         state.keep("distill_tau", defaults["tau"])
         w[2].number_input("τ (KD temperature)", 0.1, 20.0, step=0.5, key="distill_tau")
         state.keep("distill_kd_weighting", defaults["kd_weighting"], KD_WEIGHTINGS)
@@ -110,8 +110,8 @@ def draw_config(student_layers: int) -> None:
                        format_func=lambda v: {"saliency": "saliency-weighted", "sum": "sum (published)"}[v])  # fmt: skip
         st.caption(
             "ULD and exact-token KD use L_CE and their own token-level term; the other switches are SRA's. "
-            "λ_geo = 3 with L_KD summed over spans is the published form; our defaults (50, saliency) keep "
-            "the three distillation terms on one gradient scale."
+            "L_KD summed over spans is the public code's form; our saliency weighting and λ_geo = 50 (the "
+            "DSKD port's default) keep the three distillation terms on one gradient scale."
         )
     with st.expander("Run folder and seed", expanded=False):
         state.keep("distill_root", str(paths.runs_dir()))

@@ -9,8 +9,9 @@ from sra_viz import export, figures, geometry
 from sra_viz.alignment import align_spans
 from sra_viz.data import Example, load_bundled_corpus, load_examples
 from sra_viz.errors import SraVizError
-from sra_viz.features import MASS_MODES, extract_corpus
-from sra_viz.samples import PROBE_TEXTS
+from sra_viz.extraction import extract_corpus
+from sra_viz.features import MASS_MODES
+from sra_viz.samples import GEOMETRY_TEXTS
 from sra_viz.ui import state
 
 SOURCES = ["Bundled corpus", "Pasted texts", "Uploaded file"]
@@ -86,7 +87,7 @@ st.markdown(
 state.keep("geometry_source", SOURCES[0], SOURCES)
 source = st.radio("Texts", SOURCES, horizontal=True, key="geometry_source")
 if source == "Pasted texts":
-    state.keep("geometry_pasted", "\n\n".join(PROBE_TEXTS[:6]))
+    state.keep("geometry_pasted", "\n\n".join(GEOMETRY_TEXTS[:6]))
     st.text_area("Texts (blank line between texts)", key="geometry_pasted", height=160)
 elif source == "Uploaded file":
     st.file_uploader(

@@ -7,7 +7,7 @@ import streamlit as st
 
 from sra_viz import figures, geometry
 from sra_viz.alignment import align_spans
-from sra_viz.features import analyze_text
+from sra_viz.extraction import analyze_text
 from sra_viz.ui import state
 from sra_viz.vocab import shared_vocab
 
@@ -162,13 +162,14 @@ def step_logits(alignment, feats) -> None:
         r"L_{KD} = \sum_k \mathrm{KL}\left(\mathrm{softmax}(z_k^T[V_\cap]/\tau)\,\|\,\mathrm{softmax}(z_k^S[V_\cap]/\tau)\right)"
     )
     st.latex(
-        r"L = \alpha L_{CE} + (1-\alpha)\,(L_{span} + \lambda_{geo} L_{geo} + L_{KD}), \quad \alpha = 0.5,\ \lambda_{geo} = 3"
+        r"L = \alpha L_{CE} + (1-\alpha)\,(L_{span} + \lambda_{geo} L_{geo} + L_{KD}), \quad \alpha = 0.5,\ \lambda_{geo} = 50"
     )
     st.caption(
-        "These are the published values, with L_KD summed over spans. sra_viz's defaults weight the spans "
-        "of L_KD by saliency and set λ_geo = 50: at the published scales the summed KD gradient is about 30× "
-        "the CE gradient and 1000× the geometric one, so a short run never moves the geometry "
-        "(benchmarks/term_gradients.py measures this). The Distill page lets you pick either."
+        "λ_geo = 50 is the default of the public DSKD port of SRA, which calls it the paper's value (an "
+        "earlier reading gave 3; both are offered). The public code sums L_KD over spans; sra_viz weights "
+        "the spans by saliency: with the sum, the KD gradient is about 30× the CE gradient and 1000× the "
+        "geometric one, so a short run never moves the geometry (benchmarks/term_gradients.py measures "
+        "this, docs/LOSS_SCALES.md). The Distill page lets you pick either."
     )
     pair = state.get_pair()
     with st.spinner("Matching the two vocabularies (once per pair)…"):

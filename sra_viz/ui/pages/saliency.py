@@ -5,7 +5,8 @@ from __future__ import annotations
 import streamlit as st
 
 from sra_viz import figures
-from sra_viz.features import MASS_MODES, analyze_text
+from sra_viz.extraction import analyze_text
+from sra_viz.features import MASS_MODES
 from sra_viz.ui import state
 
 MODE_HELP = {

@@ -1,7 +1,8 @@
 """One side's forward pass over a batch, its token masses and span CoMs (training and probe share it).
 
-Reuses :func:`sra_viz.forward.forward_features` (hooks keep only the mapped layers and the mass
-layer's attention; the LM head is skipped) and :mod:`sra_viz.features` (token_mass, span_centers).
+Reuses :func:`sra_viz.forward.forward_features` (hooks keep only the mapped layers and the attentions
+that give their masses; the LM head is skipped) and :mod:`sra_viz.features` (token_mass,
+span_masses, span_centers).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from typing import Any
 
 import torch
 
-from ..features import EPS, span_centers, token_mass, token_weights
+from ..features import POOL_EPS, span_centers, span_masses, token_mass, token_weights
 from ..forward import ForwardResult, forward_features
 from .batch import Batch
 
@@ -39,9 +40,9 @@ class SideOutput:
 
     forward: ForwardResult
     span_index: torch.Tensor  # (B, L) long, -1 = none, padded like the ids
-    pool_mass: torch.Tensor  # (B, L) mass used to pool CoMs (uniform when pooling is unweighted)
-    span_mass: torch.Tensor | None  # (B, N) attention span masses M_k (None without attention)
-    centers: dict[int, torch.Tensor]  # resolved layer -> (B, N, D)
+    pool_mass: dict[int, torch.Tensor]  # layer -> (B, L) masses pooling its CoMs (uniform when unweighted)
+    span_mass: dict[int, torch.Tensor]  # layer -> (B, N) attention span masses M_k (absent: uniform masses)
+    centers: dict[int, torch.Tensor]  # layer -> (B, N, D)
 
 
 def run_side(
@@ -49,45 +50,52 @@ def run_side(
     batch: Batch,
     side: str,
     layers: list[int],
-    mass_layer: int | None,
+    mass_layers: dict[int, int | None],
     mass_mode: str,
     weighted_pooling: bool,
     grad: bool,
     dtype: str = "float32",
     centers_for: list[int] | None = None,
 ) -> SideOutput:
-    """Forward ``batch`` through one side and pool the CoMs of ``centers_for`` (default: all ``layers``).
+    """Forward ``batch`` through one side, keeping the hidden states of ``layers``; pool masses for every
+    layer of ``mass_layers`` (layer -> block whose attention gives its masses, None = uniform) and CoMs
+    for ``centers_for`` (default: every layer of ``mass_layers``).
 
-    ``mass_layer`` None skips the attention (uniform masses, no span masses).
+    Only the attentions named in ``mass_layers`` are kept, and each is dropped once reduced to masses.
     Example:
-        >>> out = run_side(pair.teacher, batch, "teacher", [17], 17, "last_token", True, grad=False)  # doctest: +SKIP
+        >>> out = run_side(pair.teacher, batch, "teacher", [17], {17: 17}, "last_token", True, grad=False)  # doctest: +SKIP
     """
     device = next(loaded.model.parameters()).device
+    blocks = sorted({b for b in mass_layers.values() if b is not None}) if mass_mode != "uniform" else []
     with autocast_for(device, dtype):
-        fwd = forward_features(loaded, batch.ids(side), layers=layers, attention_layer=mass_layer, grad=grad)
+        fwd = forward_features(
+            loaded, batch.ids(side), layers=layers, attention_layer=None, attention_layers=blocks, grad=grad
+        )
     span_index = (batch.teacher_span if side == "teacher" else batch.student_span).to(device)  # (B, L)
     valid = span_index >= 0
-    span_mass = None
-    if mass_layer is not None and mass_mode != "uniform":
-        mass = token_mass(fwd.attention, fwd.attention_mask, mass_mode, valid_mask=valid)  # (B, L)
-        _, span_mass = span_centers(mass[..., None], mass, span_index, batch.n_spans)  # (B, N) only
-    else:
-        mass = token_mass(None, fwd.attention_mask, "uniform", valid_mask=valid)
-    pool = mass if weighted_pooling else token_mass(None, fwd.attention_mask, "uniform", valid_mask=valid)
+    uniform = token_mass(None, fwd.attention_mask, "uniform", valid_mask=valid)  # (B, L)
+    by_block = {
+        block: token_mass(fwd.attentions[block], fwd.attention_mask, mass_mode, valid_mask=valid)
+        for block in blocks
+    }  # block -> (B, L)
+    fwd.attentions, fwd.attention = {}, None  # (B, H, L, L) each: no longer needed, let them go early
+    pool_mass, span_mass = {}, {}
+    for layer, block in mass_layers.items():
+        mass = by_block.get(block, uniform) if block is not None else uniform
+        if block is not None and block in by_block:
+            span_mass[layer] = span_masses(mass, span_index, batch.n_spans)  # (B, N)
+        pool_mass[layer] = mass if weighted_pooling else uniform
     centers = {}
-    for layer in centers_for if centers_for is not None else layers:
-        centers[layer], _ = span_centers(
-            fwd.hidden[layer].float(), pool, span_index, batch.n_spans
-        )  # (B, N, D)
-    fwd.attention = None  # (B, H, L, L) no longer needed: let it go early
-    return SideOutput(fwd, span_index, pool, span_mass, centers)
+    for layer in centers_for if centers_for is not None else list(mass_layers):
+        centers[layer], _ = span_centers(fwd.hidden[layer].float(), pool_mass[layer], span_index, batch.n_spans)
+    return SideOutput(fwd, span_index, pool_mass, span_mass, centers)  # centers: layer -> (B, N, D)
 
 
 def pool_spans(values: torch.Tensor, span_index: torch.Tensor, pool_mass: torch.Tensor,
                span_valid: torch.Tensor, scale: float = 1.0,
                offset: torch.Tensor | None = None) -> torch.Tensor:  # fmt: skip
     """Pool per-token rows (B, L, V) to the M valid spans (M, V), weighting tokens exactly as
-    :func:`sra_viz.features.span_centers` does: ``(m_t + EPS) / Σ_{t∈k} (m_t + EPS)``; the result is
+    :func:`sra_viz.features.span_centers` does: ``(m_t + POOL_EPS) / Σ_{t∈k} (m_t + POOL_EPS)``; the result is
     ``offset + scale · pooled`` (``offset`` (V,) broadcast over rows, no gradient) at no extra pass.
 
     Rows come in the order of ``span_valid.nonzero()``. Used on the token logits: the LM head is linear,
@@ -109,7 +117,7 @@ def pool_spans(values: torch.Tensor, span_index: torch.Tensor, pool_mass: torch.
     row_of[span_valid] = torch.arange(n_rows, device=span_index.device)
     # output row of each token; n_rows marks tokens outside a valid span (weight 0)
     token_row = torch.where(in_span, row_of.gather(1, index), n_rows).reshape(-1)  # (B·L,)
-    share = torch.where(token_row < n_rows, (weights / totals.gather(1, index).clamp_min(EPS)).reshape(-1), 0.0)
+    share = torch.where(token_row < n_rows, (weights / totals.gather(1, index).clamp_min(POOL_EPS)).reshape(-1), 0.0)
     return _PoolRows.apply(values, token_row, (share * scale).to(values.dtype), n_rows, offset)
 
 

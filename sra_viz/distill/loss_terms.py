@@ -1,0 +1,216 @@
+"""The loss terms of one collated batch, per method (the session combines them with ``total_loss``).
+
+Every function takes tensors and small typed objects: the :class:`~.plan.LayerPlan` (which layers,
+which masses), the :class:`~.plan.VocabHeads` (LM heads, V∩), the two models, the config; never the
+session. SRA: the teacher runs once under ``no_grad`` (mapped layers + the attentions that give their
+masses, no LM head), the student keeps the graph. Span logit KD never runs an LM head on the CoMs: the student's CoM
+logits are the mass-pooled token logits that the CE term computes anyway (the head is linear), and
+the teacher's are ``c @ W_head[V∩]ᵀ`` with the V∩ rows of its 262k-row head copied once.
+ULD / exact-token KD: last layers only, no attention, no CoMs.
+
+Example:
+    >>> terms = loss_terms(batch, cfg, plan, heads, pair.teacher, student, projectors)  # doctest: +SKIP
+    >>> sorted(terms)  # doctest: +SKIP
+    ['ce', 'geo', 'kd', 'span']
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+import torch
+
+from ..features import saliency_weights
+from ..losses import (
+    aligned_response_positions,
+    causal_lm_loss,
+    dynamics_loss,
+    exact_token_kd,
+    geometric_loss,
+    span_logit_kd,
+    span_loss,
+    uld_loss,
+    uniform_weights,
+)
+from .batch import Batch, label_positions
+from .config import DistillConfig
+from .plan import LayerPlan, VocabHeads
+from .side_pass import SideOutput, SideView, autocast_for, pool_spans, run_side
+
+if TYPE_CHECKING:
+    from ..models import LoadedModel
+
+
+def student_forward(
+    student: SideView,
+    heads: VocabHeads,
+    batch: Batch,
+    config: DistillConfig,
+    layers: list[int],
+    mass_layers: dict[int, int | None],
+    last: int,
+    centers_for: list[int] | None = None,
+) -> tuple[SideOutput, torch.Tensor]:
+    """The student's pass (graph kept) and its token logits (B, L_S, V_S) from block ``last``."""
+    out = run_side(
+        student,
+        batch,
+        "student",
+        layers,
+        mass_layers,
+        config.mass_mode,
+        config.weighted_pooling,
+        grad=True,
+        dtype=config.dtype,
+        centers_for=centers_for,
+    )
+    with autocast_for(out.span_index.device, config.dtype):
+        logits = heads.student_logits(out.forward.hidden[last])  # (B, L_S, V_S)
+    return out, logits
+
+
+def teacher_forward(
+    teacher: LoadedModel,
+    batch: Batch,
+    config: DistillConfig,
+    layers: list[int],
+    mass_layers: dict[int, int | None],
+    centers_for: list[int] | None = None,
+) -> SideOutput:
+    """The teacher's pass, once per batch, without gradient."""
+    with torch.no_grad():
+        return run_side(
+            teacher,
+            batch,
+            "teacher",
+            layers,
+            mass_layers,
+            config.mass_mode,
+            config.weighted_pooling,
+            grad=False,
+            dtype=config.dtype,
+            centers_for=centers_for,
+        )
+
+
+def ce_term(batch: Batch, logits: torch.Tensor) -> torch.Tensor:
+    """The student's CE on its label tokens (the response in prompt/response mode)."""
+    rows, pos, targets = label_positions(batch, "student")
+    dev = logits.device
+    return causal_lm_loss(logits[rows.to(dev), pos.to(dev)], targets.to(dev))
+
+
+def sra_terms(
+    batch: Batch,
+    config: DistillConfig,
+    plan: LayerPlan,
+    heads: VocabHeads,
+    teacher: LoadedModel,
+    student: SideView,
+    projectors: Sequence[torch.nn.Module],
+) -> dict[str, torch.Tensor]:
+    """span / geo / kd / dynamics / ce, as switched on in the config.
+
+    Each mapped layer's CoMs are pooled with the masses ``plan`` names for it; ŵ, L_geo and the
+    dynamics weights come from the deepest pair; L_KD pools both last layers.
+    """
+    cfg = config
+    t_pooled = plan.teacher_layers + ([plan.teacher_last] if cfg.use_kd else [])
+    t_masses = plan.mass_layers_of("teacher", sorted(set(t_pooled)))
+    t = teacher_forward(teacher, batch, cfg, sorted(set(t_masses)), t_masses)
+    s_masses = plan.mass_layers_of("student", sorted(set(plan.student_layers) | {plan.student_last}))
+    s, logits = student_forward(
+        student, heads, batch, cfg, sorted(s_masses), s_masses, plan.student_last, plan.student_layers
+    )
+    valid = batch.span_valid.to(logits.device)  # (B, N)
+    deepest_t = plan.deepest[0]
+    if cfg.weighted_loss and deepest_t in t.span_mass:
+        weights = saliency_weights(t.span_mass[deepest_t], valid, cfg.saliency_power)  # (B, N) teacher ŵ
+    else:
+        weights = uniform_weights(valid)
+    s_list = [s.centers[layer] for layer in plan.student_layers]  # each (B, N, D_S), shallow -> deep
+    t_list = [t.centers[layer] for layer in plan.teacher_layers]  # each (B, N, D_T)
+    projectors = list(projectors)
+    terms: dict[str, torch.Tensor] = {}
+    if cfg.use_span:
+        terms["span"] = span_loss(s_list, t_list, projectors, weights, valid, plan.weights)
+    if cfg.use_geo:
+        terms["geo"] = geometric_loss(s_list[-1], t_list[-1], weights, valid)  # the deepest pair
+    if cfg.use_kd:
+        # z/τ of the CoMs on both sides, V∩ columns live, the rest masked: the student's from the token
+        # logits the CE term computes anyway (pooling scaled by 1/τ, starting from the mask), so the
+        # KL below runs at τ = 1 without dividing or masking (M, V_S) tensors again
+        z_s = pool_spans(
+            logits.float(),
+            s.span_index,
+            s.pool_mass[plan.student_last],
+            valid,
+            scale=1.0 / cfg.tau,
+            offset=heads.shared_mask,
+        )[None]  # (1, M, V_S)
+        z_t = heads.teacher_shared_logits(t.centers[plan.teacher_last][valid], tau=cfg.tau)[None]
+        kd_w = weights[valid][None] if cfg.kd_weighting == "saliency" else None
+        # (1, M) holds every valid span once; dividing by B keeps span_logit_kd's (1/B) Σ_b Σ_k
+        every = torch.ones(z_s.shape[:2], dtype=torch.bool, device=valid.device)
+        terms["kd"] = span_logit_kd(z_s, z_t, every, 1.0, kd_w) / valid.shape[0]
+    if "dynamics" in cfg.distill_terms():
+        terms["dynamics"] = dynamics_loss(s_list, t_list, projectors, weights, valid)
+    if cfg.use_ce:
+        terms["ce"] = ce_term(batch, logits)
+    return terms
+
+
+def _uld_positions(batch: Batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(text, student pos, teacher pos) of the predictions paired from each side's response start."""
+    bounds = {}
+    for side, offsets in (("student", batch.student_offset), ("teacher", batch.teacher_offset)):
+        starts, ends = [], []
+        for item, off in zip(batch.items, offsets.tolist(), strict=True):
+            label_start = item.student_label_start if side == "student" else item.teacher_label_start
+            starts.append(off + label_start - 1)  # position predicting the first label token
+            ends.append(off + len(item.ids(side)) - 1)
+        bounds[side] = (starts, ends)
+    return aligned_response_positions(*bounds["student"], *bounds["teacher"])
+
+
+def token_terms(
+    batch: Batch, config: DistillConfig, plan: LayerPlan, heads: VocabHeads, teacher: LoadedModel, student: SideView
+) -> dict[str, torch.Tensor]:
+    """uld or exact (+ ce): the token-level baselines (last layers only, no attention, no CoMs)."""
+    cfg = config
+    t = teacher_forward(teacher, batch, cfg, [plan.teacher_last], {}, centers_for=[])
+    t_hidden = t.forward.hidden[plan.teacher_last]  # (B, L_T, D_T)
+    _, logits = student_forward(student, heads, batch, cfg, [plan.student_last], {}, plan.student_last)
+    dev = logits.device  # logits: (B, L_S, V_S)
+    terms: dict[str, torch.Tensor] = {}
+    if cfg.method == "uld":
+        rows, s_pos, t_pos = (x.to(dev) for x in _uld_positions(batch))
+        with autocast_for(dev, cfg.dtype):
+            z_t = heads.teacher_logits(t_hidden[rows, t_pos])  # (M, V_T): ULD needs the full head
+        terms["uld"] = uld_loss(logits[rows, s_pos], z_t, cfg.uld_tau)
+    else:
+        pairs = [(b, int(batch.teacher_offset[b]) + tp - 1, int(batch.student_offset[b]) + sp - 1)
+                 for b, item in enumerate(batch.items) for tp, sp in item.exact_pairs]  # fmt: skip
+        idx = torch.tensor(pairs, dtype=torch.long, device=dev).reshape(-1, 3)  # (M, 3) text, t pos, s pos
+        z_s = heads.student_shared_logits(logits[idx[:, 0], idx[:, 2]])  # (M, V_S) V∩ live, rest masked
+        z_t = heads.teacher_shared_logits(t_hidden[idx[:, 0], idx[:, 1]])  # (M, V_S)
+        terms["exact"] = exact_token_kd(z_s, z_t, cfg.tau)
+    if cfg.use_ce:
+        terms["ce"] = ce_term(batch, logits)
+    return terms
+
+
+def loss_terms(
+    batch: Batch,
+    config: DistillConfig,
+    plan: LayerPlan,
+    heads: VocabHeads,
+    teacher: LoadedModel,
+    student: SideView,
+    projectors: Sequence[torch.nn.Module] = (),
+) -> dict[str, torch.Tensor]:
+    """Every active loss term of the config's method on one collated batch."""
+    if config.method == "sra":
+        return sra_terms(batch, config, plan, heads, teacher, student, projectors)
+    return token_terms(batch, config, plan, heads, teacher, student)

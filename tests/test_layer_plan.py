@@ -1,0 +1,155 @@
+"""The layer plan on the tiny seeded pair: pairs validated and ordered by depth, per-layer masses checked
+against a hand computation from the raw attentions that Hugging Face returns (``output_attentions``).
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from sra_viz.distill import DistillConfig, DistillSession
+from sra_viz.distill.batch import collate
+from sra_viz.distill.plan import LayerPlan
+from sra_viz.distill.side_pass import run_side
+from sra_viz.errors import SraVizError
+from sra_viz.extraction import extract_features
+from sra_viz.features import POOL_EPS
+
+MULTI_TOKEN_TEXT = "東京の朝は早い。☕️ and 👩‍👩‍👧 visit the café; naïve résumé numbers 1234567 and ∑x²."
+
+
+def _cfg(tmp_path, name: str, **over) -> DistillConfig:
+    base = dict(
+        steps=1,
+        batch_size=2,
+        max_length=32,
+        probe_size=3,
+        heldout_size=1,
+        log_every=1,
+        snapshot_every=100,
+        checkpoint_every=0,
+        warmup_steps=0,
+        out=str(tmp_path / name),
+    )
+    base.update(over)
+    return DistillConfig(**base)
+
+
+def _batch(session: DistillSession, n: int = 2):
+    items = [session._prepare(e) for e in session.train_examples[:n]]
+    return collate(items, session.teacher_padding_side, session.student_padding_side)
+
+
+def _hand_centers(loaded, ids: list[int], span: torch.Tensor, n_spans: int, layer: int, mass_block: int):
+    """CoMs (N, D) and span masses (N,) of one unpadded text, from ``output_attentions``/``hidden_states``:
+    m_t = Σ_h A[h, q, t] over tokens in spans (q = last token), normalised; c_k = Σ w_t h_t / Σ w_t with
+    w_t = m_t + POOL_EPS (a span the last token cannot see, as in a sliding-window layer, gets its plain mean)."""
+    model = loaded.model
+    with torch.no_grad():
+        out = model(torch.tensor([ids]), output_attentions=True, output_hidden_states=True)
+    raw = out.attentions[mass_block][0].sum(0)[-1]  # (L,) attention of the last token, summed over heads
+    mass = torch.where(span >= 0, raw, 0.0)
+    mass = mass / mass.sum()
+    hidden = out.hidden_states[layer + 1][0]  # (L, D); the last entry is post-norm, like forward_features
+    w = mass + POOL_EPS
+    centers = torch.stack(
+        [(w[span == k, None] * hidden[span == k]).sum(0) / w[span == k].sum() for k in range(n_spans)]
+    )
+    return centers, torch.stack([mass[span == k].sum() for k in range(n_spans)])
+
+
+def test_layer_pairs_are_validated_and_ordered_by_depth(tiny_pair):
+    teacher, student = tiny_pair.teacher, tiny_pair.student
+    plan = LayerPlan.build([[-1, -1], [0, 0]], [2.0, 1.0], teacher, student)
+    assert plan.pairs == ((0, 0), (1, 1)) and plan.weights == (1.0, 2.0) and plan.deepest == (1, 1)
+    assert plan.mass_layer("teacher", 0) == 0 and plan.mass_layer("student", 1) == 1
+    last = LayerPlan.build([[-1, -1], [0, 0]], None, teacher, student, mass_layers="last_pair")
+    assert last.mass_layer("teacher", 0) == 1 and last.mass_layer("student", 0) == 1
+    off = LayerPlan.build([[0, 0]], None, teacher, student, teacher_masses=False)
+    assert off.mass_layer("teacher", 0) is None and off.mass_layer("student", 0) == 0
+    for pairs, needle in (
+        ([[0, 0], [-2, 1]], "teacher block 0 twice"),
+        ([[0, 1], [1, 1]], "student block 1 twice"),
+        ([[0, 1], [1, 0]], "cross"),
+        ([[2, 0]], "out of range"),
+        ([], "empty"),
+    ):
+        with pytest.raises(SraVizError, match=needle):
+            LayerPlan.build(pairs, None, teacher, student)
+    with pytest.raises(SraVizError, match="mass_layers='bogus'"):
+        LayerPlan.build([[0, 0]], None, teacher, student, mass_layers="bogus")
+
+
+@pytest.mark.parametrize("mass_layers", ["per_layer", "last_pair"])
+def test_masses_of_each_layer_match_a_hand_computation_from_raw_attentions(tiny_pair, tmp_path, mass_layers):
+    session = DistillSession(
+        _cfg(tmp_path, mass_layers, layer_pairs=[[0, 0], [-1, -1]], mass_layers=mass_layers), pair=tiny_pair
+    )
+    batch = _batch(session)
+    for side, loaded in (("teacher", session.teacher), ("student", session.student_view)):
+        layers = [0, 1]
+        masses = session.plan.mass_layers_of(side, layers)
+        assert masses == ({0: 0, 1: 1} if mass_layers == "per_layer" else {0: 1, 1: 1})
+        out = run_side(loaded, batch, side, layers, masses, "last_token", True, grad=False)
+        for b, item in enumerate(batch.items):
+            span = torch.as_tensor(getattr(item, f"{side}_span"))
+            offset = int((batch.teacher_offset if side == "teacher" else batch.student_offset)[b])
+            for layer in layers:
+                centers, span_mass = _hand_centers(loaded, item.ids(side), span, item.n_spans, layer, masses[layer])
+                assert torch.allclose(out.centers[layer][b, : item.n_spans], centers, atol=1e-5), (side, layer)
+                assert torch.allclose(out.span_mass[layer][b, : item.n_spans], span_mass, atol=1e-6)
+                pooled = out.pool_mass[layer][b, offset : offset + len(item.ids(side))]
+                assert torch.allclose(pooled.sum(), torch.tensor(1.0), atol=1e-5)
+        if mass_layers == "per_layer":  # two layers' attentions really differ: the test can tell them apart
+            assert not torch.allclose(out.span_mass[0], out.span_mass[1], atol=1e-3)
+
+
+def test_two_layer_pairs_in_either_order_give_identical_losses_and_probe(tiny_pair, tmp_path):
+    runs = {}
+    for name, pairs, weights in (("up", [[0, 0], [1, 1]], [1.0, 2.0]), ("down", [[1, 1], [0, 0]], [2.0, 1.0])):
+        cfg = _cfg(tmp_path, name, layer_pairs=pairs, layer_weights=weights, use_dynamics=True)
+        session = DistillSession(cfg, pair=tiny_pair)
+        assert session.plan.pairs == ((0, 0), (1, 1)) and session.plan.weights == (1.0, 2.0)
+        terms = session.loss_terms(_batch(session))
+        assert list(terms) == ["span", "geo", "kd", "dynamics", "ce"]
+        runs[name] = ({k: float(v) for k, v in terms.items()}, session.evaluate(snapshot=False))
+    assert runs["up"][0] == runs["down"][0]
+    assert runs["up"][1] == pytest.approx(runs["down"][1], rel=1e-6, nan_ok=True)
+
+
+def test_mass_layer_choice_changes_only_multi_pair_runs(tiny_pair, tmp_path):
+    """With one pair both choices are the same masses; with two, the shallow pair's CoMs change (the texts
+    hold multi-token spans: CJK, emoji, accents, numbers; a one-token span's CoM is its token, whatever
+    the masses)."""
+    data = tmp_path / "spans.jsonl"
+    data.write_text("".join(json.dumps({"text": f"{i}. {MULTI_TOKEN_TEXT}"}) + "\n" for i in range(8)))
+
+    def span_term(**over) -> float:
+        name = "-".join(f"{k}={v}" for k, v in over.items()).replace(" ", "").replace(",", "")
+        session = DistillSession(_cfg(tmp_path, name, data=str(data), max_length=48, **over), pair=tiny_pair)
+        return float(session.loss_terms(_batch(session))["span"].detach())
+
+    assert span_term(mass_layers="per_layer") == span_term(mass_layers="last_pair")  # one pair: the same
+    two = dict(layer_pairs=[[0, 0], [1, 1]])
+    assert span_term(mass_layers="per_layer", **two) != pytest.approx(span_term(mass_layers="last_pair", **two))
+
+
+def test_extract_features_pools_each_layer_with_its_own_masses(tiny_pair):
+    text = MULTI_TOKEN_TEXT
+    feats = extract_features(text, tiny_pair, layers=(0, -1))
+    single = extract_features(text, tiny_pair, layers=(0, -1), mass_layer=-1)
+    for side in ("teacher", "student"):
+        loaded, got, old = getattr(tiny_pair, side), getattr(feats, side), getattr(single, side)
+        ids = getattr(feats.alignment, side).ids
+        span = torch.as_tensor(feats.alignment.token_to_span(side))
+        for layer, block in ((0, 0), (-1, 1)):
+            centers, span_mass = _hand_centers(loaded, ids, span, len(feats), block, block)
+            assert torch.allclose(got.centers[layer], centers, atol=1e-5), (side, layer)
+            assert torch.allclose(got.span_masses[layer], span_mass, atol=1e-6)
+        assert got.mass_layer == 1 and torch.allclose(got.span_mass, got.span_masses[-1])
+        assert torch.allclose(old.centers[-1], got.centers[-1])  # the deepest layer: same masses either way
+        centers, _ = _hand_centers(loaded, ids, span, len(feats), 0, 1)  # layer 0 pooled with layer 1's masses
+        assert torch.allclose(old.centers[0], centers, atol=1e-5)
+        assert not torch.allclose(old.centers[0], got.centers[0], atol=1e-4)
