@@ -8,8 +8,8 @@
     side_pass.py   one side's forward, masses and span CoMs
     loss_terms.py  the loss terms of one batch, per method
     probe.py       probe metrics, measured the same way for every method
-    runs.py        run directory I/O: list_runs, load_run
-    checkpoint.py  what a checkpoint holds and how it is put back
+    runs.py        run directory I/O: list_runs, load_run, the writer lock (one writer per run)
+    checkpoint.py  what a checkpoint holds (safetensors + JSON, no pickle) and how it is put back
     preflight.py   config checks against the models' config.json, before anything loads
     cli.py         the ``sra-viz distill`` subcommand
     dist.py        data-parallel runs under torchrun / accelerate launch

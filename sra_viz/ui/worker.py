@@ -154,6 +154,8 @@ class TrainingWorker:
             error = f"{type(exc).__name__}: {exc}"
         if final == "failed" and session is not None and getattr(session, "status", "") != "failed":
             _write_status(session, "failed", error)  # an unexpected error: the run must not stay "running"
+        if session is not None:
+            getattr(session, "close", lambda: None)()  # let go of the run folder's writer lock
         with self._lock:
             if session is not None:
                 self._kept = (int(session.step_count), int(session.config.steps), list(session.history))
