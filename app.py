@@ -1,6 +1,7 @@
 """sra_viz app: a router over the pages in ``sra_viz/ui/pages/`` (each page is one short file).
 
 Run: ``streamlit run app.py`` (settings in ``.streamlit/config.toml``: localhost, headless).
+``SRA_VIZ_TEACHER=DIR SRA_VIZ_STUDENT=DIR streamlit run app.py`` opens every session on another pair.
 """
 
 from pathlib import Path

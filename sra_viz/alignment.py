@@ -394,14 +394,18 @@ def _merge_small(
     a: ByteEncoding, b: ByteEncoding, n_bytes: int
 ) -> tuple[list[int], list[int], list[int]] | None:
     """The common-end merge in plain Python, for short texts whose tokens cover every byte."""
-    if not ((a.tiles or _covers(a, n_bytes)) and (b.tiles or _covers(b, n_bytes))):
-        return None
-    count_a = dict(zip(a.ends, itertools.count(1)))  # token end -> tokens up to it
-    count_b = dict(zip(b.ends, itertools.count(1)))
-    if len(count_a) != len(a.ends) or len(count_b) != len(b.ends):  # a zero-width token
-        return None
-    common = sorted(count_a.keys() & count_b.keys())
-    return [0, *common], list(map(count_a.__getitem__, common)), list(map(count_b.__getitem__, common))
+    a_ends, b_ends = a.ends, b.ends
+    for side in (a, b):  # tiles: no zero-width token either
+        if not side.tiles and not (_covers(side, n_bytes) and len(set(side.ends)) == len(side.ends)):
+            return None
+    in_b = set(b_ends)
+    a_keep = list(map(in_b.__contains__, a_ends))  # (A,) the token's end is also one of b's
+    common = list(itertools.compress(a_ends, a_keep))
+    in_common = set(common)
+    # Tokens up to each common end, on each side: its (1-based) position in the side's ends.
+    a_closes = list(itertools.compress(range(1, len(a_ends) + 1), a_keep))
+    b_closes = list(itertools.compress(range(1, len(b_ends) + 1), map(in_common.__contains__, b_ends)))
+    return [0, *common], a_closes, b_closes
 
 
 def _covers(side: ByteEncoding, n_bytes: int) -> bool:

@@ -10,9 +10,11 @@ byte<->unicode table, ``<0xNN>`` as one byte, ``▁`` as a space, ``##`` as a Wo
    construction, checked on the whole text, and no offsets needed (the tokenizer skips them).
    Bytes a byte-level vocabulary lacks (SmolLM2 drops 21 such bytes) are stepped over.
 2. Otherwise (normalizing tokenizers: WordPiece lowercases, strips accents, drops whitespace, emits
-   ``[UNK]``) the tokenizer's character offsets are turned into byte offsets; a token that shares
-   bytes with a neighbour or borders a gap takes its own bytes where its string matches the text,
-   else keeps its whole-character offsets (exact to the character for such tokenizers).
+   ``[UNK]``; NFKC turns ``ﬁ`` into ``fi``) the tokenizer's character offsets are turned into byte
+   offsets (whole characters). A word-prefix piece the tokenizer inserted (a lone ``▁``/``Ġ`` sharing
+   its offsets with the next token) gets an empty range; of tokens sharing a character, the first
+   takes it and the others are empty at its end; a string the text spells just before trimmed
+   offsets widens them back. docs/ALIGNMENT.md lists what a range means for each kind.
 
 Special tokens the tokenizer inserts get no byte range; special-token *strings* typed in the text
 are tokenized as text (the backend's ``encode_special_tokens`` switch, put back after each call).
@@ -21,13 +23,14 @@ are tokenized as text (the backend's ``encode_special_tokens`` switch, put back 
 from __future__ import annotations
 
 import codecs
+import functools
 import hashlib
 import itertools
 import threading
 import weakref
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import Any, cast
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 from tokenizers import Tokenizer
@@ -53,6 +56,17 @@ class TokenizedText:
     ids: list[int]
     tokens: list[str]
     byte_spans: list[tuple[int, int] | None]
+    if TYPE_CHECKING:  # set on the class below: the ranges, or the parts they are built from
+        _byte_spans: list[tuple[int, int] | None] | None = field(
+            default=None, init=False, repr=False, compare=False
+        )
+        _parts: tuple[range | list[int], list[int], list[int]] | None = field(
+            default=None, init=False, repr=False, compare=False
+        )
+        _tokens: list[str] | None = field(default=None, init=False, repr=False, compare=False)
+        _tokens_of: Callable[[list[int]], list[str]] | None = field(
+            default=None, init=False, repr=False, compare=False
+        )
 
     @property
     def special(self) -> list[bool]:
@@ -61,6 +75,49 @@ class TokenizedText:
 
     def __len__(self) -> int:
         return len(self.ids)
+
+
+def _get_byte_spans(self: TokenizedText) -> list[tuple[int, int] | None]:
+    if self._byte_spans is None:
+        self._byte_spans = _spans_list(len(self.ids), *cast("tuple", self._parts))
+        self._parts = None
+    return self._byte_spans
+
+
+def _set_byte_spans(self: TokenizedText, spans: list[tuple[int, int] | None]) -> None:
+    self._byte_spans, self._parts = spans, None
+
+
+def _get_tokens(self: TokenizedText) -> list[str]:
+    if self._tokens is None:
+        self._tokens = cast("Callable[[list[int]], list[str]]", self._tokens_of)(self.ids)
+        self._tokens_of = None
+    return self._tokens
+
+
+def _set_tokens(self: TokenizedText, tokens: list[str]) -> None:
+    self._tokens, self._tokens_of = tokens, None
+
+
+# `byte_spans` and `tokens` stay dataclass fields (init, eq, repr, asdict) but `encode_bytes` leaves
+# only what they are made of (real positions, starts, ends; the id -> string lookup): most
+# alignments never read one tuple or token string per token.
+TokenizedText._byte_spans = None
+TokenizedText._parts = None
+TokenizedText._tokens = None
+TokenizedText._tokens_of = None
+setattr(TokenizedText, "byte_spans", property(_get_byte_spans, _set_byte_spans))  # noqa: B010
+setattr(TokenizedText, "tokens", property(_get_tokens, _set_tokens))  # noqa: B010
+
+
+def _spans_list(n: int, real: range | list[int], starts: list[int], ends: list[int]) -> list:
+    """``n`` entries: ``(start, end)`` at the real positions, ``None`` (special) elsewhere."""
+    if isinstance(real, range):
+        return [None] * real.start + list(zip(starts, ends, strict=True)) + [None] * (n - real.stop)
+    spans: list = [None] * n
+    for i, s, e in zip(real, starts, ends, strict=True):
+        spans[i] = (s, e)
+    return spans
 
 
 def tokenize_bytes(text: str, tokenizer, add_special_tokens: bool = True) -> TokenizedText:
@@ -123,32 +180,32 @@ def encode_bytes(text: str | TextBytes, tokenizer, add_special_tokens: bool = Tr
         ([0], [5])
     """
     source = text if isinstance(text, TextBytes) else TextBytes(text)
-    backend = _backend(tokenizer)
-    facts = _facts(backend)
+    backend, facts = _backend_and_facts(tokenizer)
     spans = None
     if facts.kind != "offsets" and facts.misses < _MAX_MISSES:
-        enc = _encode(backend, source.text, add_special_tokens, with_offsets=False)
+        enc = _encode(backend, source.text, add_special_tokens, with_offsets=False, facts=facts)
         ids = enc.ids
-        real = _real_positions(enc.special_tokens_mask)
-        tokens = facts.tokens_of(ids)
-        spans = _exact_spans(facts, _pick(tokens, real), source)
+        if add_special_tokens and facts.adds_specials:
+            real = facts.real_range(ids) or _real_positions(enc.special_tokens_mask)
+            spans = _exact_spans(facts, _pick(ids, real), source)
+        else:
+            real = range(len(ids))
+            spans = _exact_spans(facts, ids, source)
+        tokens = None
         # A tokenizer that keeps altering text (a normalizer) soon goes straight to offsets.
         facts.misses = 0 if spans is not None else facts.misses + 1
     if spans is None:
         enc = _encode(backend, source.text, add_special_tokens, with_offsets=True)
-        ids, tokens = enc.ids, enc.tokens
+        ids, tokens = enc.ids, facts.tokens_of(enc.ids)
         real = _real_positions(enc.special_tokens_mask)
-        spans = _offset_spans(enc.offsets, real, _pick(tokens, real), source, facts)
+        # The encoding's own strings (a Unigram [UNK] keeps the text it stands for) place the tokens.
+        spans = _offset_spans(enc.offsets, real, _pick(enc.tokens, real), source, facts)
     starts, ends, tiles = spans
-    if isinstance(real, range):
-        byte_spans = (
-            [None] * real.start + list(zip(starts, ends, strict=True)) + [None] * (len(ids) - real.stop)
-        )
-    else:
-        byte_spans = [None] * len(ids)
-        for i, s, e in zip(real, starts, ends, strict=True):
-            byte_spans[i] = (s, e)
-    return ByteEncoding(TokenizedText(source.text, ids, tokens, byte_spans), real, starts, ends, tiles)
+    tokenized = TokenizedText.__new__(TokenizedText)
+    tokenized.text, tokenized.ids = source.text, ids
+    tokenized._tokens, tokenized._tokens_of = tokens, facts.tokens_of
+    tokenized._byte_spans, tokenized._parts = None, (real, starts, ends)
+    return ByteEncoding(tokenized, real, starts, ends, tiles)
 
 
 def _real_positions(mask: list[int]) -> range | list[int]:
@@ -163,7 +220,9 @@ def _real_positions(mask: list[int]) -> range | list[int]:
 
 
 def _pick(items: list, real: range | list[int]) -> list:
-    return items[real.start : real.stop] if isinstance(real, range) else [items[i] for i in real]
+    if isinstance(real, range):
+        return items if real.start == 0 and real.stop == len(items) else items[real.start : real.stop]
+    return [items[i] for i in real]
 
 
 def char_to_byte_table(text: str) -> np.ndarray:
@@ -202,12 +261,22 @@ def _backend(tokenizer):
     return backend
 
 
-def _encode(backend, text: str, add_special_tokens: bool, with_offsets: bool):
+def _encode(backend, text: str, add_special_tokens: bool, with_offsets: bool, facts: _Facts | None = None):
     """One backend call on the whole text, special-token strings in it split as plain text.
 
     Truncation/padding left on the backend (a padded ``tokenizer(...)`` call leaves them) are lifted
-    for the call and put back, like the special-token switch.
+    for the call and put back, like the special-token switch. Without them, and when the text cannot
+    hold a special token's string (none of their first characters is in it), nothing is switched.
     """
+    if (
+        facts is not None
+        and not with_offsets
+        and facts.fast_batch
+        and backend.truncation is None
+        and backend.padding is None
+        and not any(map(text.__contains__, facts.special_marks))
+    ):
+        return backend.encode_batch_fast([text], add_special_tokens=add_special_tokens)[0]
     with _SWITCHES:  # the switches live on a tokenizer other threads (Streamlit sessions) may share
         truncation, padding, split_before = backend.truncation, backend.padding, backend.encode_special_tokens
         if truncation is not None:
@@ -236,7 +305,7 @@ class _Facts:
     def __init__(self, backend) -> None:
         decoder, pre, norm = repr(backend.decoder), repr(backend.pre_tokenizer), repr(backend.normalizer)
         self.byte_fallback = "ByteFallback" in decoder or bool(getattr(backend.model, "byte_fallback", False))
-        self.metaspace = "▁" in decoder or "Metaspace" in decoder
+        self.metaspace = "▁" in decoder or "Metaspace" in decoder or "Metaspace" in pre
         self.prefix = getattr(backend.model, "continuing_subword_prefix", None) or ""
         if "ByteLevel" in decoder or "ByteLevel" in pre:
             self.kind = "byte_level"
@@ -244,33 +313,76 @@ class _Facts:
             self.kind = "spaces_as_metaspace"  # the normalizer only writes each space as ▁ (Gemma)
         else:
             self.kind = "offsets"
+        # Token strings spell the text's own bytes only when nothing rewrites it before the model.
+        self.exact_strings = (
+            self.kind == "byte_level" and backend.normalizer is None and "add_prefix_space=True" not in pre
+        )
         self.misses = 0  # texts in a row whose token bytes did not spell the text
         self._dropped: bytes | None = None
         # A weak reference, alive while used: whoever asks for the facts holds the backend.
         self._backend: Callable[[], Any] = weakref.ref(backend)
-        self._vocab: list[str | None] = []
+        self._vocab: list[str] = []
+        self._vocab_bytes: list[bytes] = []  # what each id spells, built on first use (exact kinds only)
+        self.fast_batch = hasattr(backend, "encode_batch_fast")  # tokenizers >= 0.20: no offsets computed
+        self.special_marks = "".join(  # first characters of the special tokens' strings
+            sorted(
+                {t.content[0] for t in backend.get_added_tokens_decoder().values() if t.special and t.content}
+            )
+        )
+        # Specials come only from the post-processor (those typed in the text are read as text), and a
+        # single-text template puts the same ones before and after every text.
+        probe = _encode(backend, "a", True, with_offsets=False)
+        own = [i for i, special in enumerate(probe.special_tokens_mask) if not special]
+        self._around: tuple[list[int], list[int]] = ([-1], [])  # never matches: the mask decides
+        if own and own == list(range(own[0], own[-1] + 1)):
+            self._around = (probe.ids[: own[0]], probe.ids[own[-1] + 1 :])
+        self.adds_specials = self._around != ([], [])
+
+    def real_range(self, ids: list[int]) -> range | None:
+        """Positions of the text's own tokens when the specials sit where the template puts them (checked)."""
+        lead, trail = self._around
+        n = len(ids)
+        if n >= len(lead) + len(trail) and ids[: len(lead)] == lead and ids[n - len(trail) :] == trail:
+            return range(len(lead), n - len(trail))
+        return None
 
     def tokens_of(self, ids: list[int]) -> list[str]:
         try:
-            tokens = list(map(self._vocab.__getitem__, ids))
+            return list(map(self._vocab.__getitem__, ids))
         except IndexError:  # first call, or tokens were added since
             self._load_vocab(max(ids))
-            tokens = list(map(self._vocab.__getitem__, ids))
-        if None in tokens:  # an id the vocabulary listing skipped
-            backend = self._backend()
-            tokens = [
-                t if t is not None else backend.id_to_token(i) or "" for t, i in zip(tokens, ids, strict=True)
-            ]
-        return cast("list[str]", tokens)
+            return list(map(self._vocab.__getitem__, ids))
 
     def _load_vocab(self, max_id: int) -> None:
-        """The id -> token string list (``None`` where an id has no entry), at least ``max_id + 1`` long."""
+        """The id -> token string list, at least ``max_id + 1`` long (ids the listing skips asked one by one)."""
+        backend = self._backend()
         vocab: list[str | None] = [None] * (max_id + 1)
-        for token, i in self._backend().get_vocab(with_added_tokens=True).items():
+        for token, i in backend.get_vocab(with_added_tokens=True).items():
             if i >= len(vocab):
                 vocab.extend([None] * (i + 1 - len(vocab)))
             vocab[i] = token
-        self._vocab = vocab
+        self._vocab = [t if t is not None else backend.id_to_token(i) or "" for i, t in enumerate(vocab)]
+        self._vocab_bytes = []
+
+    def pieces_of(self, ids: list[int]) -> list[bytes]:
+        """The bytes each token spells in the text, by id (``▁`` as a space, ``<0xNN>`` as its byte).
+
+        Example:
+            >>> _facts(gpt2_backend).pieces_of([15496, 995])   # doctest: +SKIP
+            [b'Hello', b' world']
+        """
+        try:
+            return list(map(self._vocab_bytes.__getitem__, ids))
+        except IndexError:  # first call, or tokens were added since
+            if not ids or max(ids) >= len(self._vocab):
+                self._load_vocab(max(ids, default=0))
+            self._vocab_bytes = [self._spelled(t) for t in self._vocab]
+            return list(map(self._vocab_bytes.__getitem__, ids))
+
+    def _spelled(self, token: str) -> bytes:
+        if self.kind == "spaces_as_metaspace":
+            return _BYTE_TOKEN.get(token) or token.replace("▁", " ").encode("utf-8", "surrogatepass")
+        return self.token_bytes(token) or b""
 
     @property
     def dropped(self) -> bytes:
@@ -307,51 +419,60 @@ def _facts(backend) -> _Facts:
     return facts
 
 
-def _exact_spans(facts: _Facts, tokens: list[str], source: TextBytes) -> tuple | None:
-    """Byte ranges from the tokens' own bytes when, laid end to end, they are exactly the text."""
-    joined = "".join(tokens)
-    if facts.kind == "byte_level":
-        try:
-            spelled = codecs.charmap_encode(joined, "strict", _BYTE_LEVEL_ENCODING)[0]
-        except UnicodeEncodeError:  # an added token written as plain text
-            spelled = None
-        if spelled == source.data:  # one character per byte
-            return _with_starts(list(itertools.accumulate(map(len, tokens))))
-        if spelled is not None and facts.dropped and spelled == source.data.translate(None, facts.dropped):
-            return _around_dropped(tokens, source.data, facts.dropped)
-    elif facts.kind == "spaces_as_metaspace" and joined == source.text.replace(" ", "▁"):
-        # Token characters match text characters one to one (▁ standing for a space).
-        if source.ascii:
-            ends = list(itertools.accumulate(map(len, tokens)))
-        elif "▁" not in source.text:
-            ends = list(itertools.accumulate(len(t.encode()) - 2 * t.count("▁") for t in tokens))
-        else:
-            ends = source.char_to_byte[list(itertools.accumulate(map(len, tokens)))].tolist()
-        return _with_starts(ends)
-    pieces: Sequence[bytes | None]
-    if facts.kind == "spaces_as_metaspace":  # with byte-fallback pieces: spell each token out
-        if "▁" in source.text:
-            pieces = _metaspace_pieces(tokens, source.data)
-        else:
-            pieces = [_BYTE_TOKEN.get(t) or t.replace("▁", " ").encode() for t in tokens]
-    else:
-        pieces = [facts.token_bytes(t) for t in tokens]
-    if None in pieces or b"".join(cast("Sequence[bytes]", pieces)) != source.data:
-        return None
-    return _with_starts(list(itertools.accumulate(map(len, cast("Sequence[bytes]", pieces)))))
+def _backend_and_facts(tokenizer) -> tuple[Any, _Facts]:
+    """`_backend` and `_facts` of a tokenizer, remembered while it lives (two look-ups per text add up)."""
+    key = id(tokenizer)
+    entry = _BY_TOKENIZER.get(key)
+    if entry is not None and entry[0]() is tokenizer:
+        return entry[1] or tokenizer, entry[2]
+    backend = _backend(tokenizer)
+    facts = _facts(backend)
+    try:
+        ref = weakref.ref(tokenizer, functools.partial(_forget, key))
+    except TypeError:  # an object without weak references: look it up each time
+        return backend, facts
+    # A raw backend is not held here (that would keep it alive), only a wrapper's backend.
+    _BY_TOKENIZER[key] = (ref, None if backend is tokenizer else backend, facts)
+    return backend, facts
 
 
-def _around_dropped(tokens: list[str], data: bytes, dropped: bytes) -> tuple[list[int], list[int], bool]:
+def _forget(key: int, _dead: object) -> None:
+    _BY_TOKENIZER.pop(key, None)
+
+
+_BY_TOKENIZER: dict[int, tuple[weakref.ref, Any, _Facts]] = {}
+
+
+def _exact_spans(facts: _Facts, ids: list[int], source: TextBytes) -> tuple | None:
+    """Byte ranges from the tokens' own bytes when, laid end to end, they are exactly the text.
+
+    Fast path: each id's bytes from a table. Then the cases the table cannot tell: bytes a
+    byte-level vocabulary drops, a literal ``▁`` in the text of a metaspace tokenizer.
+    """
+    pieces = facts.pieces_of(ids)
+    if b"".join(pieces) == source.data:
+        return _with_starts(list(itertools.accumulate(map(len, pieces))), all(pieces))
+    if facts.kind == "byte_level" and facts.dropped:
+        if b"".join(pieces) == source.data.translate(None, facts.dropped):
+            return _around_dropped(pieces, source.data, facts.dropped)
+    elif facts.kind == "spaces_as_metaspace" and "▁" in source.text:
+        pieces = _metaspace_pieces(facts.tokens_of(ids), source.data)
+        if b"".join(pieces) == source.data:
+            return _with_starts(list(itertools.accumulate(map(len, pieces))), all(pieces))
+    return None
+
+
+def _around_dropped(pieces: list[bytes], data: bytes, dropped: bytes) -> tuple[list[int], list[int], bool]:
     """Byte-level ranges when the tokenizer silently dropped bytes it has no token for.
 
     A dropped byte between two tokens is left uncovered; one inside a token's bytes is covered by it.
     """
-    if not tokens:
+    if not pieces:
         return [], [], False
     keep = np.ones(256, dtype=bool)
     keep[list(dropped)] = False
     kept = np.flatnonzero(keep[np.frombuffer(data, dtype=np.uint8)])  # (K,) bytes some token spells
-    sizes = np.fromiter(map(len, tokens), dtype=np.int64, count=len(tokens))  # (R,)
+    sizes = np.fromiter(map(len, pieces), dtype=np.int64, count=len(pieces))  # (R,)
     ends = np.cumsum(sizes)
     return kept[ends - sizes].tolist(), (kept[ends - 1] + 1).tolist(), False
 
@@ -374,9 +495,9 @@ def _metaspace_pieces(tokens: list[str], data: bytes) -> list[bytes]:
 _BYTE_TOKEN = {f"<0x{b:02X}>": bytes((b,)) for b in range(256)}  # SentencePiece byte fallback
 
 
-def _with_starts(ends: list[int]) -> tuple[list[int], list[int], bool]:
-    """Ranges of tokens laid end to end; the third item marks an exact tiling of the text."""
-    return ([0, *ends[:-1]] if ends else []), ends, True
+def _with_starts(ends: list[int], tiles: bool) -> tuple[list[int], list[int], bool]:
+    """Ranges of tokens laid end to end; the third item marks a tiling with no empty token."""
+    return ([0, *ends[:-1]] if ends else []), ends, tiles
 
 
 def _offset_spans(
@@ -397,42 +518,64 @@ def _repair(
 ) -> None:
     """Give tokens that share bytes, or leave bytes between them, their own bytes (in place).
 
-    A token is checked when its range does not meet its neighbours' exactly (every token, for a
-    byte-level tokenizer: it only lands here when it dropped bytes, and then its offsets drift). A checked token takes its own bytes where they match the text at the running
-    cursor or just after, otherwise its offsets clipped to the cursor. The result is monotone.
+    A word-prefix piece the tokenizer inserted (a lone ``▁`` or ``Ġ`` whose offsets it shares with
+    the next token) gets no bytes. A token is then checked when its range does not meet its
+    neighbours' exactly (every token of an exact byte-level tokenizer: it only lands here when it
+    dropped bytes, and then its offsets drift). A checked token takes its own bytes where they match
+    the text at the running cursor, otherwise its offsets clipped to the cursor: of several tokens
+    sharing one character, the first takes it and the others sit empty at its end. The result is monotone.
     """
-    exact_strings = facts.kind == "byte_level"
-    if exact_strings:
+    exact = facts.exact_strings
+    if exact:
         suspects: Sequence[int] = range(len(starts))
     else:
+        _empty_inserted(starts, ends, tokens, facts)
         prev_end = np.concatenate(([0], ends[:-1]))  # (R,)
         next_start = np.concatenate((starts[1:], [len(text_bytes)]))
         suspects = np.flatnonzero((starts != prev_end) | (ends != next_start) | (ends <= starts)).tolist()
     for i in suspects:
         cursor = int(ends[i - 1]) if i else 0
         lo, hi = int(starts[i]), int(ends[i])
-        starts[i], ends[i] = _place(facts.token_bytes(tokens[i]), text_bytes, cursor, lo, hi, exact_strings)
+        starts[i], ends[i] = _place(facts.token_bytes(tokens[i]), text_bytes, cursor, lo, hi, exact)
     # Keep a clean order even where a token's string and offsets both disagree with the text.
     np.maximum.accumulate(ends, out=ends)
     np.maximum(starts, np.concatenate(([0], ends[:-1])), out=starts)
     np.maximum(ends, starts, out=ends)
 
 
+def _empty_inserted(starts: np.ndarray, ends: np.ndarray, tokens: list[str], facts: _Facts) -> None:
+    """A token made only of word-prefix marks gives up the bytes it shares with the next token (in place).
+
+    Metaspace (prepend scheme "always"/"first") and ByteLevel(add_prefix_space) write a ``▁``/``Ġ`` the
+    text does not hold and give it the offsets of the character it precedes: ``"!!!"`` becomes
+    ``▁`` (0, 1) + ``!!!`` (0, 3). The inserted piece ends up empty at that character's start.
+    """
+    shared = np.flatnonzero(starts[1:] < ends[:-1])  # (S,) tokens whose range runs into the next one's
+    for i in shared.tolist():
+        content = facts.token_bytes(tokens[i])
+        if content and not content.strip(b" "):
+            ends[i] = max(starts[i], starts[i + 1])
+
+
 def _place(content: bytes | None, data: bytes, cursor: int, lo: int, hi: int, exact: bool) -> tuple[int, int]:
-    """Byte range of one token: its own bytes at the cursor, else the first match in its offsets.
+    """Byte range of one token: its own bytes at the cursor, else its offsets clipped to the cursor.
 
     Starting at the cursor covers a leading space that trimmed offsets leave out. An ``exact`` string
-    (byte-level, byte fallback) is also looked for a little past its offsets: the bytes skipped are
-    ones the tokenizer dropped, which no token can contain.
+    (byte-level, byte fallback) may also sit inside its offsets or a little past them: the bytes
+    skipped are ones the tokenizer dropped, which no token can contain. A string a normalizer
+    rewrote may only widen its offsets back to the cursor, never narrow them (``e`` + U+0301 is one
+    token ``e`` in an accent-stripping tokenizer).
     """
     if content:
         size = len(content)
-        if cursor < max(hi, lo + 1) and cursor + size > lo and data.startswith(content, cursor):
-            return cursor, cursor + size
-        start = cursor if exact else max(lo, cursor)
-        found = data.find(content, start, max(hi, start + size) + (_DROP_WINDOW if exact else 0))
-        if found >= 0:
-            return found, found + size
+        if exact:
+            if cursor < max(hi, lo + 1) and cursor + size > lo and data.startswith(content, cursor):
+                return cursor, cursor + size
+            found = data.find(content, cursor, max(hi, cursor + size) + _DROP_WINDOW)
+            if found >= 0:
+                return found, found + size
+        elif cursor <= lo and cursor + size == hi and data.startswith(content, cursor):
+            return cursor, hi
     start = max(lo, cursor)
     return start, max(hi, start)
 

@@ -275,11 +275,37 @@ def test_geometry_page_umap_on_request():
 # ----------------------------------------------------------------------------- Distill page
 
 
+def _poll(condition, seconds: float, what: str) -> None:
+    """Wait until ``condition()`` holds, checking twice a second, for at most ``seconds``."""
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, f"{what}: not reached within {seconds:.0f} s"
+        time.sleep(0.5)
+
+
+@pytest.fixture(autouse=True)
+def _no_run_left_behind():
+    """Stop any run a test leaves going (a failed test must not leave a training thread behind)."""
+    yield
+    from sra_viz.ui.worker import active_workers
+
+    for worker in active_workers():
+        worker.stop()
+        worker.join(600)
+
+
+def _watched(at: AppTest):
+    """The worker of the run this app session watches (from the process-level registry)."""
+    from sra_viz.ui.worker import worker_for
+
+    return worker_for(at.session_state["distill_run"])
+
+
 def _wait_until_done(at: AppTest, seconds: float = 900):
     """Poll the worker (bounded) until its run has ended, then redraw the page once from that final
     state: the page and the returned progress describe the same moment (drawing first and asking the
     worker after would race with the worker's last update)."""
-    worker = at.session_state["distill_worker"]
+    worker = _watched(at)
     deadline = time.monotonic() + seconds
     while worker.progress().active:
         assert time.monotonic() < deadline, f"the run is still {worker.progress().status} after {seconds} s"
@@ -289,15 +315,185 @@ def _wait_until_done(at: AppTest, seconds: float = 900):
     return worker.progress()
 
 
-def _small_run(at: AppTest, runs: Path, steps: int = 2) -> None:
-    at.text_input(key="distill_root").set_value(str(runs))
-    at.number_input(key="distill_steps").set_value(steps)
-    at.number_input(key="distill_batch").set_value(2)
-    at.number_input(key="distill_max_length").set_value(48)
-    at.number_input(key="distill_probe").set_value(4)
-    at.number_input(key="distill_probe_every").set_value(1)
-    at.slider(key="distill_k").set_value(2)
-    at.selectbox(key="distill_variant").set_value("truncated")
+def _small_run(at: AppTest, runs: Path, steps: int = 2, k: int = 2, probe_every: int = 1) -> None:
+    at.text_input(key="distill_runs_root").set_value(str(runs))
+    at.number_input(key="distill.steps").set_value(steps)
+    at.number_input(key="distill.batch_size").set_value(2)
+    at.number_input(key="distill.max_length").set_value(48)
+    at.number_input(key="distill.probe_size").set_value(4)
+    at.number_input(key="distill.log_every").set_value(probe_every)
+    at.slider(key="distill.student_k").set_value(k)
+    at.selectbox(key="distill.student_variant").set_value("truncated")
+
+
+def open_tiny(tiny_pair_dirs, page: str = "distill") -> AppTest:
+    """An app session whose selected pair is the tiny seeded pair (its folders as model specs)."""
+    teacher_dir, student_dir = tiny_pair_dirs
+    return open_page(page, teacher_spec=str(teacher_dir), student_spec=str(student_dir))
+
+
+def test_distill_widget_keys_are_config_fields(tiny_pair_dirs, tmp_path):
+    """Every config widget's key is a DistillConfig field, and what it shows is what the run is given."""
+    from dataclasses import fields
+
+    from sra_viz.distill import DistillConfig
+
+    at = open_tiny(tiny_pair_dirs)
+    assert_clean(at)
+    names = {f.name for f in fields(DistillConfig)}
+    keys = {str(k).removeprefix("distill.") for k in at.session_state if str(k).startswith("distill.")}
+    assert {"method", "steps", "batch_size", "lr", "log_every", "use_geo", "lambda_geo", "seed"} <= keys
+    assert keys <= names, keys - names
+    _small_run(at, tmp_path, steps=2, k=1)
+    at.number_input(key="distill.lambda_geo").set_value(3.0)
+    at.number_input(key="distill.seed").set_value(7)
+    at.select_slider(key="distill.lr").set_value(3e-4)
+    at.toggle(key="distill.use_geo").set_value(False).run()
+    shown = {k: at.session_state["distill." + k] for k in keys}
+    at.button(key="distill_start").click().run()
+    assert_clean(at)
+    progress = _wait_until_done(at, 300)
+    assert progress.status == "finished", progress.error
+    written = json.loads((Path(progress.run_dir) / "config.json").read_text())
+    assert {k: written[k] for k in keys} == shown
+    assert (written["lambda_geo"], written["seed"], written["lr"], written["use_geo"]) == (
+        3.0,
+        7,
+        3e-4,
+        False,
+    )
+
+
+@pytest.mark.parametrize("typed", ["", "  "])
+def test_distill_empty_runs_folder_is_the_cache_runs(tiny_pair_dirs, tmp_path, monkeypatch, typed):
+    monkeypatch.setenv("SRA_VIZ_HOME", str(tmp_path / "home"))
+    at = open_tiny(tiny_pair_dirs)
+    _small_run(at, tmp_path, steps=1, k=1)
+    at.text_input(key="distill_runs_root").set_value(typed)
+    at.button(key="distill_start").click().run()
+    assert_clean(at)
+    progress = _wait_until_done(at, 300)
+    assert progress.status == "finished", progress.error
+    assert Path(progress.run_dir).parent == (tmp_path / "home" / "runs").resolve()
+    assert not (Path.cwd() / Path(progress.run_dir).name).exists()
+
+
+def test_distill_bad_runs_folder_is_one_line(tiny_pair_dirs, tmp_path):
+    at = open_tiny(tiny_pair_dirs)
+    _small_run(at, tmp_path, steps=1, k=1)
+    at.text_input(key="distill_runs_root").set_value("/proc/nope/runs")
+    at.button(key="distill_start").click().run()
+    assert not at.exception
+    assert len(at.error) == 1, [e.value for e in at.error]
+    assert "runs folder '/proc/nope/runs' cannot be created" in at.error[0].value
+    assert "Traceback" not in at.error[0].value and "FileNotFoundError" not in at.error[0].value
+    assert "distill_run" not in at.session_state
+
+
+def test_distill_run_is_found_by_a_second_session(tiny_pair_dirs, tmp_path):
+    first = open_tiny(tiny_pair_dirs)
+    _small_run(first, tmp_path, steps=40, k=1, probe_every=40)
+    first.button(key="distill_start").click().run()
+    assert_clean(first)
+    run_dir = first.session_state["distill_run"]
+    # a reload is a new session with empty state: it finds the running run, Start off and Stop on
+    second = open_tiny(tiny_pair_dirs)
+    assert second.session_state["distill_run"] == run_dir
+    assert _watched(second).progress().active
+    assert second.button(key="distill_start").disabled and not second.button(key="distill_stop").disabled
+    assert any(m.value.startswith("**Run ") and run_dir in m.value for m in second.markdown)
+    # the second session cannot start a second writer on the same run folder
+    from sra_viz.errors import SraVizError
+    from sra_viz.ui.worker import launch
+
+    with pytest.raises(SraVizError, match="already running in this app"):
+        launch(run_dir, lambda say: None)
+    _poll(lambda: (Path(run_dir) / "config.json").is_file(), 300, "the run folder")  # written when set up
+    second.text_input(key="distill_runs_root").set_value(str(tmp_path)).run()
+    assert_clean(second)
+    second.selectbox(key="distill_reopen").set_value(Path(run_dir).name).run()
+    assert second.button(key="distill_resume_past").disabled
+    past = second.dataframe[-1].value
+    assert past.loc[past["run"] == Path(run_dir).name, "state"].item() == "running"
+    # Stop from the second session ends the run the first one started
+    second.button(key="distill_stop").click().run()
+    progress = _wait_until_done(second, 300)
+    assert progress.status == "stopped", progress.error
+    first.run()
+    assert any(f"Run stopped at step {progress.steps_done}" in w.value for w in first.warning)
+    past = first.dataframe[-1].value
+    assert past.loc[past["run"] == Path(run_dir).name, "state"].item() == "stopped"
+
+
+def test_distill_stop_while_preparing_says_nothing_was_saved(tiny_pair_dirs, tmp_path):
+    import threading
+
+    import sra_viz.ui.pages.distill  # noqa: F401
+
+    at = open_tiny(tiny_pair_dirs)
+    _small_run(at, tmp_path, steps=5, k=1)
+    # hold the session's set-up until Stop has been pressed, as a slow model set-up would
+    from sra_viz.distill import session as session_module
+
+    gate = threading.Event()
+    original = session_module.DistillSession._open_run_dir
+
+    def slow_open(self):
+        gate.wait(60)
+        original(self)
+
+    session_module.DistillSession._open_run_dir = slow_open
+    try:
+        at.button(key="distill_start").click().run()
+        assert _watched(at).progress().status == "preparing"
+        at.button(key="distill_stop").click().run()
+        gate.set()
+        progress = _wait_until_done(at, 300)
+    finally:
+        session_module.DistillSession._open_run_dir = original
+    assert progress.status == "stopped" and progress.steps_done == 0 and not progress.saved
+    warnings = [w.value for w in at.warning]
+    assert any("stopped while preparing" in w and "nothing was saved" in w for w in warnings), warnings
+    assert not any("checkpoint is saved" in w for w in warnings)
+    assert at.button(key="distill_resume").disabled
+    from sra_viz.distill.runs import read_status
+
+    status = read_status(progress.run_dir)
+    assert status["state"] == "stopped" and "nothing saved" in status["message"]
+    past = at.dataframe[-1].value
+    assert past.loc[past["run"] == Path(progress.run_dir).name, "state"].item() == "stopped"
+
+
+def test_finished_runs_release_their_memory(tiny_pair_dirs, tmp_path):
+    """Server RSS after 5 consecutive short runs stays within 1.5x of RSS after the first."""
+    import gc
+
+    from sra_viz.ui.state import process_memory
+
+    at = open_tiny(tiny_pair_dirs)
+    _small_run(at, tmp_path, steps=2, k=2)
+    sizes = []
+    for _ in range(5):
+        at.button(key="distill_start").click().run()
+        progress = _wait_until_done(at, 300)
+        assert progress.status == "finished", progress.error
+        assert _watched(at).session is None  # the student copy, optimizer and batches are let go
+        gc.collect()
+        sizes.append(process_memory())
+    print("RSS after each run (MB):", [round(s / 2**20) for s in sizes])
+    assert sizes[-1] <= 1.5 * sizes[0], sizes
+
+
+def test_models_are_cached_by_resolved_identity(tiny_pair_dirs):
+    import os
+
+    from sra_viz.ui.state import get_model, is_loaded, model_identity
+
+    _, student_dir = tiny_pair_dirs
+    relative = os.path.relpath(student_dir)
+    assert model_identity(relative) == model_identity(str(student_dir))
+    assert get_model(str(student_dir)) is get_model(relative if relative.startswith(".") else "./" + relative)
+    assert is_loaded(str(student_dir))
 
 
 @pytest.mark.slow
@@ -310,9 +506,9 @@ def test_distill_page_runs_two_steps_with_a_truncated_student(tmp_path):
     assert_clean(at)
     assert [b.label for b in at.button][:3] == ["Start", "Stop", "Resume"]
     _small_run(at, tmp_path)
-    assert at.number_input(key="distill_lambda_geo").value == 50.0  # the library's default, shown
-    at.number_input(key="distill_lambda_geo").set_value(3.0)  # the published loss scales
-    at.selectbox(key="distill_kd_weighting").set_value("sum")
+    assert at.number_input(key="distill.lambda_geo").value == 50.0  # the library's default, shown
+    at.number_input(key="distill.lambda_geo").set_value(3.0)  # the published loss scales
+    at.selectbox(key="distill.kd_weighting").set_value("sum")
     at.button(key="distill_start").click().run()
     assert_clean(at)
     assert at.button(key="distill_start").disabled and not at.button(key="distill_stop").disabled
@@ -326,13 +522,17 @@ def test_distill_page_runs_two_steps_with_a_truncated_student(tmp_path):
     assert any(m.value.startswith("**Run finished**") for m in at.markdown)
     titles = [f["layout"]["title"]["text"] for f in charts(at)]
     assert "Convergence" in titles and any("Span geometry over training" in t for t in titles)
+    assert any(t.startswith("Distance of each span to its teacher span") for t in titles)
+    assert any(t.startswith("Gram difference") for t in titles)
+    assert any(t.startswith("Per-span displacement") for t in titles)
     # the run directory holds what the engine wrote; the past-runs table lists it
     run_dir = Path(progress.run_dir)
-    assert run_dir.parent == tmp_path
+    assert run_dir.parent == tmp_path.resolve()
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [0, 1, 2]
     written = json.loads((run_dir / "config.json").read_text())
     assert (written["lambda_geo"], written["kd_weighting"], written["alpha"]) == (3.0, "sum", 0.5)
+    assert written["snapshot_every"] == written["log_every"] == 1
     past = at.dataframe[-1].value
     assert (
         run_dir.name in list(past["run"])
@@ -348,11 +548,10 @@ def test_distill_page_runs_two_steps_with_a_truncated_student(tmp_path):
 def test_distill_page_stop_and_resume(tmp_path):
     at = open_page("distill")
     # Enough steps that the Stop click (one AppTest rerun) lands before the run could finish by itself.
-    _small_run(at, tmp_path, steps=12)
-    at.number_input(key="distill_probe_every").set_value(12)
+    _small_run(at, tmp_path, steps=12, probe_every=12)
     at.button(key="distill_start").click().run()
     deadline = time.monotonic() + 900
-    while at.session_state["distill_worker"].progress().steps_done < 1:
+    while _watched(at).progress().steps_done < 1:
         assert time.monotonic() < deadline
         time.sleep(1.0)
     at.button(key="distill_stop").click().run()
@@ -369,24 +568,23 @@ def test_distill_page_stop_and_resume(tmp_path):
     assert_clean(at)
 
 
-@pytest.mark.slow
-def test_distill_page_bad_configurations_are_errors(tmp_path):
-    at = open_page("distill")
-    _small_run(at, tmp_path)
+def test_distill_page_bad_configurations_are_errors(tiny_pair_dirs, tmp_path):
+    at = open_tiny(tiny_pair_dirs)
+    _small_run(at, tmp_path, k=1)
     for name in ("use_span", "use_geo", "use_kd", "use_ce"):
-        at.toggle(key=f"distill_{name}").set_value(False)
+        at.toggle(key=f"distill.{name}").set_value(False)
     at.button(key="distill_start").click().run()
     assert not at.exception
     assert "every SRA loss term is switched off" in at.error[0].value
-    assert "distill_worker" not in at.session_state
-    at.toggle(key="distill_use_ce").set_value(True)
+    assert "distill_run" not in at.session_state
+    at.toggle(key="distill.use_ce").set_value(True)
     not_a_folder = tmp_path / "file.txt"
     not_a_folder.write_text("x")
-    at.text_input(key="distill_root").set_value(str(not_a_folder))
+    at.text_input(key="distill_runs_root").set_value(str(not_a_folder))
     at.button(key="distill_start").click().run()
     assert not at.exception
-    assert "is a file" in at.error[0].value and "file.txt" in at.error[0].value
-    assert "distill_worker" not in at.session_state
+    assert len(at.error) == 1 and "is a file" in at.error[0].value and "file.txt" in at.error[0].value
+    assert "distill_run" not in at.session_state
 
 
 # ----------------------------------------------------------------------------- Learn page

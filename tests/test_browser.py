@@ -59,9 +59,9 @@ def _wait_healthy(url: str, proc: subprocess.Popen, log: Path, timeout: float = 
     pytest.fail(f"streamlit was not healthy after {timeout:.0f} s:\n{log.read_text()[-3000:]}")
 
 
-@pytest.fixture(scope="module")
-def app_url():
-    """A `streamlit run app.py` subprocess on a free port; always terminated afterwards."""
+@contextmanager
+def _serve(log_name: str, **env_extra: str):
+    """A `streamlit run app.py` subprocess on a free port (extra environment given); always terminated."""
     if not CHROMIUM.exists():
         pytest.skip(
             "/usr/bin/chromium is missing: run `bash scripts/install_browser.sh` to install Debian's chromium"
@@ -69,7 +69,7 @@ def app_url():
     pytest.importorskip("playwright.sync_api", reason="the playwright Python package is not installed")
     ARTIFACTS.mkdir(exist_ok=True)
     port = _free_port()
-    log = ARTIFACTS / "streamlit.log"
+    log = ARTIFACTS / log_name
     cmd = [
         sys.executable,
         "-m",
@@ -81,7 +81,7 @@ def app_url():
         "--server.headless",
         "true",
     ]
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "TOKENIZERS_PARALLELISM": "false"}
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "TOKENIZERS_PARALLELISM": "false", **env_extra}
     with open(log, "w") as sink:
         proc = subprocess.Popen(
             cmd, cwd=ROOT, stdout=sink, stderr=subprocess.STDOUT, env=env, start_new_session=True
@@ -98,6 +98,27 @@ def app_url():
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait(timeout=15)
+
+
+@pytest.fixture(scope="module")
+def app_url():
+    """The app on the default pair."""
+    with _serve("streamlit.log") as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def tiny_app(tiny_pair_dirs, tmp_path_factory):
+    """The app serving the tiny seeded pair to every session, with its own cache folder: (url, home)."""
+    teacher_dir, student_dir = tiny_pair_dirs
+    home = tmp_path_factory.mktemp("sra_viz_home")
+    with _serve(
+        "streamlit_tiny.log",
+        SRA_VIZ_HOME=str(home),
+        SRA_VIZ_TEACHER=str(teacher_dir),
+        SRA_VIZ_STUDENT=str(student_dir),
+    ) as url:
+        yield url, home
 
 
 @pytest.fixture(scope="module")
@@ -247,3 +268,126 @@ def _run_and_stop(page, runs_folder: Path) -> None:
     time.sleep(1.5)
     page.screenshot(path=str(ARTIFACTS / "distill_finished.png"), full_page=True)
     _no_exception(page)
+
+
+# ----------------------------------------------------------------------------- runs that outlive a page (tiny pair)
+
+
+def _open_distill(page, url: str, runs_folder: str | None = None) -> None:
+    """The Distill page of a fresh session, its models loaded; the runs folder typed when given."""
+    page.goto(f"{url}/distill", wait_until="networkidle")
+    page.get_by_role("heading", name="Distill").first.wait_for(timeout=120_000)
+    page.get_by_text("Run folder and seed").first.wait_for(timeout=300_000)  # drawn once the pair is loaded
+    if runs_folder is not None:
+        page.get_by_text("Run folder and seed").first.click()
+        _fill(page, "Runs folder", runs_folder)
+
+
+def _fill(page, label: str, value: str) -> None:
+    box = page.get_by_label(label, exact=True)
+    box.fill(value)
+    box.press("Enter")
+    _wait_for(lambda: box.input_value() == value, 20)
+
+
+def _button(page, name: str):
+    return page.get_by_test_id("stMainBlockContainer").get_by_role("button", name=name, exact=True)
+
+
+def _shot(page, name: str) -> None:
+    page.screenshot(
+        path=str(ARTIFACTS / name), full_page=True, timeout=120_000
+    )  # fonts load slowly on busy CPUs
+
+
+def test_runs_folder_bad_then_empty_and_change_views(tiny_app, page):
+    url, home = tiny_app
+    with _shot_on_failure(page, "distill_folder"):
+        _open_distill(page, url, "/proc/nope/runs")
+        for label, value in (("Steps", "4"), ("Probe every N steps", "2"), ("Probe texts", "4")):
+            _fill(page, label, value)
+        _button(page, "Start").click()
+        message = page.get_by_text(re.compile(r"runs folder '/proc/nope/runs' cannot be created"))
+        message.first.wait_for(timeout=60_000)
+        assert message.count() == 1 and page.get_by_text("FileNotFoundError").count() == 0
+        _shot(page, "distill_bad_folder.png")
+        _fill(page, "Runs folder", "")  # empty: the cache folder's runs
+        _button(page, "Start").click()
+        page.get_by_text("Run finished").first.wait_for(timeout=600_000)
+        runs = [p for p in (home / "runs").iterdir() if (p / "config.json").is_file()]
+        assert len(runs) == 1, runs
+        assert page.get_by_text(str(runs[0])).count() >= 1  # the status line names the run folder
+        page.get_by_text("Distance of each span to its teacher span").first.wait_for(timeout=60_000)
+        _shot(page, "distill_change_end.png")
+        page.get_by_test_id("stTabs").first.screenshot(path=str(ARTIFACTS / "distill_change_views_end.png"))
+        # the same run reopened from Past runs, step 0 against itself: every change is 0
+        slider = page.get_by_role("slider").last
+        slider.focus()
+        slider.press("Home")
+        page.get_by_text("step 0: mean").first.wait_for(timeout=60_000)
+        _wait_for(lambda: page.get_by_text("step 0: mean").count() >= 2, 60)  # both Gram titles at step 0
+        page.get_by_test_id("stTabs").last.screenshot(path=str(ARTIFACTS / "distill_change_views_step0.png"))
+        _no_exception(page)
+    assert not page.errors, page.errors
+
+
+def test_stop_early_says_what_was_saved_in_browser(tiny_app, page, tmp_path):
+    """Stop pressed as soon as the run shows: the page says what is on disk. A stop during the set-up
+    saves nothing (the deterministic case is tests/test_app.py::test_distill_stop_while_preparing_...);
+    one that lands in the step-0 probe ends with a step-0 checkpoint. Either way the message is true."""
+    from sra_viz.distill.runs import checkpoint_dir
+
+    url, _ = tiny_app
+    with _shot_on_failure(page, "distill_preparing"):
+        _open_distill(page, url, str(tmp_path))
+        for label, value in (("Steps", "4"), ("Probe texts", "64"), ("Max tokens per text", "512")):
+            _fill(page, label, value)
+        _button(page, "Start").click()
+        page.get_by_text(re.compile(r"Run (preparing|running)")).first.wait_for(timeout=60_000)
+        _button(page, "Stop").click()
+        page.get_by_text(re.compile(r"Run stopped")).first.wait_for(timeout=600_000)
+        _wait_for(lambda: _button(page, "Start").is_enabled(), 60)
+        (run_dir,) = [p for p in tmp_path.iterdir() if (p / "config.json").is_file()]
+        if page.get_by_text("Run stopped while preparing").count():
+            assert checkpoint_dir(run_dir) is None and page.get_by_text("checkpoint is saved").count() == 0
+            assert not _button(page, "Resume").is_enabled()  # nothing to resume from
+        else:
+            page.get_by_text("Run stopped at step 0: its checkpoint is saved").first.wait_for(timeout=10_000)
+            assert checkpoint_dir(run_dir) is not None and _button(page, "Resume").is_enabled()
+        _shot(page, "distill_stopped_early.png")
+        _no_exception(page)
+    assert not page.errors, page.errors
+
+
+def test_reload_and_second_session_find_the_running_run(tiny_app, browser, page, tmp_path):
+    url, _ = tiny_app
+    with _shot_on_failure(page, "distill_reload"):
+        _open_distill(page, url, str(tmp_path))
+        for label, value in (("Steps", "2000"), ("Probe every N steps", "500"), ("Probe texts", "4")):
+            _fill(page, label, value)
+        _button(page, "Start").click()
+        _wait_for(lambda: page.get_by_text("Run running").count() > 0 and _steps_done(page) >= 1, 600)
+        page.reload(wait_until="networkidle")  # a new browser session with empty state
+        page.get_by_text("Run running").first.wait_for(timeout=300_000)
+        _wait_for(lambda: _button(page, "Stop").is_enabled() and not _button(page, "Start").is_enabled(), 60)
+        before = _steps_done(page)
+        _wait_for(lambda: _steps_done(page) > before, 300)  # live: the metrics keep moving after the reload
+        _shot(page, "distill_reloaded.png")
+    other = browser.new_context(viewport={"width": 1400, "height": 1600}).new_page()
+    try:
+        with _shot_on_failure(other, "distill_second"):
+            _open_distill(other, url, str(tmp_path))
+            other.get_by_text("Run running").first.wait_for(timeout=300_000)
+            _wait_for(lambda: not _button(other, "Start").is_enabled(), 60)
+            resume = other.get_by_role("button", name="Resume this run")
+            resume.wait_for(timeout=60_000)
+            assert not resume.is_enabled()  # no second writer on the running run
+            _shot(other, "distill_second_session.png")
+            _button(other, "Stop").click()  # the second session stops the first one's run
+            other.get_by_text(re.compile(r"Run stopped at step \d+")).first.wait_for(timeout=300_000)
+    finally:
+        other.context.close()
+    page.get_by_text(re.compile(r"Run stopped at step \d+")).first.wait_for(timeout=120_000)
+    _shot(page, "distill_stopped_elsewhere.png")
+    _no_exception(page)
+    assert not page.errors, page.errors

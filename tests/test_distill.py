@@ -2,8 +2,8 @@
 
 The engine's mechanics (loss terms, ablation switches, run directory, resume, NaN guard, baselines
 measured alike, the CLI run killed and resumed) run on the tiny seeded pair (tests/_tiny.py, real
-tokenizers); what needs real weights (student variants of the real student, the geometry really moving,
-the acceptance) runs on the default pair. Cheap settings throughout: a truncated student of 1-2 blocks,
+tokenizers); what needs real weights (student variants of the real student, KD logits compared at a
+tight tolerance, the geometry really moving, the acceptance) runs on the default pair. Cheap settings throughout: a truncated student of 1-2 blocks,
 batches of 2 texts, 32 tokens.
 """
 
@@ -175,12 +175,16 @@ def test_every_ablation_switch_selects_its_terms(tiny_pair, tmp_path):
     assert float(session.loss_terms(batch)["span"].detach()) != pytest.approx(a, abs=1e-7)
 
 
-def test_kd_logits_equal_the_heads_applied_to_the_centers(tiny_pair, tmp_path):
-    """The engine pools token logits instead of running the heads on CoMs: the two must agree."""
+@pytest.mark.slow
+def test_kd_logits_equal_the_heads_applied_to_the_centers(default_pair, tmp_path):
+    """The engine pools token logits instead of running the heads on CoMs: the two must agree.
+
+    On the real pair: a random tiny pair gives near-uniform distributions over 46k tokens, whose KL is a
+    float32 difference of two large sums, below the rel=1e-4 this test holds the two paths to."""
     from sra_viz.distill.side_pass import run_side
 
     cfg = _cfg(tmp_path, "kd", student_k=1, probe_size=2, heldout_size=1, teacher_head_dtype="float32")
-    session = DistillSession(cfg, pair=tiny_pair)
+    session = DistillSession(cfg, pair=default_pair)
     batch = _batch(session)
     cfg = session.config
     with torch.no_grad():

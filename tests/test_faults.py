@@ -259,6 +259,8 @@ def test_resume_with_fewer_steps_than_done_is_refused(two_step_run, tmp_path, ca
     before = (run / "config.json").read_text()
     assert main(["distill", "--resume", str(run), "--steps", "1"]) == 2
     _one_line_error(capsys.readouterr().err, "--steps 1 is below the 2 steps")
+    assert main(["distill", "--resume", str(run), "--device", "tpu"]) == 2
+    _one_line_error(capsys.readouterr().err, "device='tpu' is not understood")
     assert (run / "config.json").read_text() == before and read_status(run)["state"] == "finished"
 
 

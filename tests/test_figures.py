@@ -340,3 +340,87 @@ def test_csv_and_parquet_round_trip_of_a_real_alignment(teacher_tokenizer, stude
     assert pq["text"].tolist() == frame["text"].tolist()
     assert [list(v) for v in pq["student_tokens"]] == [list(v) for v in frame["student_tokens"]]
     assert export.frame_to_csv_bytes(frame).decode("utf-8") == export.frame_to_csv(frame)
+
+
+# ----------------------------------------------------------------------------- change since step 0
+
+
+def _snapshots(seed: int = 0, n: int = 12, d: int = 6, steps=(0, 5, 10)):
+    """A teacher and a student that moves a known share of the way toward it at each step."""
+    from sra_viz.distill.runs import RunSnapshots
+
+    rng = np.random.default_rng(seed)
+    teacher = rng.normal(size=(n, d))
+    start = rng.normal(size=(n, d))
+    student = [start + (s / (2 * steps[-1])) * (teacher - start) for s in steps]  # halfway at the end
+    extra = {s: {"student": x[:, :4]} for s, x in zip(steps, student, strict=True)}
+    texts = [f"w{i}" for i in range(n)]
+    return RunSnapshots(list(steps), teacher, student, texts, np.arange(n) % 2, np.full(n, 1.0 / n), extra)
+
+
+def test_matched_distances_are_cosine_distances():
+    from sra_viz.figures.change import matched_distances
+
+    snaps = _snapshots()
+    D = matched_distances(snaps.teacher, snaps.student)
+    assert D.shape == (3, 12)
+    t, s = snaps.teacher[3], snaps.student[2][3]
+    assert np.isclose(D[2, 3], 1 - t @ s / np.linalg.norm(t) / np.linalg.norm(s))
+    assert (D[-1] <= D[0] + 1e-12).all()  # every span moved toward its teacher span
+    with pytest.raises(SraVizError, match="do not match the teacher"):
+        matched_distances(snaps.teacher, [snaps.teacher[:3]])
+
+
+def test_span_distance_figure_scales_are_fixed_by_step_zero():
+    from sra_viz.figures.change import span_distance_figure
+
+    D = np.array([[0.50, 0.60, 0.70, 0.40], [0.499, 0.601, 0.699, 0.401]])  # noise-sized change
+    fig = span_distance_figure([0, 10], D)
+    change_axis = fig.layout.yaxis2.range
+    floor = 0.5 * np.std(D[0])
+    assert change_axis[1] >= floor and np.isclose(change_axis[0], -change_axis[1])  # not stretched to ±0.001
+    assert list(fig.layout.yaxis.range)[0] == 0  # distances from 0
+    share = [t for t in fig.data if t.type == "scatter"][0]
+    assert list(share.y) == [0.0, 0.5]  # at step 0 no span is closer; then 2 of 4
+    with pytest.raises(SraVizError, match="one row per step"):
+        span_distance_figure([0], D)
+
+
+def test_gram_change_figure_one_scale_and_sign():
+    from sra_viz.figures.change import gram_change_figure
+
+    rng = np.random.default_rng(1)
+    teacher = rng.normal(size=(5, 4))
+    fig = gram_change_figure(teacher, rng.normal(size=(5, 3)), teacher[:, :3], steps=(0, 9))
+    before, after, change = fig.data
+    assert before.zmax == after.zmax and before.zmin == after.zmin == 0  # one colour scale
+    assert np.allclose(np.asarray(change.z), np.asarray(after.z) - np.asarray(before.z))
+    assert change.zmin == -change.zmax
+    assert "step 0" in fig.layout.annotations[0].text and "step 9" in fig.layout.annotations[1].text
+
+
+def test_change_figures_of_run_snapshots():
+    from sra_viz.figures.change import change_figures
+
+    figs = change_figures(_snapshots())
+    assert sorted(figs) == ["displacement", "distances", "gram"]
+    closer = [t for t in figs["displacement"].data if t.name and "closer" in t.name]
+    assert closer and closer[0].name.startswith("12 spans closer")  # all moved toward the teacher
+    assert len(figs["gram"].data[0].z) == 6  # text 0 holds spans 0, 2, ..., 10
+    at_start = change_figures(_snapshots(), step=0)  # step 0 against itself: nothing has moved
+    change = [t for t in at_start["distances"].data if t.type == "box"][1]
+    assert np.allclose(change.y, 0) and np.allclose(np.asarray(at_start["gram"].data[2].z), 0)
+    with pytest.raises(SraVizError, match="no probe snapshots"):
+        change_figures(None)
+    with pytest.raises(SraVizError, match="step 7 has no snapshot"):
+        change_figures(_snapshots(), step=7)
+
+
+def test_convergence_curves_do_not_stretch_noise():
+    rows = [
+        {"step": s, "probe_cos": 0.494 - 0.001 * (s // 10), "loss": 3.0 - 0.1 * s} for s in (0, 10, 20, 30)
+    ]
+    fig = F.convergence_curves(rows, columns=["loss", "probe_cos"])
+    lo, hi = fig.layout.yaxis2.range
+    assert hi - lo >= 0.05 - 1e-9 and lo <= 0.491 and hi >= 0.494
+    assert fig.layout.yaxis.range is None  # the loss moves a lot: autoscaled

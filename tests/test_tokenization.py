@@ -6,6 +6,8 @@ Gemma's ``<0xNN>`` as one byte and ``▁`` as a space, WordPiece through the tok
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -13,7 +15,7 @@ from transformers import PreTrainedTokenizer
 from transformers.convert_slow_tokenizer import bytes_to_unicode
 
 from sra_viz.errors import SraVizError
-from sra_viz.tokenization import TextBytes, char_to_byte_table, encode_bytes, tokenize_bytes
+from sra_viz.tokenization import TextBytes, TokenizedText, char_to_byte_table, encode_bytes, tokenize_bytes
 from tests._truth import token_pieces
 
 TEXTS = [
@@ -200,3 +202,14 @@ def test_char_to_byte_table_and_shared_text_bytes(teacher_tokenizer):
 def test_raw_backend_tokenizer_is_accepted(student_tokenizer):
     backend = student_tokenizer.backend_tokenizer
     assert tokenize_bytes("Hello 東京", backend) == tokenize_bytes("Hello 東京", student_tokenizer)
+
+
+def test_lazy_fields_read_and_compare_like_plain_ones(teacher_tokenizer):
+    """`byte_spans` and `tokens` are built on first read, and behave as the plain dataclass fields."""
+    tt = tokenize_bytes("lazy 東京 <bos>", teacher_tokenizer)
+    plain = TokenizedText(tt.text, list(tt.ids), list(tt.tokens), list(tt.byte_spans))
+    fresh = tokenize_bytes("lazy 東京 <bos>", teacher_tokenizer)
+    assert fresh == plain and repr(fresh) == repr(plain)
+    assert dataclasses.asdict(fresh) == dataclasses.asdict(plain)
+    fresh.byte_spans, fresh.tokens = [None] * len(fresh), ["x"] * len(fresh)  # assignment replaces them
+    assert fresh.special == [True] * len(fresh) and fresh.tokens == ["x"] * len(fresh) and fresh != plain

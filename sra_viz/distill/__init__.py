@@ -9,8 +9,8 @@ short observable runs.
     side_pass.py   one side's forward, masses and span CoMs
     loss_terms.py  the loss terms of one batch, per method
     probe.py       probe metrics, measured the same way for every method
-    runs.py        run directory I/O: list_runs, load_run
-    checkpoint.py  what a checkpoint holds and how it is put back
+    runs.py        run directory I/O: list_runs, load_run, the writer lock (one writer per run)
+    checkpoint.py  what a checkpoint holds (safetensors + JSON, no pickle) and how it is put back
     export.py      a run's student rebuilt from its checkpoint, or written as a transformers folder
     preflight.py   config checks against the models' config.json, before anything loads
     cli.py         the ``sra-viz distill`` subcommand

@@ -232,7 +232,8 @@ def evaluate_probe(
         "probe_gram_distance_weighted": _gram_distance_by_text(S, T, teacher.text_id, teacher.saliency),
         "probe_retrieval": _retrieval_by_text(projected, T, teacher.text_id),
     }
-    snapshot = {"student_projected": projected.astype(np.float32)}
+    # the student's own CoMs too: the app's Gram-change view needs the student's Gram, not its projection's
+    snapshot = {"student_projected": projected.astype(np.float32), "student": S.astype(np.float32)}
     if projector is not None:
         device = next(projector.parameters()).device
         with torch.no_grad():

@@ -188,8 +188,11 @@ def check_run_folder(path: str | os.PathLike | None, new: bool) -> None:
     if path is None:
         return
     folder = Path(path)
-    if folder.exists() and not folder.is_dir():
-        raise SraVizError(f"run directory {str(folder)!r} is a file, not a folder; choose a folder")
+    existing = next((p for p in (folder, *folder.parents) if p.exists()), None)
+    if existing is not None and not existing.is_dir():
+        raise SraVizError(
+            f"run directory {str(folder)!r}: {str(existing)!r} is a file, not a folder; choose a folder"
+        )
     if new and (folder / "config.json").exists():
         raise SraVizError(
             f"{str(folder)!r} already holds a run; resume it (--resume {folder}) or choose a new --out folder"

@@ -97,7 +97,7 @@ class DistillSession:
         self._data_iter: Iterator[list[Example]] | None = None
         self._prepared: dict[tuple[str, int], PreparedExample] = {}
         self.run_dir: RunDir | None = None
-        if not _resuming:
+        if not _resuming and dist.env_dist_info().is_main:  # rank 0 makes the folder; others never look
             check_run_folder(cfg.out, new=True)
         preflight.check_against_models(cfg)
         if cfg.reuse_memory:

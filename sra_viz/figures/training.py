@@ -49,6 +49,20 @@ _NOT_METRICS = {
     "step_time_s",
     "eval_time_s",
 }
+# Smallest y range of a metric's subplot, so that noise is not stretched into a trend: measures in [0, 1]
+# get an absolute floor, the others a share of their first value (the range still grows with the data).
+MIN_RANGE: dict[str, float] = {
+    "probe_cos": 0.05,
+    "probe_cos_projector": 0.05,
+    "probe_cka": 0.05,
+    "probe_retrieval": 0.1,
+}
+MIN_RELATIVE_RANGE: dict[str, float] = {
+    "probe_gram_distance": 0.1,
+    "probe_gram_distance_weighted": 0.1,
+    "heldout_loss": 0.02,
+    "heldout_ppl": 0.1,
+}
 # SRA runs are bluish green; other runs (baselines) take these in order of appearance
 BASELINE_COLORS = [PALETTE["baseline"], PALETTE["sky"], PALETTE["purple"], PALETTE["black"], PALETTE["grey"]]
 
@@ -146,7 +160,30 @@ def convergence_curves(
             smooth = 0.0 if sparse else smoothing  # a few probe points: an EMA would only lag
             _add_curve(fig, y, smooth, mode, color, str(run), col, _first_for_run(fig, str(run)), common)
     fig.update_xaxes(title_text="step", row=rows)
+    for c_i, col in enumerate(columns):
+        row, col_pos = divmod(c_i, n_cols)
+        y_range = honest_range(frame.sort_values("step")[col].dropna().to_numpy(dtype=float), col)
+        if y_range is not None:
+            fig.update_yaxes(range=y_range, row=row + 1, col=col_pos + 1)
     return styled(fig, title, height=int(260 * rows + 80), hovermode="x unified")
+
+
+def honest_range(values: np.ndarray, metric: str) -> list[float] | None:
+    """A y range at least :data:`MIN_RANGE` wide (or a share of the first value), centred on the data;
+    None to let plotly autoscale (the data already spans more, or the metric has no floor).
+
+    >>> honest_range(np.array([0.494, 0.491]), "probe_cos")
+    [0.4675, 0.5175]
+    """
+    values = values[np.isfinite(values)]
+    if not len(values):
+        return None
+    floor = MIN_RANGE.get(metric, MIN_RELATIVE_RANGE.get(metric, 0.0) * abs(float(values[0])))
+    lo, hi = float(values.min()), float(values.max())
+    if floor <= 0 or hi - lo >= floor:
+        return None
+    mid = (lo + hi) / 2
+    return [round(mid - floor / 2, 10), round(mid + floor / 2, 10)]
 
 
 def _first_for_run(fig: go.Figure, run: str) -> bool:

@@ -1,23 +1,29 @@
-"""Run a distillation session in a background thread that never calls Streamlit.
+"""Run distillation sessions in background threads that never call Streamlit, registered per process.
 
-The Distill page keeps one ``TrainingWorker`` per browser session in ``st.session_state``; a fragment
-polls :meth:`TrainingWorker.progress` about once a second and redraws. The thread builds the session
-(deep-copying the student, aligning the probe texts) and calls its ``run()``, which honours ``stop()``
-between steps and writes the checkpoint; so the page never blocks, and two browser sessions train
-independently, each on its own copy of the student.
+A ``TrainingWorker`` builds a session with ``factory(say)`` (deep-copying the student, aligning the
+probe texts) and calls its ``run()``, which honours ``stop()`` between steps and writes the
+checkpoint. Workers live in a process-level registry keyed by their run directory, not in one
+browser session's state: a reloaded page or another browser session finds the running run there
+(status, Stop, live curves), and :func:`launch` refuses a second writer on a run that is running.
+When a run ends its worker drops the session (the student copy, optimizer, cached batches) and
+keeps only what the page shows (status, steps, metrics rows).
 
 Example:
-    >>> worker = TrainingWorker(lambda say: DistillSession(config, pair, progress=say))  # doctest: +SKIP
-    >>> worker.start(); worker.join(); worker.progress().status  # doctest: +SKIP
+    >>> worker = launch(run_dir, lambda say: DistillSession(config, pair, progress=say))  # doctest: +SKIP
+    >>> worker.join(); worker.progress().status  # doctest: +SKIP
     'finished'
 """
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import gc
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from sra_viz.errors import SraVizError
@@ -25,6 +31,7 @@ from sra_viz.errors import SraVizError
 # preparing: the session is being built; running / stopping: steps are being taken; then the
 # session's own final status: finished, stopped or failed.
 ACTIVE = ("preparing", "running", "stopping")
+KEEP_ENDED = 20  # ended workers kept in the registry (a few metrics rows each) for the pages to show
 
 
 @dataclass
@@ -37,8 +44,10 @@ class WorkerProgress:
     records: list[dict[str, Any]] = field(default_factory=list)  # metrics rows (step 0 = initial probe)
     error: str = ""  # why the run failed
     message: str = ""  # the session's last progress message
-    run_dir: str = ""  # the run directory, once the session exists
+    run_dir: str = ""  # the run directory
     seconds: float = 0.0  # wall time since the last start
+    method: str = ""  # the config's method, once the session exists
+    saved: bool = False  # True once the run has written a checkpoint (a stop while preparing saves none)
 
     @property
     def active(self) -> bool:
@@ -50,20 +59,24 @@ class TrainingWorker:
 
     ``factory`` gets a ``say(message)`` function for the session's progress messages and returns a
     ``DistillSession`` (or anything with ``run(callback=)``, ``stop()``, ``error``, ``step_count``,
-    ``config.steps``, ``history`` and ``run_dir``).
+    ``config``, ``history`` and ``run_dir``). A worker runs once; resuming a run is a new worker.
     """
 
-    def __init__(self, factory: Callable[[Callable[[str], None]], Any]):
+    def __init__(self, factory: Callable[[Callable[[str], None]], Any], run_dir: str | Path):
         self._factory = factory
+        self.run_dir = str(run_dir)
         self.session: Any = None
+        self.created = time.time()
         self._lock = threading.Lock()
         self._stop_requested = threading.Event()
         self._thread: threading.Thread | None = None
         self._status = "ready"
-        self._error = ""
-        self._message = ""
+        self._error = self._message = self._method = ""
         self._started = 0.0
         self._ended: float | None = None
+        self._saved = False
+        # what the page shows once the session is released: (steps done, total steps, metrics rows)
+        self._kept: tuple[int, int, list[dict[str, Any]]] = (0, 0, [])
 
     def say(self, message: str) -> None:
         """Record the session's latest progress message (called from the worker thread)."""
@@ -71,18 +84,11 @@ class TrainingWorker:
             self._message = str(message)
 
     def start(self) -> None:
-        """Build the session if needed and run it in the background until all its steps are done."""
+        """Build the session and run it in the background until all its steps are done (once)."""
         with self._lock:
-            if self._thread is not None and self._thread.is_alive():
-                raise SraVizError("training is already running: stop it before starting it again")
-            if self._status == "failed":
-                raise SraVizError(f"this run failed ({self._error}); start a new run")
-            if self._status == "finished":
-                raise SraVizError(
-                    "this run has finished all its steps; start a new run or resume it with more steps"
-                )
-            self._stop_requested.clear()
-            self._status = "preparing" if self.session is None else "running"
+            if self._status != "ready":
+                raise SraVizError(f"this worker has already run (it is {self._status}); start a new one")
+            self._status = "preparing"
             self._started, self._ended = time.monotonic(), None
             self._thread = threading.Thread(target=self._main, name="sra-viz-distill", daemon=True)
             self._thread.start()
@@ -111,12 +117,12 @@ class TrainingWorker:
             session, status, error, message = self.session, self._status, self._error, self._message
             end = self._ended if self._ended is not None else time.monotonic()
             seconds = end - self._started if self._started else 0.0
-        if session is None:
-            return WorkerProgress(status, 0, 0, [], error, message, "", seconds)
-        run_dir = getattr(session.run_dir, "path", session.run_dir)
+            done, total, rows = self._kept
+            method, saved = self._method, self._saved
+        if session is not None:
+            done, total, rows = int(session.step_count), int(session.config.steps), list(session.history)
         return WorkerProgress(
-            status, int(session.step_count), int(session.config.steps), list(session.history), error, message,
-            str(run_dir or ""), seconds,
+            status, done, total, list(rows), error, message, self.run_dir, seconds, method, saved
         )  # fmt: skip
 
     def _after_step(self, _row: dict) -> None:
@@ -124,24 +130,117 @@ class TrainingWorker:
             self.session.stop()
 
     def _main(self) -> None:
-        final, error = "failed", ""
+        final, error, saved = "failed", "", False
+        session = None
         try:
-            if self.session is None:
-                session = self._factory(self.say)
-                with self._lock:
-                    self.session = session
-                    if self._status == "preparing":
-                        self._status = "running"
+            session = self._factory(self.say)
+            with self._lock:
+                self.session = session
+                self._method = str(session.config.method)
+                if self._status == "preparing":
+                    self._status = "running"
             if self._stop_requested.is_set():
-                final = "stopped"
+                final = "stopped"  # stopped while preparing: no step taken, nothing saved
+                _write_status(session, "stopped", "stopped while preparing: no step was taken, nothing saved")
             else:
                 # run() clears the session's stop flag when it begins: a stop that lands just then is
                 # passed on again after the next step
-                final = self.session.run(callback=self._after_step)
-                error = self.session.error if final == "failed" else ""
+                final = session.run(callback=self._after_step)
+                error = session.error if final == "failed" else ""
+                saved = final in ("finished", "stopped") or _has_checkpoint(self.run_dir)
         except SraVizError as exc:
             error = str(exc)
         except Exception as exc:  # the page shows it; the thread must never die silently
             error = f"{type(exc).__name__}: {exc}"
+        if final == "failed" and session is not None and getattr(session, "status", "") != "failed":
+            _write_status(session, "failed", error)  # an unexpected error: the run must not stay "running"
+        if session is not None:
+            getattr(session, "close", lambda: None)()  # let go of the run folder's writer lock
         with self._lock:
-            self._status, self._error, self._ended = final, error, time.monotonic()
+            if session is not None:
+                self._kept = (int(session.step_count), int(session.config.steps), list(session.history))
+            self._status, self._error, self._ended, self._saved = final, error, time.monotonic(), saved
+            self.session = None
+        del session
+        release_memory()
+
+
+def _write_status(session: Any, state: str, message: str) -> None:
+    run_dir = getattr(session, "run_dir", None)
+    if run_dir is not None and hasattr(run_dir, "write_status"):
+        run_dir.write_status(state, int(session.step_count), message)
+
+
+def _has_checkpoint(run_dir: str) -> bool:
+    from sra_viz.distill.runs import checkpoint_dir
+
+    return checkpoint_dir(run_dir) is not None
+
+
+def release_memory() -> None:
+    """Collect garbage and hand freed heap pages back to the OS (glibc ``malloc_trim``; elsewhere a no-op).
+
+    The engine asks glibc to keep freed memory for reuse during a run; once a run has ended that
+    memory is returned, so the server's size follows what it holds.
+    """
+    gc.collect()
+    name = ctypes.util.find_library("c")
+    if name:
+        try:
+            ctypes.CDLL(name).malloc_trim(0)
+        except (OSError, AttributeError):
+            pass
+
+
+# ----------------------------------------------------------------------------- the process-level registry
+
+_registry: dict[str, TrainingWorker] = {}
+_registry_lock = threading.Lock()
+
+
+def run_key(run_dir: str | Path) -> str:
+    """The registry key of a run directory: its absolute, resolved path.
+
+    Example:
+        >>> run_key("/tmp/../tmp/runs/sra") == run_key("/tmp/runs/sra")
+        True
+    """
+    return str(Path(run_dir).expanduser().resolve())
+
+
+def launch(run_dir: str | Path, factory: Callable[[Callable[[str], None]], Any]) -> TrainingWorker:
+    """Start a worker for ``run_dir`` and register it; refuses when a worker is already active on it.
+
+    Example:
+        >>> launch("runs/sra", lambda say: DistillSession.resume("runs/sra", progress=say))  # doctest: +SKIP
+    """
+    key = run_key(run_dir)
+    with _registry_lock:
+        current = _registry.get(key)
+        if current is not None and current.progress().active:
+            raise SraVizError(
+                f"run {key!r} is already running in this app: watch or stop it above; a second writer "
+                "would corrupt its checkpoint"
+            )
+        worker = TrainingWorker(factory, key)
+        _registry[key] = worker
+        ended = sorted((w for w in _registry.values() if not w.progress().active), key=lambda w: w.created)
+        for old in ended[: max(0, len(ended) - KEEP_ENDED)]:
+            _registry.pop(old.run_dir, None)
+    worker.start()
+    return worker
+
+
+def worker_for(run_dir: str | Path | None) -> TrainingWorker | None:
+    """The registered worker of ``run_dir`` (None when the app started none there)."""
+    if not run_dir:
+        return None
+    with _registry_lock:
+        return _registry.get(run_key(run_dir))
+
+
+def active_workers() -> list[TrainingWorker]:
+    """Workers preparing, running or stopping, newest first."""
+    with _registry_lock:
+        workers = list(_registry.values())
+    return sorted((w for w in workers if w.progress().active), key=lambda w: w.created, reverse=True)

@@ -1,9 +1,16 @@
-"""Distill page: train the student live (SRA or a token-level baseline), watch it converge, compare runs."""
+"""Distill page: train the student live (SRA or a token-level baseline), watch it converge, compare runs.
+
+Widget keys are the config field names (``distill.batch_size`` holds ``DistillConfig.batch_size``), so
+the widgets become a ``DistillConfig`` in one loop. Runs live in the process-level registry of
+``sra_viz.ui.worker``: a reloaded page or another browser session watches the running run.
+"""
 
 from __future__ import annotations
 
+import os
 import time
 import uuid
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -11,27 +18,59 @@ import streamlit as st
 
 from sra_viz import figures, geometry, paths
 from sra_viz.distill import DistillConfig, DistillSession, list_runs, load_run
-from sra_viz.distill.config import KD_WEIGHTINGS, METHODS, VARIANTS, field_defaults
-from sra_viz.distill.runs import load_snapshots
+from sra_viz.distill import config as config_module
+from sra_viz.distill.runs import checkpoint_dir, is_locked, load_snapshots
 from sra_viz.errors import SraVizError
+from sra_viz.figures.change import change_figures
 from sra_viz.ui import state
-from sra_viz.ui.worker import TrainingWorker
+from sra_viz.ui.worker import TrainingWorker, WorkerProgress, active_workers, launch, run_key, worker_for
 
-WORKER_KEY = "distill_worker"
+PREFIX = "distill."  # widget key of config field f: PREFIX + f
+RUN_KEY = "distill_run"  # the run directory this browser session watches
+ROOT_KEY = "distill_runs_root"  # the parent folder of new runs (empty: sra_viz.paths.runs_dir())
+LIVE_EVERY = 2.0  # seconds between redraws of the live panel while a run is active
+IDLE_EVERY = 5.0  # seconds between looks for a run started from another browser session
+CURVES_EVERY = 10.0  # seconds between rebuilds of the curves between probe rows
+# The app's run defaults, measured by benchmarks/app_defaults.py (2 CPU cores): a truncated student
+# at a learning rate high enough that the probe measures move clearly within about 3 minutes.
+APP_DEFAULTS: dict[str, Any] = dict(
+    method="sra",
+    student_variant="truncated",
+    student_k=6,
+    steps=20,
+    batch_size=4,
+    max_length=64,
+    lr=1e-4,
+    log_every=5,
+    probe_size=8,
+)
 METHOD_NAMES = {
     "sra": "SRA (span alignment)",
     "uld": "ULD (token level)",
     "exact": "Exact-token KD (token level)",
-    "ce": "CE only (plain fine-tuning control)",
+    "ce": "CE only (plain fine-tuning)",
 }
 VARIANT_NAMES = {
-    "truncated": "truncated: first k blocks (fast, starts far away)",
+    "truncated": "truncated: first k blocks (fast)",
     "last_k": "last k blocks train",
     "full": "full fine-tune (slow on a CPU)",
 }
 # curves worth watching, in this order; whichever the run logs are drawn
-CURVES = ["loss", "span", "geo", "kd", "ce", "uld", "exact", "dynamics", "probe_cos", "probe_cka",
-          "probe_gram_distance", "probe_retrieval", "heldout_ppl"]  # fmt: skip
+CURVES = [
+    "loss",
+    "span",
+    "geo",
+    "kd",
+    "ce",
+    "uld",
+    "exact",
+    "dynamics",
+    "probe_cos",
+    "probe_cka",
+    "probe_gram_distance",
+    "probe_retrieval",
+    "heldout_ppl",
+]
 ABLATIONS = {
     "use_span": "L_span: span cosine through the projector",
     "use_geo": "L_geo: geometric regularizer",
@@ -40,206 +79,355 @@ ABLATIONS = {
     "weighted_pooling": "attention-weighted pooling (off: plain mean)",
     "weighted_loss": "saliency-weighted losses (off: uniform)",
 }
+FIELDS = {f.name: f for f in fields(DistillConfig)}
+DEFAULTS = config_module.field_defaults()
+
+
+def choices(name: str, fallback: tuple[str, ...]) -> list[str]:
+    """The allowed values of config field ``name``: its metadata's ``choices``, else ``fallback``."""
+    return list(FIELDS[name].metadata.get("choices", fallback))
+
+
+def default(name: str) -> Any:
+    """The app's default of config field ``name`` (measured app defaults, then the library's)."""
+    return APP_DEFAULTS.get(name, DEFAULTS[name])
+
+
+def runs_root(text: str | None) -> Path:
+    """The runs folder a user typed, checked and created; empty means the cache folder's runs.
+
+    Example:
+        >>> runs_root("")  # doctest: +SKIP
+        PosixPath('/home/me/.cache/sra_viz/runs')
+    """
+    text = (text or "").strip()
+    if not text:
+        return paths.runs_dir()
+    root = Path(text).expanduser()
+    if root.exists() and not root.is_dir():
+        raise SraVizError(f"runs folder {text!r} is a file: give a folder (it is created if missing)")
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise SraVizError(
+            f"runs folder {text!r} cannot be created ({exc.strerror or exc}): give a folder you can write "
+            "to, or leave it empty for the cache folder's runs"
+        ) from None
+    if not os.access(root, os.W_OK | os.X_OK):
+        raise SraVizError(f"runs folder {text!r} is not writable: give a folder you can write to")
+    return root.resolve()
+
+
+def _as_field_type(name: str, value: Any) -> Any:
+    kind = type(DEFAULTS[name]) if DEFAULTS[name] is not None else str
+    return kind(value) if kind in (bool, int, float, str) else value
 
 
 def config_from_widgets() -> DistillConfig:
-    """The DistillConfig the widgets describe, for the selected pair (validated)."""
+    """The DistillConfig the widgets describe, for the selected pair (validated): one loop over fields."""
     teacher, student = state.selected_specs()
     s = st.session_state
-    every = int(s["distill_probe_every"])
-    switches: dict[str, Any] = {name: bool(s[f"distill_{name}"]) for name in ABLATIONS}
-    run_root = Path(s["distill_root"]).expanduser()
-    if run_root.exists() and not run_root.is_dir():
-        raise SraVizError(
-            f"runs folder {str(run_root)!r} is a file: give a folder (it is created if missing)"
-        )
-    run_root.mkdir(parents=True, exist_ok=True)
-    return DistillConfig(
-        teacher=teacher, student=student, method=s["distill_method"], steps=int(s["distill_steps"]),
-        batch_size=int(s["distill_batch"]), max_length=int(s["distill_max_length"]), lr=float(s["distill_lr"]),
-        student_variant=s["distill_variant"], student_k=int(s["distill_k"]), log_every=every,
-        snapshot_every=every, probe_size=int(s["distill_probe"]), seed=int(s["distill_seed"]),
-        out=str(run_root / f"{s['distill_method']}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:4]}"),
-        alpha=float(s["distill_alpha"]), lambda_geo=float(s["distill_lambda_geo"]), tau=float(s["distill_tau"]),
-        kd_weighting=s["distill_kd_weighting"], **switches,
-    ).validate()  # fmt: skip
+    values = {name: _as_field_type(name, s[PREFIX + name]) for name in FIELDS if PREFIX + name in s}
+    values["snapshot_every"] = values.get("log_every", DEFAULTS["log_every"])  # one probe cadence
+    root = runs_root(s.get(ROOT_KEY))
+    method = values.get("method", DEFAULTS["method"])
+    values["out"] = str(root / f"{method}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:4]}")
+    return DistillConfig(**{**values, "teacher": teacher, "student": student}).validate()
+
+
+def _widget(name: str, draw, options=None, **kwargs) -> None:
+    """Draw the widget of config field ``name`` under its key, seeded with the app's default."""
+    state.keep(PREFIX + name, default(name), options)
+    help_text = kwargs.pop("help", None) or FIELDS[name].metadata.get("help")
+    draw(key=PREFIX + name, help=help_text, **kwargs)
 
 
 def draw_config(student_layers: int) -> None:
-    """Every widget of the run configuration (values live in session state)."""
+    """Every widget of the run configuration (values live in session state under the field names)."""
     a, b, c = st.columns(3)
-    state.keep("distill_method", "sra", METHODS)
-    a.selectbox("Method", list(METHODS), format_func=lambda m: METHOD_NAMES[m], key="distill_method")
-    state.keep("distill_variant", "truncated", VARIANTS)
-    a.selectbox(
-        "Student variant", list(VARIANTS), format_func=lambda v: VARIANT_NAMES[v], key="distill_variant"
+    methods = [m for m in choices("method", config_module.METHODS)]
+    _widget(
+        "method",
+        lambda **kw: a.selectbox("Method", methods, format_func=lambda m: METHOD_NAMES.get(m, m), **kw),
+        methods,
     )
-    state.keep("distill_k", min(6, student_layers))
-    a.slider("k (blocks)", 1, student_layers, key="distill_k")
-    state.keep("distill_steps", 20)
-    b.number_input("Steps", 1, 2000, key="distill_steps")
-    state.keep("distill_batch", 4)
-    b.number_input("Batch size", 1, 32, key="distill_batch")
-    state.keep("distill_max_length", 64)
-    b.number_input("Max tokens per text", 16, 512, step=16, key="distill_max_length")
-    lrs = [1e-5, 3e-5, 1e-4, 3e-4, 1e-3]
-    state.keep("distill_lr", 1e-4, lrs)
-    c.select_slider("Learning rate", lrs, format_func=lambda v: f"{v:g}", key="distill_lr")
-    state.keep("distill_probe_every", 5)
-    c.number_input(
-        "Probe every N steps", 1, 500, key="distill_probe_every", help="probe metrics + geometry snapshot"
+    variants = choices("student_variant", config_module.VARIANTS)
+    _widget(
+        "student_variant",
+        lambda **kw: a.selectbox(
+            "Student variant", variants, format_func=lambda v: VARIANT_NAMES.get(v, v), **kw
+        ),
+        variants,
     )
-    state.keep("distill_probe", 8)
-    c.number_input("Probe texts", 2, 64, key="distill_probe", help="fixed texts the geometry is measured on")
+    APP_DEFAULTS["student_k"] = min(int(APP_DEFAULTS["student_k"]), student_layers)
+    _widget("student_k", lambda **kw: a.slider("k (blocks)", 1, student_layers, **kw))
+    _widget("steps", lambda **kw: b.number_input("Steps", 1, 2000, **kw))
+    _widget("batch_size", lambda **kw: b.number_input("Batch size", 1, 32, **kw))
+    _widget("max_length", lambda **kw: b.number_input("Max tokens per text", 16, 512, step=16, **kw))
+    lrs = [1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3]
+    _widget(
+        "lr", lambda **kw: c.select_slider("Learning rate", lrs, format_func=lambda v: f"{v:g}", **kw), lrs
+    )
+    _widget(
+        "log_every",
+        lambda **kw: c.number_input("Probe every N steps", 1, 500, **kw),
+        help="probe metrics and a geometry snapshot every N steps (and at step 0 and the end)",
+    )
+    _widget("probe_size", lambda **kw: c.number_input("Probe texts", 2, 64, **kw))
     with st.expander("SRA terms and ablations", expanded=False):
         cols = st.columns(2)
         for i, (name, label) in enumerate(ABLATIONS.items()):
-            state.keep(f"distill_{name}", True)
-            cols[i % 2].toggle(label, key=f"distill_{name}")
-        defaults = field_defaults()
+            _widget(name, lambda label=label, i=i, **kw: cols[i % 2].toggle(label, **kw))
         w = st.columns(4)
-        state.keep("distill_alpha", defaults["alpha"])
-        w[0].number_input("α (CE weight)", 0.0, 1.0, step=0.1, key="distill_alpha",
-                          help="L = α·CE + (1−α)·(L_span + λ_geo·L_geo + L_KD)")  # fmt: skip
-        state.keep("distill_lambda_geo", defaults["lambda_geo"])
-        w[1].number_input("λ_geo", 0.0, 1000.0, step=1.0, key="distill_lambda_geo",
-                          help="weight of L_geo; 50 (the DSKD port's default) or e.g. 3 (see the Learn page)")  # fmt: skip
-        state.keep("distill_tau", defaults["tau"])
-        w[2].number_input("τ (KD temperature)", 0.1, 20.0, step=0.5, key="distill_tau")
-        state.keep("distill_kd_weighting", defaults["kd_weighting"], KD_WEIGHTINGS)
-        w[3].selectbox("L_KD over spans", list(KD_WEIGHTINGS), key="distill_kd_weighting",
-                       format_func=lambda v: {"saliency": "saliency-weighted", "sum": "sum (published)"}[v])  # fmt: skip
+        _widget(
+            "alpha",
+            lambda **kw: w[0].number_input("α (CE weight)", 0.0, 1.0, step=0.1, **kw),
+            help="L = α·CE + (1−α)·(L_span + λ_geo·L_geo + L_KD)",
+        )
+        _widget(
+            "lambda_geo",
+            lambda **kw: w[1].number_input("λ_geo", 0.0, 1000.0, step=1.0, **kw),
+            help="weight of L_geo; 50 (the DSKD port's default) or e.g. 3 (see the Learn page)",
+        )
+        _widget("tau", lambda **kw: w[2].number_input("τ (KD temperature)", 0.1, 20.0, step=0.5, **kw))
+        weightings = choices("kd_weighting", config_module.KD_WEIGHTINGS)
+        names = {"saliency": "saliency-weighted", "sum": "sum (published)"}
+        _widget(
+            "kd_weighting",
+            lambda **kw: w[3].selectbox(
+                "L_KD over spans", weightings, format_func=lambda v: names.get(v, v), **kw
+            ),
+            weightings,
+        )
         st.caption(
             "ULD and exact-token KD use L_CE and their own token-level term; the other switches are SRA's. "
             "L_KD summed over spans is the public code's form; our saliency weighting and λ_geo = 50 (the "
             "DSKD port's default) keep the three distillation terms on one gradient scale."
         )
     with st.expander("Run folder and seed", expanded=False):
-        state.keep("distill_root", str(paths.runs_dir()))
-        st.text_input("Runs folder", key="distill_root", help="each run writes a folder here")
-        state.keep("distill_seed", 0)
-        st.number_input("Seed", 0, 10_000, key="distill_seed")
+        state.keep(ROOT_KEY, "")
+        st.text_input(
+            "Runs folder",
+            key=ROOT_KEY,
+            placeholder=str(paths.runs_dir()),
+            help=f"each run writes a folder here; empty: {paths.runs_dir()}",
+        )
+        _widget("seed", lambda **kw: st.number_input("Seed", 0, 10_000, **kw))
+
+
+# ----------------------------------------------------------------------------- which run this session watches
+
+
+def watched() -> TrainingWorker | None:
+    """The run this session watches: its own, or (when it has none running) the newest running one.
+
+    A reloaded page or a second browser session starts with no run of its own and so finds the run
+    that is going in this server, with its status, Stop and live curves.
+    """
+    mine = worker_for(st.session_state.get(RUN_KEY))
+    if mine is None or not mine.progress().active:
+        running = active_workers()
+        if running:
+            mine = running[0]
+    if mine is not None:
+        st.session_state[RUN_KEY] = mine.run_dir
+    return mine
 
 
 def start_new() -> None:
-    old = st.session_state.get(WORKER_KEY)
-    if old is not None and old.progress().active:
-        raise SraVizError("a run is already going in this session: stop it before starting another")
+    current = watched()
+    if current is not None and current.progress().active:
+        raise SraVizError("a run is already going in this app: stop it before starting another")
     config = config_from_widgets()
+    state.check_memory(state.selected_specs())
     pair = state.get_pair()  # shared and read-only: the engine trains its own deep copy of the student
-    worker = TrainingWorker(lambda say: DistillSession(config, pair, progress=say))
-    worker.start()
-    st.session_state[WORKER_KEY] = worker
+    worker = launch(str(config.out), lambda say: DistillSession(config, pair, progress=say))
+    st.session_state[RUN_KEY] = worker.run_dir
 
 
-def resume_run(run_dir: str, more_steps: int) -> None:
+def resume_run(run_dir: str, steps: int) -> None:
+    """Go on with a stopped run from its checkpoint, up to ``steps`` steps in all."""
+    if checkpoint_dir(run_dir) is None:
+        raise SraVizError(
+            f"run {run_dir!r} has no checkpoint (it was stopped before its first step): start a new run"
+        )
+    if worker_for(run_dir) is None and is_locked(run_dir):
+        raise SraVizError(
+            f"run {run_dir!r} is being written by another process (see its run.lock): stop that one first"
+        )
+    state.check_memory(state.selected_specs())
     pair = state.get_pair()
-    _, metrics, _ = load_run(run_dir)
-    done = int(metrics["step"].max()) if "step" in metrics and len(metrics) else 0
-    worker = TrainingWorker(
-        lambda say: DistillSession.resume(run_dir, pair=pair, progress=say, steps=done + more_steps)
-    )
-    worker.start()
-    st.session_state[WORKER_KEY] = worker
+    worker = launch(run_dir, lambda say: DistillSession.resume(run_dir, pair=pair, progress=say, steps=steps))
+    st.session_state[RUN_KEY] = worker.run_dir
 
 
-def geometry_animation(run_dir: str):
-    """The probe geometry over the run's snapshots (PCA on shared axes), cached per set of steps."""
+# ----------------------------------------------------------------------------- figures (cached per run)
+
+
+def curves(records: list[dict], method: str, title: str = "Convergence"):
+    rows = [{**r, "method": method} for r in records]
+    present = [c for c in CURVES if any(r.get(c) is not None for r in rows)]
+    return figures.convergence_curves(rows, columns=present, title=title) if present else None
+
+
+def live_curves(p: WorkerProgress):
+    """The curves of the watched run, rebuilt on a new probe row, at the end, or every CURVES_EVERY s."""
+    cache = state.results("distill_curves")
+    probes = sum(1 for r in p.records if "probe_cos" in r)
+    key = (p.run_dir, probes, p.active)
+    old = cache.get("entry")
+    fresh = old is not None and old[0] == key and time.monotonic() - old[1] < CURVES_EVERY
+    if not fresh or (old is not None and not p.active and old[2] != len(p.records)):
+        cache["entry"] = (key, time.monotonic(), len(p.records), curves(p.records, p.method or "run"))
+    return cache["entry"][3]
+
+
+def run_views(run_dir: str, step: int | None = None) -> dict[str, Any]:
+    """Geometry over training and the change views (step 0 against ``step``, default the last snapshot)
+    of a run, cached per set of snapshots and step."""
     snaps = load_snapshots(run_dir) if run_dir else None
     if snaps is None or not snaps.steps:
-        return None
-    cache = state.results("distill_geometry")  # run folder -> (steps drawn, figure)
+        return {}
+    cache = state.results("distill_views")  # "run folder@step" -> (snapshot steps drawn, figures)
     steps = tuple(snaps.steps)
-    if run_dir not in cache or cache[run_dir][0] != steps:
+    key = f"{run_dir}@{step}"
+    entry = cache.get(key)
+    if entry is None or entry[0] != steps:
         projection = geometry.project_snapshots(snaps.teacher, snaps.student, snaps.steps, method="pca")
-        cache[run_dir] = (steps, figures.snapshots_figure(projection, snaps.span_text))
-    return cache[run_dir][1]
+        views = {"animation": figures.snapshots_figure(projection, snaps.span_text)}
+        views.update(change_figures(snaps, step=step if step in steps else None))
+        cache[key] = entry = (steps, views)
+    return entry[1]
 
 
-def curves(records: list[dict], title: str = "Convergence"):
-    present = [c for c in CURVES if any(r.get(c) is not None for r in records)]
-    return figures.convergence_curves(records, columns=present, title=title) if present else None
+def draw_views(run_dir: str, key: str, pick_step: bool = False) -> None:
+    """The change-since-step-0 views and the geometry animation of a run (with a step picker if asked)."""
+    snaps_steps = sorted(int(p.stem.split("_")[1]) for p in (Path(run_dir) / "snapshots").glob("step_*.npz"))
+    step = None
+    if pick_step and len(snaps_steps) > 1:
+        state.keep(f"{key}_step", snaps_steps[-1], snaps_steps)
+        step = st.select_slider("Compare step 0 with step", snaps_steps, key=f"{key}_step")
+    views = run_views(run_dir, step)
+    if not views:
+        return
+    tabs = st.tabs(["Change since step 0", "Geometry over training"])
+    with tabs[0]:
+        for name in ("distances", "gram", "displacement"):
+            if name in views:
+                st.plotly_chart(views[name], key=f"{key}_{name}")
+        st.caption(
+            "Every view compares with step 0. Scales are fixed by step 0 (the change panel spans at least "
+            "±½ sd of the step-0 distances), so noise is not stretched into a trend."
+        )
+    with tabs[1]:
+        st.plotly_chart(views["animation"], key=f"{key}_geometry")
+
+
+# ----------------------------------------------------------------------------- the live panel
+
+
+def status_line(p: WorkerProgress) -> None:
+    if p.status == "failed":
+        st.error(p.error or "the run failed", icon=":material/error:")
+    elif p.status == "stopping" and p.steps_done == 0 and not p.records:
+        st.warning(
+            "Stopping: the run ends as soon as its set-up is done; no step has been taken, nothing is saved."
+        )
+    elif p.status == "stopped" and not p.saved:
+        st.warning(
+            "Run stopped while preparing: no step was taken and nothing was saved. Press **Start** for a new run."
+        )
+    elif p.status == "stopped":
+        st.warning(f"Run stopped at step {p.steps_done}: its checkpoint is saved; press **Resume** to go on.")
+    elif p.status == "preparing" or (p.active and p.steps_done == 0):
+        st.caption(f"{p.message or 'preparing'}…")
 
 
 def live_panel() -> None:
-    """Progress of this session's run; re-run every second by the fragment while training."""
-    worker: TrainingWorker | None = st.session_state.get(WORKER_KEY)
-    if worker is None:
+    """Progress of the watched run; re-run by the fragment every LIVE_EVERY s while a run is active."""
+    worker = watched()
+    p = worker.progress() if worker is not None else None
+    drawn = st.session_state.get("distill_drawn")
+    now = (p.run_dir, p.active) if p is not None else None
+    st.session_state["distill_drawn"] = now
+    if drawn is not None and drawn != now:
+        st.rerun(scope="app")  # the buttons outside this fragment change with the run and its status
+    if p is None:
         st.info(
             "Configure a run and press **Start**. Training runs in the background; this page stays usable."
         )
+        st.caption(state.memory_readout())
         return
-    p = worker.progress()
-    st.markdown(
-        f"**Run {p.status}** · step {p.steps_done} of {p.total_steps}"
-        + (f" · `{p.run_dir}`" if p.run_dir else "")
-    )
+    st.markdown(f"**Run {p.status}** · step {p.steps_done} of {p.total_steps or '…'} · `{p.run_dir}`")
     last = {k: v for r in p.records for k, v in r.items() if v is not None}
+    first = next((r for r in p.records if r.get("step") == 0), {})
     cols = st.columns(5)
     cols[0].metric("Steps done", f"{p.steps_done} / {p.total_steps or '…'}")
     cols[1].metric("loss", f"{last['loss']:.3f}" if "loss" in last else "–")
-    cols[2].metric("probe CKA", f"{last['probe_cka']:.3f}" if "probe_cka" in last else "–")
-    cols[3].metric("probe cosine", f"{last['probe_cos']:.3f}" if "probe_cos" in last else "–")
-    cols[4].metric("s / step", f"{last['step_time_s']:.1f}" if "step_time_s" in last else "–")
-    if p.status == "preparing" or (p.active and p.steps_done == 0):
-        st.caption(f"{p.message or 'preparing'}…")
-    if p.status == "failed":
-        st.error(p.error or "the run failed", icon=":material/error:")
-    elif p.status == "stopped":
-        st.warning(f"Run stopped at step {p.steps_done}: its checkpoint is saved; press **Resume** to go on.")
-    method = worker.session.config.method if worker.session is not None else "run"
-    fig = curves([{**r, "method": method} for r in p.records])
+    for col, name, label in ((cols[2], "probe_cka", "probe CKA"), (cols[3], "probe_cos", "probe cosine")):
+        change = f"{last[name] - first[name]:+.3f} since step 0" if name in first and name in last else None
+        col.metric(label, f"{last[name]:.3f}" if name in last else "–", change)
+    cols[4].metric("s / step", f"{last['step_time_s']:.2f}" if "step_time_s" in last else "–")
+    status_line(p)
+    fig = live_curves(p)
     if fig is not None:
         st.plotly_chart(fig, key="distill_curves")
-    animation = geometry_animation(p.run_dir)
-    if animation is not None:
-        st.plotly_chart(animation, key="distill_geometry")
-    if st.session_state.get("distill_was_active") and not p.active:
-        st.session_state["distill_was_active"] = False
-        st.rerun(scope="app")  # the buttons outside this fragment change with the status
-    st.session_state["distill_was_active"] = p.active
+    draw_views(p.run_dir, "distill_live")
+    st.caption(state.memory_readout())
 
 
-def past_runs(root: str) -> None:
+# ----------------------------------------------------------------------------- past runs
+
+
+def past_runs(root: Path) -> None:
     runs = list_runs(root)
     if not runs:
         st.caption(f"No runs in {root} yet.")
         return
     rows = [
-        {"run": r.name, "method": r.method, "student": r.student, "state": r.state,
-         "steps": f"{r.steps_done}/{r.steps_planned}", "loss": r.last.get("loss"), "probe CKA": r.last.get("probe_cka")}
+        {
+            "run": r.name,
+            "method": r.method,
+            "student": r.student,
+            "state": "running" if (w := worker_for(r.path)) is not None and w.progress().active else r.state,
+            "steps": f"{r.steps_done}/{r.steps_planned}",
+            "loss": r.last.get("loss"),
+            "probe CKA": r.last.get("probe_cka"),
+        }
         for r in runs
-    ]  # fmt: skip
+    ]
     st.dataframe(rows, hide_index=True, height=min(320, 40 + 35 * len(rows)))
     by_name = {r.name: r for r in runs}
-    chosen = st.multiselect(
-        "Overlay curves of", list(by_name), default=list(by_name)[:2], key="distill_compare"
-    )
-    if chosen:
-        columns = [c for c in CURVES if any(c in by_name[n].last for n in chosen)]
+    logged = [r.name for r in runs if "step" in r.last]  # a run still setting up has no metrics row yet
+    chosen = st.multiselect("Overlay curves of", logged, default=logged[:2], key="distill_compare")
+    columns = [c for c in CURVES if any(c in by_name[n].last for n in chosen)]
+    if chosen and columns:
         st.plotly_chart(
-            figures.run_metrics_figure([by_name[n].path for n in chosen], labels=chosen, columns=columns,
-                                       title="Runs compared"),
+            figures.run_metrics_figure(
+                [by_name[n].path for n in chosen], labels=chosen, columns=columns, title="Runs compared"
+            ),
             key="distill_compare_chart",
-        )  # fmt: skip
+        )
     reopen = st.selectbox("Reopen a run", list(by_name), key="distill_reopen")
     run = by_name[reopen]
-    config, metrics, _ = load_run(run.path)
+    config, _, _ = load_run(run.path)
     st.caption(
         f"{run.name}: {config.method}, {config.student_variant} student, {run.state} at step {run.steps_done}"
     )
     if run.message:
         st.caption(run.message)
-    animation = geometry_animation(str(run.path))
-    if animation is not None:
-        st.plotly_chart(animation, key="distill_reopen_geometry")
+    draw_views(str(run.path), "distill_reopen", pick_step=True)
     more = st.number_input("More steps", 1, 2000, 10, key="distill_more")
-    active = (w := st.session_state.get(WORKER_KEY)) is not None and w.progress().active
+    running = (w := worker_for(run.path)) is not None and w.progress().active
     if st.button(
-        "Resume this run", key="distill_resume_past", disabled=active, icon=":material/restart_alt:"
+        "Resume this run",
+        key="distill_resume_past",
+        disabled=running,
+        icon=":material/restart_alt:",
+        help="already running in this app" if running else None,
     ):
         with state.reported("resuming the run"):
-            resume_run(str(run.path), int(more))
+            resume_run(run_key(run.path), run.steps_done + int(more))
             st.rerun(scope="app")
 
 
@@ -256,7 +444,7 @@ if pair is None:
     st.stop()  # the error above says why; nothing below works without the models
 draw_config(pair.student.info.layers)
 
-worker = st.session_state.get(WORKER_KEY)
+worker = watched()
 progress = worker.progress() if worker is not None else None
 active = progress is not None and progress.active
 buttons = st.container(horizontal=True)
@@ -271,17 +459,22 @@ if (
     and worker is not None
 ):
     worker.stop()
-resumable = progress is not None and progress.status == "stopped" and not active
+resumable = progress is not None and progress.status == "stopped" and progress.saved
 if buttons.button("Resume", icon=":material/resume:", disabled=not resumable, key="distill_resume"):
     with state.reported("resuming the run"):
-        if worker is None:
-            raise SraVizError("there is no stopped run in this session: reopen a past run below to resume it")
-        worker.start()
+        if progress is None or not progress.saved:
+            raise SraVizError(
+                "there is no stopped run with a checkpoint here: reopen a past run below to resume it"
+            )
+        resume_run(progress.run_dir, progress.total_steps)
         st.rerun()
 
-st.fragment(live_panel, run_every=1.0 if active else None)()
+st.fragment(live_panel, run_every=LIVE_EVERY if active else IDLE_EVERY)()
 
 st.divider()
 st.subheader("Past runs")
 with state.reported("reading past runs"):
-    past_runs(st.session_state["distill_root"])
+    typed = (st.session_state.get(ROOT_KEY) or "").strip()  # checked (and created) only when a run starts
+    st.fragment(past_runs, run_every=IDLE_EVERY if active else None)(
+        Path(typed).expanduser() if typed else paths.runs_dir()
+    )

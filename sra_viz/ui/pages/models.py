@@ -8,6 +8,7 @@ import streamlit as st
 from sra_viz.errors import SraVizError
 from sra_viz.fetch import DEFAULT_MODELS, DEFAULT_STUDENT, DEFAULT_TEACHER
 from sra_viz.ui import state
+from sra_viz.ui.worker import release_memory
 
 SOURCES = {
     "Default": "embedded default, fetched from PyPI and converted once",
@@ -111,21 +112,24 @@ if release_col.button(
     "Release memory",
     icon=":material/delete_sweep:",
     key="models_release",
-    help="Drop the selected pair from the shared model cache; the next page that needs them reloads them.",
+    help="Drop every model from the shared cache (a running distillation keeps its own until it ends); "
+    "the next page that needs a model reloads it.",
 ):
-    released = [s for s in state.selected_specs() if state.release_model(s)]
+    released = [s for s in state.loaded_specs() if state.release_model(s)]
+    release_memory()
     if released:
         st.success(f"Released {', '.join(released)} from memory.")
     else:
-        st.info("Nothing to release: the selected models are not loaded.")
+        st.info("Nothing to release: no model is loaded.")
 
 teacher_now, student_now = state.selected_specs()
 loaded = state.loaded_specs()
 st.caption(
     f"Selected pair: teacher **{teacher_now}**, student **{student_now}** · in memory: {', '.join(loaded) or 'none'}"
+    f" · {state.memory_readout()}"
 )
 
-if teacher_now in loaded and student_now in loaded:
+if state.is_loaded(teacher_now) and state.is_loaded(student_now):
     with state.reported("reading the model facts"):
         pair = state.get_pair()
         st.subheader("Side by side")
