@@ -231,9 +231,10 @@ def _run_and_stop(page, runs_folder: Path) -> None:
     folder = page.get_by_label("Runs folder", exact=True)
     folder.fill(str(runs_folder))
     folder.press("Enter")
-    # a small run so three steps fit a busy 2-core machine: 2 texts of at most 48 tokens, 4 probe texts
+    # a small run that fits a busy 2-core machine: 2 texts of at most 48 tokens, 4 probe texts; five
+    # steps, so that a Stop clicked after step 1 lands well before the run could end by itself
     for label, value in (
-        ("Steps", "3"),
+        ("Steps", "5"),
         ("Batch size", "2"),
         ("Max tokens per text", "48"),
         ("Probe texts", "4"),
@@ -254,15 +255,15 @@ def _run_and_stop(page, runs_folder: Path) -> None:
     main.get_by_role("button", name="Stop").click()
     page.get_by_text(re.compile(r"Run (stopped|finished)")).first.wait_for(timeout=300_000)
     stopped_at = _steps_done(page)
-    # Stop lands while step 2 runs (a step takes seconds): the run ends between steps with its checkpoint
-    assert 1 <= stopped_at < 3, f"stopped at step {stopped_at}"
+    # Stop lands while a step runs (a step takes seconds): the run ends between steps with its checkpoint
+    assert 1 <= stopped_at < 5, f"stopped at step {stopped_at}"
     page.get_by_text(f"Run stopped at step {stopped_at}").first.wait_for(timeout=10_000)
     resume = main.get_by_role("button", name="Resume", exact=False).first
     _wait_for(resume.is_enabled, 30)  # the whole page reruns once the run has ended
     page.screenshot(path=str(ARTIFACTS / "distill_stopped.png"), full_page=True)
     resume.click()  # goes on from the checkpoint
     page.get_by_text("Run finished").first.wait_for(timeout=400_000)
-    assert _steps_done(page) == 3
+    assert _steps_done(page) == 5
     page.get_by_text("Convergence").first.wait_for(timeout=30_000)
     page.locator(".js-plotly-plot").first.wait_for(state="visible", timeout=30_000)
     time.sleep(1.5)
