@@ -223,11 +223,16 @@ def test_kd_logits_equal_the_heads_applied_to_the_centers(default_pair, tmp_path
         outside = torch.ones(shared.shape[1], dtype=torch.bool)
         outside[s_ids] = False
         assert torch.all(shared[:, outside] == -1e4)
-        # masked columns change nothing: KL over V_S with the mask == KL over V∩ alone
+        # masked columns change nothing: KL over V_S with the mask == KL over V∩ alone. Compared in float64:
+        # the KL is Σ p_T log p_T − Σ p_T log p_S, two sums over 46k columns that cancel to a small value,
+        # so float32 summation order alone moves it by ~1e-3 relative; the property is the masking.
         z_s = session.student_shared_logits(pooled)
-        kl_masked = span_logit_kd(z_s[None], shared[None], torch.ones(1, len(h), dtype=torch.bool))
-        kl_direct = span_logit_kd(pooled[:, s_ids][None], full[None], torch.ones(1, len(h), dtype=torch.bool))
+        every_span = torch.ones(1, len(h), dtype=torch.bool)
+        kl_masked = span_logit_kd(z_s.double()[None], shared.double()[None], every_span)
+        kl_direct = span_logit_kd(pooled[:, s_ids].double()[None], full.double()[None], every_span)
         assert float(kl_masked) == pytest.approx(float(kl_direct), rel=1e-4)
+        kl_float32 = span_logit_kd(z_s[None], shared[None], every_span)
+        assert float(kl_float32) == pytest.approx(float(kl_direct), rel=5e-3)
         # the training path: pooling scaled by 1/τ from the mask, the teacher head at τ, the KL at τ = 1
         tau, every = 2.0, torch.ones(1, len(h), dtype=torch.bool)
         z_s_tau = pool_spans(logits, s.span_index, s.pool_mass[last], valid, scale=1 / tau, offset=session.shared_mask)
