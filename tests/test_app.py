@@ -324,6 +324,8 @@ def _small_run(at: AppTest, runs: Path, steps: int = 2, k: int = 2, probe_every:
     at.number_input(key="distill.log_every").set_value(probe_every)
     at.slider(key="distill.student_k").set_value(k)
     at.selectbox(key="distill.student_variant").set_value("truncated")
+    at.number_input(key="distill.eval_size").set_value(2)  # the held-out evaluation, kept short
+    at.number_input(key="distill.eval_max_new_tokens").set_value(8)
 
 
 def open_tiny(tiny_pair_dirs, page: str = "distill") -> AppTest:

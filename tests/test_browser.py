@@ -238,6 +238,8 @@ def _run_and_stop(page, runs_folder: Path) -> None:
         ("Batch size", "2"),
         ("Max tokens per text", "48"),
         ("Probe texts", "4"),
+        ("Held-out evaluation examples", "2"),
+        ("Longest generation (tokens)", "8"),
     ):
         box = page.get_by_label(label, exact=True)
         box.fill(value)
