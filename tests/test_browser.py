@@ -282,8 +282,17 @@ def _open_distill(page, url: str, runs_folder: str | None = None) -> None:
     page.get_by_role("heading", name="Distill").first.wait_for(timeout=120_000)
     page.get_by_text("Run folder and seed").first.wait_for(timeout=300_000)  # drawn once the pair is loaded
     if runs_folder is not None:
-        page.get_by_text("Run folder and seed").first.click()
+        box = page.get_by_label("Runs folder", exact=True)
+        # the expander keeps its state across reruns: click it only while its field is hidden
+        _wait_for(lambda: box.is_visible() or _open_expander(page, "Run folder and seed"), 60)
         _fill(page, "Runs folder", runs_folder)
+
+
+def _open_expander(page, title: str) -> bool:
+    """Click the expander ``title`` and say whether its content is now shown (False: try again)."""
+    page.get_by_text(title).first.click()
+    page.wait_for_timeout(500)  # the expander's opening animation
+    return page.get_by_label("Runs folder", exact=True).is_visible()
 
 
 def _fill(page, label: str, value: str) -> None:
