@@ -46,6 +46,8 @@ def _tiny_cfg(tiny_pair_dirs, out: Path, **over) -> DistillConfig:
         snapshot_every=1,
         checkpoint_every=1,
         warmup_steps=0,
+        eval_size=2,  # the held-out evaluation runs, kept short (its own tests: test_evaluation.py)
+        eval_max_new_tokens=4,
         out=str(out),
     )
     base.update(over)
