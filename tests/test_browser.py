@@ -393,7 +393,11 @@ def test_reload_and_second_session_find_the_running_run(tiny_app, browser, page,
             _wait_for(lambda: not _button(other, "Start").is_enabled(), 60)
             resume = other.get_by_role("button", name="Resume this run")
             resume.wait_for(timeout=60_000)
-            assert not resume.is_enabled()  # no second writer on the running run
+            # the page first draws the default runs folder's runs (stopped ones are resumable there); once
+            # it has settled on this folder, whose one run is the running one, Resume must be off
+            (run_name,) = [p.name for p in tmp_path.iterdir() if (p / "config.json").exists()]
+            other.get_by_text(re.compile(rf"^{re.escape(run_name)}: ")).first.wait_for(timeout=60_000)
+            _wait_for(lambda: not resume.is_enabled(), 30)  # no second writer on the running run
             _shot(other, "distill_second_session.png")
             _button(other, "Stop").click()  # the second session stops the first one's run
             other.get_by_text(re.compile(r"Run stopped at step \d+")).first.wait_for(timeout=300_000)

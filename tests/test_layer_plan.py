@@ -124,7 +124,7 @@ def test_mass_layer_choice_changes_only_multi_pair_runs(tiny_pair, tmp_path):
     hold multi-token spans: CJK, emoji, accents, numbers; a one-token span's CoM is its token, whatever
     the masses)."""
     data = tmp_path / "spans.jsonl"
-    data.write_text("".join(json.dumps({"text": f"{i}. {MULTI_TOKEN_TEXT}"}) + "\n" for i in range(8)))
+    data.write_text("".join(json.dumps({"text": f"{i}. {MULTI_TOKEN_TEXT}"}) + "\n" for i in range(12)))  # 10+: the held-out split
 
     def span_term(**over) -> float:
         name = "-".join(f"{k}={v}" for k, v in over.items()).replace(" ", "").replace(",", "")
