@@ -39,9 +39,16 @@ def run_method(method: str, pair, evaluator, args, out_root: Path) -> dict[str, 
     from sra_viz.distill import DistillSession
 
     cfg = session_config(
-        method, args, str(out_root / method), steps=args.steps, log_every=args.steps,
-        snapshot_every=args.steps, checkpoint_every=0, probe_size=args.probe_size, eval_size=0,
-    )  # fmt: skip
+        method,
+        args,
+        str(out_root / method),
+        steps=args.steps,
+        log_every=args.steps,
+        snapshot_every=args.steps,
+        checkpoint_every=0,
+        probe_size=args.probe_size,
+        eval_size=0,
+    )
     t0 = time.perf_counter()
     session = DistillSession(cfg, pair=pair)
     before = evaluator.evaluate(session.student_view, "before", generate_text=False).to_dict()
@@ -64,7 +71,9 @@ def failures_of(results: dict[str, dict[str, dict[str, float]]]) -> list[str]:
     better = lambda a, b, way: a < b if way == "lower" else a > b  # noqa: E731
     for name, way in MOVES:
         if not better(sra["last"][name], sra["first"][name], way):
-            failures.append(f"SRA did not improve {name}: {sra['first'][name]:.4f} -> {sra['last'][name]:.4f}")
+            failures.append(
+                f"SRA did not improve {name}: {sra['first'][name]:.4f} -> {sra['last'][name]:.4f}"
+            )
     for name, way, other in AHEAD:
         if other in results and not better(sra["last"][name], results[other]["last"][name], way):
             failures.append(
@@ -74,7 +83,9 @@ def failures_of(results: dict[str, dict[str, dict[str, float]]]) -> list[str]:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--methods", nargs="+", default=["sra", "uld", "ce"])
     add_session_options(parser)
@@ -91,20 +102,25 @@ def main(argv=None) -> int:
     torch.manual_seed(0)
     pair = load_pair(device="cpu")
     cfg = session_config("sra", args, "unused")
-    evaluator = Evaluator(pair.teacher, pair.student.tokenizer, eval_examples(cfg.data, args.eval_size), cfg,
-                          progress=False)  # fmt: skip
+    evaluator = Evaluator(
+        pair.teacher, pair.student.tokenizer, eval_examples(cfg.data, args.eval_size), cfg, progress=False
+    )
     with tempfile.TemporaryDirectory() as tmp:
         out_root = Path(args.out) if args.out else Path(tmp)
         results = {m: run_method(m, pair, evaluator, args, out_root) for m in args.methods}
 
-    print(f"\nsettings: variant={args.variant} k={args.student_k} batch={args.batch_size}x{args.max_length} "
-          f"steps={args.steps} held-out={args.eval_size} overrides={overrides(args.set) or 'none (defaults)'}")  # fmt: skip
+    print(
+        f"\nsettings: variant={args.variant} k={args.student_k} batch={args.batch_size}x{args.max_length} "
+        f"steps={args.steps} held-out={args.eval_size} overrides={overrides(args.set) or 'none (defaults)'}"
+    )
     print(f"\n{'method':8s} {'measure':20s} {'before':>10s} {'step ' + str(args.steps):>10s}")
     for method, res in results.items():
         for name in MEASURES:
             print(f"{method:8s} {name:20s} {res['first'][name]:10.4f} {res['last'][name]:10.4f}")
     failures = failures_of(results)
-    print("\n" + ("\n".join("FAIL " + f for f in failures) if failures else "PASS: all acceptance checks hold"))
+    print(
+        "\n" + ("\n".join("FAIL " + f for f in failures) if failures else "PASS: all acceptance checks hold")
+    )
     return 1 if failures else 0
 
 

@@ -49,9 +49,16 @@ def _session(method: str, seed: int, args, variant: str, k: int, out: Path, pair
 
     a = argparse.Namespace(**{**vars(args), "variant": variant, "student_k": k, "seed": seed})
     cfg = session_config(
-        method, a, str(out / f"{variant}-{method}-{seed}"), steps=args.steps, log_every=args.steps,
-        snapshot_every=args.steps, checkpoint_every=0, eval_size=0, probe_size=args.probe_size,
-    )  # fmt: skip
+        method,
+        a,
+        str(out / f"{variant}-{method}-{seed}"),
+        steps=args.steps,
+        log_every=args.steps,
+        snapshot_every=args.steps,
+        checkpoint_every=0,
+        eval_size=0,
+        probe_size=args.probe_size,
+    )
     t0 = time.perf_counter()
     session = DistillSession(cfg, pair=pair)
     status = session.run()
@@ -68,7 +75,9 @@ def _fmt(values: list[float]) -> str:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
@@ -82,8 +91,13 @@ def main(argv=None) -> int:
     parser.add_argument("--out", default=None, help="keep the run directories here (default: a temp folder)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     parser.add_argument("--results", default=None, help="also write the raw figures to this JSON file")
-    parser.add_argument("--combine", nargs="+", default=None, metavar="JSON",
-                        help="run nothing: print one table from the --results files of earlier runs")  # fmt: skip
+    parser.add_argument(
+        "--combine",
+        nargs="+",
+        default=None,
+        metavar="JSON",
+        help="run nothing: print one table from the --results files of earlier runs",
+    )
     args = parser.parse_args(argv)
     if args.combine:
         return _print_combined(args.combine)
@@ -109,45 +123,70 @@ def main(argv=None) -> int:
         out = Path(args.out) if args.out else Path(tmp)
         for seed in args.seeds:
             for method in args.methods:
-                session, status, seconds = _session(method, seed, args, args.variant, args.student_k, out, pair)
+                session, status, seconds = _session(
+                    method, seed, args, args.variant, args.student_k, out, pair
+                )
                 first, last = session.history[0], session.history[-1]
                 if "before" not in refs:
-                    before = evaluator.evaluate(_before_view(pair, args.variant, args.student_k), "before", False)
-                    refs["before"] = {**before.to_dict(), "probe_cka": first["probe_cka"],
-                                      "probe_retrieval": first["probe_retrieval"]}  # fmt: skip
+                    before = evaluator.evaluate(
+                        _before_view(pair, args.variant, args.student_k), "before", False
+                    )
+                    refs["before"] = {
+                        **before.to_dict(),
+                        "probe_cka": first["probe_cka"],
+                        "probe_retrieval": first["probe_retrieval"],
+                    }
                 result = evaluator.evaluate(session.student_view, method, generate_text=False)
                 for key in ("heldout_loss", "teacher_agreement", "vcap_kl"):
                     rows[method][key].append(getattr(result, key))
                 for key in ("probe_cka", "probe_retrieval"):
                     rows[method][key].append(last[key])
-                print(f"[{args.variant} {method} seed {seed}] {status} in {seconds:.0f} s: "
-                      f"CE {result.heldout_loss:.4f}, agreement {result.teacher_agreement:.4f}, "
-                      f"KL {result.vcap_kl:.4f}, CKA {last['probe_cka']:.4f}, "
-                      f"retrieval {last['probe_retrieval']:.4f}", flush=True)  # fmt: skip
+                print(
+                    f"[{args.variant} {method} seed {seed}] {status} in {seconds:.0f} s: "
+                    f"CE {result.heldout_loss:.4f}, agreement {result.teacher_agreement:.4f}, "
+                    f"KL {result.vcap_kl:.4f}, CKA {last['probe_cka']:.4f}, "
+                    f"retrieval {last['probe_retrieval']:.4f}",
+                    flush=True,
+                )
                 del session
         if not args.no_rouge:
             teacher = evaluator.evaluate_teacher()
             refs["teacher"] = teacher.to_dict()
             before_k = evaluator.evaluate(_before_view(pair, args.rouge_variant, args.rouge_k), "before")
             refs["before"]["rouge_l"] = before_k.rouge_l
-            print(f"[references] teacher ROUGE-L {teacher.rouge_l:.4f}, {args.rouge_variant} student before "
-                  f"{before_k.rouge_l:.4f} ({before_k.rouge_on_words} on words, {before_k.rouge_on_chars} on "
-                  "characters)", flush=True)  # fmt: skip
+            print(
+                f"[references] teacher ROUGE-L {teacher.rouge_l:.4f}, {args.rouge_variant} student before "
+                f"{before_k.rouge_l:.4f} ({before_k.rouge_on_words} on words, {before_k.rouge_on_chars} on "
+                "characters)",
+                flush=True,
+            )
             for seed in args.seeds:
                 for method in args.methods:
-                    session, status, seconds = _session(method, seed, args, args.rouge_variant, args.rouge_k, out, pair)
+                    session, status, seconds = _session(
+                        method, seed, args, args.rouge_variant, args.rouge_k, out, pair
+                    )
                     result = evaluator.evaluate(session.student_view, method)
                     rows[method]["rouge_l"].append(result.rouge_l)
-                    print(f"[{args.rouge_variant} {method} seed {seed}] {status} in {seconds:.0f} s: "
-                          f"ROUGE-L {result.rouge_l:.4f}", flush=True)  # fmt: skip
+                    print(
+                        f"[{args.rouge_variant} {method} seed {seed}] {status} in {seconds:.0f} s: "
+                        f"ROUGE-L {result.rouge_l:.4f}",
+                        flush=True,
+                    )
                     del session
 
-    settings = (f"steps={args.steps} batch={args.batch_size}x{args.max_length} held-out={len(held)} (fixed split) "
-                f"probe={args.probe_size}; CE/agreement/KL/CKA/retrieval: {args.variant} k={args.student_k}; "
-                f"ROUGE-L: {'skipped' if args.no_rouge else f'{args.rouge_variant} k={args.rouge_k}, {args.max_new_tokens} new tokens'}; "
-                f"overrides={overrides(args.set) or 'none (defaults)'}")  # fmt: skip
-    doc = {"settings": settings, "seeds": args.seeds, "rows": rows, "refs": refs,
-           "seconds": time.perf_counter() - t_start}  # fmt: skip
+    settings = (
+        f"steps={args.steps} batch={args.batch_size}x{args.max_length} held-out={len(held)} (fixed split) "
+        f"probe={args.probe_size}; CE/agreement/KL/CKA/retrieval: {args.variant} k={args.student_k}; "
+        f"ROUGE-L: {'skipped' if args.no_rouge else f'{args.rouge_variant} k={args.rouge_k}, {args.max_new_tokens} new tokens'}; "
+        f"overrides={overrides(args.set) or 'none (defaults)'}"
+    )
+    doc = {
+        "settings": settings,
+        "seeds": args.seeds,
+        "rows": rows,
+        "refs": refs,
+        "seconds": time.perf_counter() - t_start,
+    }
     if args.results:
         Path(args.results).write_text(json.dumps(doc, indent=1))
     _print_table([doc])
@@ -157,7 +196,9 @@ def main(argv=None) -> int:
 def _print_combined(paths: list[str]) -> int:
     docs = [json.loads(Path(p).read_text()) for p in paths]
     if len({d["settings"] for d in docs}) != 1:
-        print("the results files were run with different settings:\n" + "\n".join(d["settings"] for d in docs))
+        print(
+            "the results files were run with different settings:\n" + "\n".join(d["settings"] for d in docs)
+        )
         return 2
     _print_table(docs)
     return 0
@@ -169,8 +210,10 @@ def _print_table(docs: list[dict]) -> None:
     rows = {m: {key: [v for d in docs for v in d["rows"][m][key]] for key, _, _ in COLUMNS} for m in methods}
     refs = docs[0]["refs"]
     seeds = [s for d in docs for s in d["seeds"]]
-    print(f"\nsettings: {docs[0]['settings']}; seeds={seeds}; "
-          f"{max(d['seconds'] for d in docs):.0f} s (longest process)")  # fmt: skip
+    print(
+        f"\nsettings: {docs[0]['settings']}; seeds={seeds}; "
+        f"{max(d['seconds'] for d in docs):.0f} s (longest process)"
+    )
     header = ["method"] + [f"{name} ({'↓' if better == 'lower' else '↑'})" for _, name, better in COLUMNS]
     table = [[m] + [_fmt(rows[m][key]) for key, _, _ in COLUMNS] for m in methods]
     for name in ("before", "teacher"):

@@ -50,7 +50,13 @@ def one(args: argparse.Namespace, pairs: list) -> dict:
             for i in range(0, 8 * 16, 8):
                 f.write(json.dumps({"text": " ".join(e.response for e in corpus[i : i + 8])}) + "\n")
         cfg = session_config(
-            "sra", args, f"{tmp}/run", layer_pairs=pairs, probe_size=2, heldout_size=1, data=f"{tmp}/long.jsonl"
+            "sra",
+            args,
+            f"{tmp}/run",
+            layer_pairs=pairs,
+            probe_size=2,
+            heldout_size=1,
+            data=f"{tmp}/long.jsonl",
         )
         session = DistillSession(cfg, pair=pair)
         items = [session._prepare(e) for e in session.train_examples[: args.batch_size]]
@@ -65,8 +71,10 @@ def one(args: argparse.Namespace, pairs: list) -> dict:
         "student": session.student_view.model.config.num_attention_heads,
     }
     depth = {"teacher": n_layers(session.teacher), "student": n_layers(session.student_view)}
-    kept = {"teacher": len(set(session.plan.teacher_layers) | {session.plan.teacher_last}),
-            "student": len(set(session.plan.student_layers) | {session.plan.student_last})}
+    kept = {
+        "teacher": len(set(session.plan.teacher_layers) | {session.plan.teacher_last}),
+        "student": len(set(session.plan.student_layers) | {session.plan.student_last}),
+    }
     one_layer = {s: args.batch_size * heads[s] * length[s] ** 2 * 4 / 2**20 for s in heads}  # MB, float32
     return {
         "pairs": pairs,
@@ -80,7 +88,9 @@ def one(args: argparse.Namespace, pairs: list) -> dict:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     add_session_options(parser)
     parser.set_defaults(max_length=512)
     parser.add_argument("--config", default=None, help=argparse.SUPPRESS)  # the child process's one config
@@ -90,7 +100,9 @@ def main(argv=None) -> int:
         return 0
     child = [a for a in (argv if argv is not None else sys.argv[1:])]
     for name in CONFIGS:
-        done = subprocess.run([sys.executable, __file__, *child, "--config", name], capture_output=True, text=True)
+        done = subprocess.run(
+            [sys.executable, __file__, *child, "--config", name], capture_output=True, text=True
+        )
         if done.returncode != 0:
             print(done.stderr[-2000:], file=sys.stderr)
             return 1

@@ -46,7 +46,11 @@ def main(argv=None) -> int:
         examples = session.train_examples
         for b in range(args.batches):
             chunk = examples[b * cfg.batch_size : (b + 1) * cfg.batch_size]
-            batch = collate([session._prepare(e) for e in chunk], session.teacher_padding_side, session.student_padding_side)
+            batch = collate(
+                [session._prepare(e) for e in chunk],
+                session.teacher_padding_side,
+                session.student_padding_side,
+            )
             for weighting in ("saliency", "sum"):
                 session.config.kd_weighting = weighting
                 terms = session.loss_terms(batch)
@@ -55,12 +59,17 @@ def main(argv=None) -> int:
                     if name != "kd" and weighting == "sum":
                         continue  # the other terms do not depend on the KD reduction
                     grads = torch.autograd.grad(term, session.params, retain_graph=True, allow_unused=True)
-                    norm = float(torch.linalg.vector_norm(torch.stack(
-                        [torch.linalg.vector_norm(g) for g in grads if g is not None])))  # fmt: skip
+                    norm = float(
+                        torch.linalg.vector_norm(
+                            torch.stack([torch.linalg.vector_norm(g) for g in grads if g is not None])
+                        )
+                    )
                     norms.setdefault(key, []).append(norm)
                     values.setdefault(key, []).append(float(term.detach()))
-        print(f"student {args.variant} k={args.student_k}; {args.batches} batches of {args.batch_size} x {args.max_length}; "
-              f"alpha={cfg.alpha} lambda_geo={cfg.lambda_geo}; median over batches")  # fmt: skip
+        print(
+            f"student {args.variant} k={args.student_k}; {args.batches} batches of {args.batch_size} x {args.max_length}; "
+            f"alpha={cfg.alpha} lambda_geo={cfg.lambda_geo}; median over batches"
+        )
         print(f"{'term':16s} {'value':>10s} {'raw grad':>10s} {'weighted':>10s}")
         for key in norms:
             raw = statistics.median(norms[key])

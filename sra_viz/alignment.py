@@ -301,10 +301,16 @@ class _Plan:
         chars = self.chars(bounds)
         (t_firsts, t_ends), (s_firsts, s_ends) = (self.ranges(side) for side in SIDES)
         columns = zip(
-            bounds[k0:-1], bounds[k0 + 1 :], chars[k0:-1], chars[k0 + 1 :],
-            t_firsts.tolist(), t_ends.tolist(), s_firsts.tolist(), s_ends.tolist(),
+            bounds[k0:-1],
+            bounds[k0 + 1 :],
+            chars[k0:-1],
+            chars[k0 + 1 :],
+            t_firsts.tolist(),
+            t_ends.tolist(),
+            s_firsts.tolist(),
+            s_ends.tolist(),
             strict=True,
-        )  # fmt: skip
+        )
         return [
             Span(b0, b1, c0, c1, text[c0:c1], tf, te, sf, se) for b0, b1, c0, c1, tf, te, sf, se in columns
         ]

@@ -36,7 +36,9 @@ def _read_text(args: argparse.Namespace) -> str:
         except OSError as exc:
             raise SraVizError(f"cannot read text file {args.file!r}: {exc.strerror}") from exc
         except UnicodeDecodeError as exc:
-            raise SraVizError(f"text file {args.file!r} is not valid UTF-8 ({exc.reason} at byte {exc.start})") from exc
+            raise SraVizError(
+                f"text file {args.file!r} is not valid UTF-8 ({exc.reason} at byte {exc.start})"
+            ) from exc
     if args.text is None:
         raise SraVizError("no text given: pass it as an argument or with --file PATH")
     return args.text
@@ -44,7 +46,9 @@ def _read_text(args: argparse.Namespace) -> str:
 
 def _require_text(text: str) -> str:
     if not text.strip():
-        raise SraVizError(f"text is empty or only whitespace ({len(text)} characters): give some text to analyse")
+        raise SraVizError(
+            f"text is empty or only whitespace ({len(text)} characters): give some text to analyse"
+        )
     return text
 
 
@@ -60,9 +64,7 @@ def _cmd_models(args: argparse.Namespace) -> int:
     from .models import load_pair
 
     pair = load_pair(args.teacher, args.student, device=args.device)
-    frame = pd.DataFrame(
-        {"teacher": pair.teacher.info.as_dict(), "student": pair.student.info.as_dict()}
-    )
+    frame = pd.DataFrame({"teacher": pair.teacher.info.as_dict(), "student": pair.student.info.as_dict()})
     print(frame.to_string())
     return 0
 
@@ -73,7 +75,9 @@ def _cmd_align(args: argparse.Namespace) -> int:
 
     text = _require_text(_read_text(args))
     alignment = align_spans(
-        text, load_tokenizer(args.teacher), load_tokenizer(args.student),
+        text,
+        load_tokenizer(args.teacher),
+        load_tokenizer(args.student),
         granularity="word" if args.word else "token",
     )
     frame = alignment.to_frame()
@@ -101,9 +105,13 @@ def _cmd_features(args: argparse.Namespace) -> int:
     with warnings.catch_warnings():  # the truncation note is printed once, below
         warnings.simplefilter("ignore", UserWarning)
         feats = analyze_text(
-            text, pair, mass_mode=args.mass_mode, layers=args.layer, max_tokens=args.max_tokens,
+            text,
+            pair,
+            mass_mode=args.mass_mode,
+            layers=args.layer,
+            max_tokens=args.max_tokens,
             windowed=args.windowed,
-        )  # fmt: skip
+        )
     if feats.truncated:
         print(f"note: {feats.message}", file=sys.stderr)
     frame = feats.to_frame().sort_values("saliency", ascending=False).head(args.top)
@@ -128,8 +136,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_pair_args(info)
     info.add_argument("--device", default=None)
 
-    for name, helptext in (("align", "print the span alignment of a text"),
-                           ("features", "print the most salient spans of a text")):
+    for name, helptext in (
+        ("align", "print the span alignment of a text"),
+        ("features", "print the most salient spans of a text"),
+    ):
         p = sub.add_parser(name, help=helptext)
         p.add_argument("text", nargs="?", default=None)
         p.add_argument("--file", default=None, help="read the text from a UTF-8 file")
@@ -143,7 +153,9 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--top", type=int, default=15, help="how many spans to print")
             p.add_argument("--layer", type=int, default=-1, help="block whose CoMs and attention are used")
             p.add_argument("--max-tokens", type=int, default=512, help="longest sequence fed to a model")
-            p.add_argument("--windowed", action="store_true", help="cover long texts with windows, not truncation")
+            p.add_argument(
+                "--windowed", action="store_true", help="cover long texts with windows, not truncation"
+            )
 
     add_distill_parser(sub)
     add_eval_parser(sub)

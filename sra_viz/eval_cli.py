@@ -23,8 +23,16 @@ from typing import Any
 
 from .errors import SraVizError
 
-COLUMNS = ("n", "rouge_l", "rouge_on_words", "rouge_on_chars", "teacher_agreement", "vcap_kl",
-           "heldout_loss", "heldout_ppl")  # fmt: skip
+COLUMNS = (
+    "n",
+    "rouge_l",
+    "rouge_on_words",
+    "rouge_on_chars",
+    "teacher_agreement",
+    "vcap_kl",
+    "heldout_loss",
+    "heldout_ppl",
+)
 
 
 def add_eval_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -36,13 +44,21 @@ def add_eval_parser(subparsers: Any) -> argparse.ArgumentParser:
         4
     """
     p = subparsers.add_parser(
-        "eval", help="held-out evaluation of a run's student or any model (ROUGE-L, teacher agreement, CE)",
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
-    )  # fmt: skip
-    p.add_argument("target", help="run directory, exported model folder, default model name, .gguf file or HF id")
+        "eval",
+        help="held-out evaluation of a run's student or any model (ROUGE-L, teacher agreement, CE)",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "target", help="run directory, exported model folder, default model name, .gguf file or HF id"
+    )
     p.add_argument("--size", type=int, default=8, help="held-out examples to evaluate on (default: 8)")
-    p.add_argument("--teacher", default=None, help="teacher model (default: the run's teacher, else the default)")
-    p.add_argument("--data", default=None, help="corpus file whose held-out split is used (default: the run's)")
+    p.add_argument(
+        "--teacher", default=None, help="teacher model (default: the run's teacher, else the default)"
+    )
+    p.add_argument(
+        "--data", default=None, help="corpus file whose held-out split is used (default: the run's)"
+    )
     p.add_argument("--max-new-tokens", type=int, default=None, help="longest generation (default: 48)")
     p.add_argument("--format", choices=["table", "json"], default="table")
     p.add_argument("--device", default=None)
@@ -73,7 +89,9 @@ def evaluate_target(args: argparse.Namespace) -> dict[str, Any]:
 
         config = read_config(args.target)
         if checkpoint_dir(args.target) is None:  # before loading any model
-            raise SraVizError(f"run {args.target!r} has no checkpoint yet, so it holds no trained student to evaluate")
+            raise SraVizError(
+                f"run {args.target!r} has no checkpoint yet, so it holds no trained student to evaluate"
+            )
     else:
         config = DistillConfig()
     updates: dict[str, Any] = {"eval_size": args.size}
@@ -102,7 +120,12 @@ def evaluate_target(args: argparse.Namespace) -> dict[str, Any]:
     references = {"teacher": evaluator.evaluate_teacher().to_dict()}
     if before_view is not None:
         references["student_before"] = evaluator.evaluate(before_view, "student before").to_dict()
-    return {"target": args.target, "kind": "run" if run else "model", **result.to_dict(), "references": references}
+    return {
+        "target": args.target,
+        "kind": "run" if run else "model",
+        **result.to_dict(),
+        "references": references,
+    }
 
 
 def _table(doc: dict[str, Any]) -> str:
@@ -113,8 +136,10 @@ def _table(doc: dict[str, Any]) -> str:
     header = ["model", *COLUMNS]
     cells = [[name] + [_cell(r.get(c)) for c in COLUMNS] for name, r in rows]
     widths = [max(len(x[i]) for x in [header, *cells]) for i in range(len(header))]
-    return "\n".join("  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths, strict=True)))
-                     for row in [header, *cells])  # fmt: skip
+    return "\n".join(
+        "  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths, strict=True)))
+        for row in [header, *cells]
+    )
 
 
 def _cell(value: Any) -> str:

@@ -156,8 +156,8 @@ def generation_prompt(example: Example) -> str:
 def clean_generation(text: str) -> str:
     """A generation cut where it starts the next corpus prompt (``NEXT_PROMPT``), stripped.
 
-        >>> clean_generation(" Blue light.\\nInstruction: Why?")
-        'Blue light.'
+    >>> clean_generation(" Blue light.\\nInstruction: Why?")
+    'Blue light.'
     """
     return text.split(NEXT_PROMPT, 1)[0].strip()
 
@@ -196,9 +196,13 @@ def generate(
                 enc = {k: v.to(device) for k, v in enc.items()}
                 with torch.no_grad():
                     ids = model.generate(
-                        **enc, max_new_tokens=max_new_tokens, do_sample=False, num_beams=1,
-                        pad_token_id=pad_id, eos_token_id=tokenizer.eos_token_id,
-                    )  # fmt: skip
+                        **enc,
+                        max_new_tokens=max_new_tokens,
+                        do_sample=False,
+                        num_beams=1,
+                        pad_token_id=pad_id,
+                        eos_token_id=tokenizer.eos_token_id,
+                    )
                 new = ids[:, enc["input_ids"].shape[1] :]  # (B, ≤ max_new_tokens)
                 out += tokenizer.batch_decode(new, skip_special_tokens=True)
                 bar.update(len(chunk))
@@ -325,13 +329,25 @@ class Evaluator:
         for start in range(0, len(self.items), cfg.batch_size):
             batch = collate(self.items[start : start + cfg.batch_size], *self.sides)
             with torch.no_grad():
-                out = run_side(model, batch, side, [last], {last: self._mass_layer(model)}, cfg.mass_mode,
-                               cfg.weighted_pooling, grad=False, dtype=cfg.dtype)  # fmt: skip
+                out = run_side(
+                    model,
+                    batch,
+                    side,
+                    [last],
+                    {last: self._mass_layer(model)},
+                    cfg.mass_mode,
+                    cfg.weighted_pooling,
+                    grad=False,
+                    dtype=cfg.dtype,
+                )
                 valid = batch.span_valid.to(out.centers[last].device)  # (B, N)
                 if side == "teacher":
                     logits = out.centers[last][valid] @ weight.T  # (M_b, V∩)
-                    cap = getattr(getattr(model.model.config, "text_config", None) or model.model.config,
-                                  "final_logit_softcapping", None)  # fmt: skip
+                    cap = getattr(
+                        getattr(model.model.config, "text_config", None) or model.model.config,
+                        "final_logit_softcapping",
+                        None,
+                    )
                     logits = cap * torch.tanh(logits / cap) if cap else logits
                 else:  # the student's CoM logits as training pools them: from its token logits
                     tokens = head(out.forward.hidden[last]).float()  # (B, L_S, V_S)
@@ -360,23 +376,37 @@ class Evaluator:
         from .distill.probe import label_loss
 
         cfg = self.config
-        loss, _ = label_loss(model, self.items, side, lm_head(model.model), cfg.batch_size, self.sides, cfg.dtype)
+        loss, _ = label_loss(
+            model, self.items, side, lm_head(model.model), cfg.batch_size, self.sides, cfg.dtype
+        )
         return loss, (math.exp(min(loss, 50.0)) if math.isfinite(loss) else float("nan"))
 
     def _generations(self, model: Any, name: str, generate_text: bool) -> tuple[RougeScores | None, list]:
         prompted = [ex for ex in self.examples if ex.prompt]
         if not generate_text or not prompted:
             return None, []
-        raw = generate(model.model, model.tokenizer, [generation_prompt(ex) for ex in prompted],
-                       self.config.eval_max_new_tokens, self.config.batch_size, self.progress,
-                       desc=f"generating ({name})")  # fmt: skip
+        raw = generate(
+            model.model,
+            model.tokenizer,
+            [generation_prompt(ex) for ex in prompted],
+            self.config.eval_max_new_tokens,
+            self.config.batch_size,
+            self.progress,
+            desc=f"generating ({name})",
+        )
         texts = [clean_generation(t) for t in raw]
         scores = rouge_l(texts, [ex.response for ex in prompted])
         rows = [
-            {"id": ex.id, "prompt": ex.prompt, "reference": ex.response, "generation": text,
-             "rouge_l": score, "scored_on": "characters" if scored_on_characters(ex.response) else "words"}
+            {
+                "id": ex.id,
+                "prompt": ex.prompt,
+                "reference": ex.response,
+                "generation": text,
+                "rouge_l": score,
+                "scored_on": "characters" if scored_on_characters(ex.response) else "words",
+            }
             for ex, text, score in zip(prompted, texts, scores.scores, strict=True)
-        ]  # fmt: skip
+        ]
         return scores, rows
 
     def evaluate(self, student: Any, name: str = "student", generate_text: bool = True) -> EvalResult:
@@ -385,22 +415,36 @@ class Evaluator:
         loss, ppl = self._loss(student, "student")
         scores, rows = self._generations(student, name, generate_text)
         return EvalResult(
-            model=name, n=len(self.examples), rouge_l=None if scores is None else scores.mean,
-            rouge_on_words=scores.on_words if scores else 0, rouge_on_chars=scores.on_chars if scores else 0,
-            teacher_agreement=agree, vcap_kl=kl, n_spans=spans, heldout_loss=loss, heldout_ppl=ppl,
+            model=name,
+            n=len(self.examples),
+            rouge_l=None if scores is None else scores.mean,
+            rouge_on_words=scores.on_words if scores else 0,
+            rouge_on_chars=scores.on_chars if scores else 0,
+            teacher_agreement=agree,
+            vcap_kl=kl,
+            n_spans=spans,
+            heldout_loss=loss,
+            heldout_ppl=ppl,
             examples=rows,
-        )  # fmt: skip
+        )
 
     def evaluate_teacher(self, generate_text: bool = True) -> EvalResult:
         """The teacher's own figures (ROUGE-L, CE on its tokens; agreement with itself does not apply)."""
         loss, ppl = self._loss(self.teacher, "teacher")
         scores, rows = self._generations(self.teacher, "teacher", generate_text)
         return EvalResult(
-            model="teacher", n=len(self.examples), rouge_l=None if scores is None else scores.mean,
-            rouge_on_words=scores.on_words if scores else 0, rouge_on_chars=scores.on_chars if scores else 0,
-            teacher_agreement=None, vcap_kl=None, n_spans=int(self.teacher_logp.shape[0]),
-            heldout_loss=loss, heldout_ppl=ppl, examples=rows,
-        )  # fmt: skip
+            model="teacher",
+            n=len(self.examples),
+            rouge_l=None if scores is None else scores.mean,
+            rouge_on_words=scores.on_words if scores else 0,
+            rouge_on_chars=scores.on_chars if scores else 0,
+            teacher_agreement=None,
+            vcap_kl=None,
+            n_spans=int(self.teacher_logp.shape[0]),
+            heldout_loss=loss,
+            heldout_ppl=ppl,
+            examples=rows,
+        )
 
 
 # ----------------------------------------------------------------------------------------- run files

@@ -26,9 +26,11 @@ def add_export_parser(subparsers: Any) -> argparse.ArgumentParser:
         False
     """
     p = subparsers.add_parser(
-        "export", help="write a run's student as a transformers model folder with a model card",
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
-    )  # fmt: skip
+        "export",
+        help="write a run's student as a transformers model folder with a model card",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("run_dir", help="a distillation run directory with a checkpoint")
     p.add_argument("--out", required=True, help="the model folder to write (new or empty)")
     p.add_argument("--force", action="store_true", help="replace --out even if it exists and is not empty")

@@ -128,7 +128,9 @@ class SideFeatures:
     mass_layer: int  # block whose attention gave token_mass / span_mass (the deepest asked by default)
     attention: torch.Tensor | None = None  # (H, L, L) of the mass layer (single window only)
     hidden: dict[int, torch.Tensor] | None = None  # layer as asked -> (L, D), when keep_hidden
-    span_masses: dict[int, torch.Tensor] = field(default_factory=dict)  # layer as asked -> (N,) pooling its CoMs
+    span_masses: dict[int, torch.Tensor] = field(
+        default_factory=dict
+    )  # layer as asked -> (N,) pooling its CoMs
 
 
 @dataclass
@@ -266,7 +268,9 @@ def _resolve(pair, opts: FeatureOptions) -> _Resolved:
 # ----------------------------------------------------------------------------- running
 
 
-def _rows_to_tensor(rows: list[list], length: int, padding_side: str, fill, dtype: torch.dtype) -> torch.Tensor:
+def _rows_to_tensor(
+    rows: list[list], length: int, padding_side: str, fill, dtype: torch.dtype
+) -> torch.Tensor:
     out = torch.full((len(rows), length), fill, dtype=dtype)  # (B, L) padded like the model's input
     for b, row in enumerate(rows):
         sl = slice(length - len(row), length) if padding_side == "left" else slice(0, len(row))

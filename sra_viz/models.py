@@ -109,8 +109,14 @@ def _resolve_dtype(dtype: Any):
         return torch.float32
     if isinstance(dtype, torch.dtype):
         return dtype
-    table = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
-             "float16": torch.float16, "fp16": torch.float16}
+    table = {
+        "float32": torch.float32,
+        "fp32": torch.float32,
+        "bfloat16": torch.bfloat16,
+        "bf16": torch.bfloat16,
+        "float16": torch.float16,
+        "fp16": torch.float16,
+    }
     if str(dtype) not in table:
         raise SraVizError(f"unknown dtype {dtype!r}; expected one of {sorted(table)}")
     return table[str(dtype)]
@@ -130,14 +136,18 @@ def _looks_like_path(spec: str) -> bool:
 def _resolve(spec: str | os.PathLike, tokenizer_only: bool = False) -> _Source:
     spec = str(spec).strip()
     if not spec:
-        raise SraVizError("model spec is empty: give a default name, a folder, a .gguf file or a Hugging Face id")
+        raise SraVizError(
+            "model spec is empty: give a default name, a folder, a .gguf file or a Hugging Face id"
+        )
     if spec in fetch.DEFAULT_MODELS:
         return _Source("default", str(fetch.ensure_default_model(spec)))
     path = Path(spec).expanduser()
     if path.exists():
         if path.is_file():
             if path.suffix != ".gguf":
-                raise SraVizError(f"{spec!r} is a file but not a .gguf file; give a model folder or a .gguf file")
+                raise SraVizError(
+                    f"{spec!r} is a file but not a .gguf file; give a model folder or a .gguf file"
+                )
             _check_gguf_header(path)
             return _Source("gguf", str(path.parent), path.name)
         has_tokenizer = (path / "tokenizer.json").is_file() or (path / "tokenizer_config.json").is_file()
@@ -156,7 +166,9 @@ def _check_gguf_header(path: Path) -> None:
     with open(path, "rb") as fh:
         magic = fh.read(4)
     if magic != b"GGUF":
-        raise SraVizError(f"{str(path)!r} is not a GGUF file (its first bytes are {magic!r}, expected b'GGUF')")
+        raise SraVizError(
+            f"{str(path)!r} is not a GGUF file (its first bytes are {magic!r}, expected b'GGUF')"
+        )
 
 
 def _hub_error(spec: str, exc: Exception) -> SraVizError:
@@ -213,7 +225,9 @@ def _load_tokenizer_cached(src: _Source, trust_remote_code: bool):
                 f"could not read the corrupted or truncated GGUF file {str(Path(src.location) / src.gguf_file)!r} "
                 f"({type(exc).__name__}: {str(exc)[:200]}); download it again"
             ) from exc
-        raise SraVizError(f"could not load a tokenizer from {src.location!r}: {type(exc).__name__}: {exc}") from exc
+        raise SraVizError(
+            f"could not load a tokenizer from {src.location!r}: {type(exc).__name__}: {exc}"
+        ) from exc
     if not getattr(tok, "is_fast", False):
         raise SraVizError(
             f"the tokenizer of {src.location!r} is a slow (Python) tokenizer without offsets; "
@@ -256,7 +270,10 @@ def load_model(
     tokenizer = _load_tokenizer_cached(src, trust_remote_code)
     try:
         model = _from_pretrained(
-            AutoModelForCausalLM, src, attn_implementation="eager", dtype=torch_dtype,
+            AutoModelForCausalLM,
+            src,
+            attn_implementation="eager",
+            dtype=torch_dtype,
             trust_remote_code=trust_remote_code,
         )
     except SraVizError:

@@ -24,7 +24,6 @@ NAMES = ["teacher_tokenizer", "student_tokenizer", "gpt2_tokenizer", "wordpiece_
 PAIRS = list(itertools.combinations(NAMES, 2))
 
 
-
 def real_tokens(tokenized) -> list[tuple[int, int, int]]:
     """(index in ids, byte start, byte end) of every non-special token."""
     return [(i, *span) for i, span in enumerate(tokenized.byte_spans) if span is not None]

@@ -12,7 +12,9 @@ TEXT = "Tokenizers disagree about 東京 and 👩‍👩‍👧 emoji."
 
 
 def run(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "sra_viz", *args], capture_output=True, text=True, timeout=600)
+    return subprocess.run(
+        [sys.executable, "-m", "sra_viz", *args], capture_output=True, text=True, timeout=600
+    )
 
 
 def test_align_json_round_trips_and_covers_the_text():

@@ -147,9 +147,7 @@ def test_student_variants_copy_and_freeze(default_pair):
 
 
 def test_every_ablation_switch_selects_its_terms(tiny_pair, tmp_path):
-    session = DistillSession(
-        _cfg(tmp_path, "abl", student_k=1, probe_size=2, heldout_size=1), pair=tiny_pair
-    )
+    session = DistillSession(_cfg(tmp_path, "abl", student_k=1, probe_size=2, heldout_size=1), pair=tiny_pair)
     batch = _batch(session)
     for over in (
         dict(),
@@ -237,7 +235,9 @@ def test_kd_logits_equal_the_heads_applied_to_the_centers(default_pair, tmp_path
         assert float(kl_float32) == pytest.approx(float(kl_direct), rel=5e-3)
         # the training path: pooling scaled by 1/τ from the mask, the teacher head at τ, the KL at τ = 1
         tau, every = 2.0, torch.ones(1, len(h), dtype=torch.bool)
-        z_s_tau = pool_spans(logits, s.span_index, s.pool_mass[last], valid, scale=1 / tau, offset=session.shared_mask)
+        z_s_tau = pool_spans(
+            logits, s.span_index, s.pool_mass[last], valid, scale=1 / tau, offset=session.shared_mask
+        )
         assert torch.allclose(z_s_tau[:, s_ids], pooled[:, s_ids] / tau, atol=1e-4)
         assert torch.all(z_s_tau[:, outside] < -9e3)
         z_t_tau = session.teacher_shared_logits(h, tau=tau)
@@ -252,9 +252,7 @@ def test_kd_logits_equal_the_heads_applied_to_the_centers(default_pair, tmp_path
 
 
 def test_labels_and_exact_pairs_point_at_the_response(tiny_pair, tmp_path):
-    session = DistillSession(
-        _cfg(tmp_path, "lab", student_k=1, probe_size=2, heldout_size=1), pair=tiny_pair
-    )
+    session = DistillSession(_cfg(tmp_path, "lab", student_k=1, probe_size=2, heldout_size=1), pair=tiny_pair)
     batch = _batch(session, 2)
     rows, pos, targets = label_positions(batch, "student")
     for b, item in enumerate(batch.items):
@@ -423,11 +421,39 @@ def test_killed_cli_run_resumes_where_it_was(tiny_pair, tiny_pair_dirs, tmp_path
     import time
 
     out = tmp_path / "killed"
-    cmd = [sys.executable, "-m", "sra_viz", "distill", "--steps", "6", "--student-variant", "truncated",
-           "--student-k", "2", "--batch-size", "2", "--max-length", "32", "--probe-size", "2",
-           "--heldout-size", "1", "--log-every", "100", "--checkpoint-every", "1", "--device", "cpu",
-           "--out", str(out), "--quiet", "--teacher", str(tiny_pair_dirs[0]),
-           "--student", str(tiny_pair_dirs[1])]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "sra_viz",
+        "distill",
+        "--steps",
+        "6",
+        "--student-variant",
+        "truncated",
+        "--student-k",
+        "2",
+        "--batch-size",
+        "2",
+        "--max-length",
+        "32",
+        "--probe-size",
+        "2",
+        "--heldout-size",
+        "1",
+        "--log-every",
+        "100",
+        "--checkpoint-every",
+        "1",
+        "--device",
+        "cpu",
+        "--out",
+        str(out),
+        "--quiet",
+        "--teacher",
+        str(tiny_pair_dirs[0]),
+        "--student",
+        str(tiny_pair_dirs[1]),
+    ]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.time() + 600
@@ -460,9 +486,24 @@ def test_geometric_loss_moves_the_probe_geometry_toward_the_teacher(default_pair
     Here the geometric term alone drives the update (no CE, no KD, no span loss), so this checks the
     path of L_geo by itself; the next test checks the whole default SRA objective.
     """
-    cfg = _cfg(tmp_path, "geo", steps=15, batch_size=4, max_length=64, student_k=6, probe_size=8,
-               heldout_size=2, log_every=15, snapshot_every=15, lr=5e-4, alpha=0.0, use_span=False,
-               use_kd=False, use_ce=False, warmup_steps=3)  # fmt: skip
+    cfg = _cfg(
+        tmp_path,
+        "geo",
+        steps=15,
+        batch_size=4,
+        max_length=64,
+        student_k=6,
+        probe_size=8,
+        heldout_size=2,
+        log_every=15,
+        snapshot_every=15,
+        lr=5e-4,
+        alpha=0.0,
+        use_span=False,
+        use_kd=False,
+        use_ce=False,
+        warmup_steps=3,
+    )
     session = DistillSession(cfg, pair=default_pair)
     assert session.run() == "finished"
     first, last = session.history[0], session.history[-1]
@@ -484,12 +525,26 @@ def test_acceptance_truncated_student_sra_on_measures_no_method_trains(default_p
     or teacher agreement in so short a run, so that is not asserted."""
     from sra_viz.evaluation import Evaluator, eval_examples
 
-    evaluator = Evaluator(default_pair.teacher, default_pair.student.tokenizer, eval_examples(size=8),
-                          DistillConfig(), progress=False)  # fmt: skip
+    evaluator = Evaluator(
+        default_pair.teacher,
+        default_pair.student.tokenizer,
+        eval_examples(size=8),
+        DistillConfig(),
+        progress=False,
+    )
     results = {}
     for method in ("sra", "ce"):
-        cfg = DistillConfig(method=method, steps=20, student_variant="truncated", student_k=6, log_every=20,
-                            snapshot_every=20, checkpoint_every=0, eval_size=0, out=str(tmp_path / method))  # fmt: skip
+        cfg = DistillConfig(
+            method=method,
+            steps=20,
+            student_variant="truncated",
+            student_k=6,
+            log_every=20,
+            snapshot_every=20,
+            checkpoint_every=0,
+            eval_size=0,
+            out=str(tmp_path / method),
+        )
         session = DistillSession(cfg, pair=default_pair)
         before = evaluator.evaluate(session.student_view, "before", generate_text=False)
         assert session.run() == "finished"

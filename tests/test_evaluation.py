@@ -32,9 +32,23 @@ KEYS = ("rouge_l", "teacher_agreement", "vcap_kl", "heldout_ppl", "n")
 
 def _tiny_config(tiny_pair_dirs, out, **fields) -> DistillConfig:
     teacher, student = tiny_pair_dirs
-    base = dict(teacher=str(teacher), student=str(student), student_variant="truncated", student_k=1,
-                steps=2, batch_size=2, max_length=32, probe_size=2, heldout_size=2, log_every=10,
-                snapshot_every=10, checkpoint_every=0, eval_size=2, eval_max_new_tokens=4, out=str(out))  # fmt: skip
+    base = dict(
+        teacher=str(teacher),
+        student=str(student),
+        student_variant="truncated",
+        student_k=1,
+        steps=2,
+        batch_size=2,
+        max_length=32,
+        probe_size=2,
+        heldout_size=2,
+        log_every=10,
+        snapshot_every=10,
+        checkpoint_every=0,
+        eval_size=2,
+        eval_max_new_tokens=4,
+        out=str(out),
+    )
     return DistillConfig(**{**base, **fields})
 
 
@@ -48,10 +62,14 @@ def test_eval_split_is_fixed_by_the_texts_and_never_trained_or_probed(tiny_pair,
     assert [ex.text for ex in eval_examples(size=5)] == [ex.text for ex in held[:5]]
     held_texts = {ex.text for ex in held}
     for seed in (0, 1):
-        session = DistillSession(_tiny_config(tiny_pair_dirs, tmp_path / f"s{seed}", seed=seed), pair=tiny_pair)
+        session = DistillSession(
+            _tiny_config(tiny_pair_dirs, tmp_path / f"s{seed}", seed=seed), pair=tiny_pair
+        )
         assert not held_texts & {ex.text for ex in session.train_examples}
         # train, probe and the session's held-out CE texts partition the rest: none is held out
-        assert len(session.train_examples) + session.config.probe_size + session.config.heldout_size == len(rest)
+        assert len(session.train_examples) + session.config.probe_size + session.config.heldout_size == len(
+            rest
+        )
         assert [ex.text for ex in session.eval_examples] == [ex.text for ex in held[:2]]
     small = [Example("p", f"r{i}") for i in range(9)]
     with pytest.raises(SraVizError, match="9 examples is too small to hold out an evaluation set"):
@@ -60,8 +78,10 @@ def test_eval_split_is_fixed_by_the_texts_and_never_trained_or_probed(tiny_pair,
 
 def test_rouge_l_stems_english_and_scores_other_scripts_on_characters():
     assert scored_on_characters("Москва — столица России.") and not scored_on_characters("Café au lait.")
-    scores = rouge_l(["The cats are running", "東京は日本の首都", "Москва столица"],
-                     ["the cat is running", "東京は日本の首都です", "Москва — столица России"])  # fmt: skip
+    scores = rouge_l(
+        ["The cats are running", "東京は日本の首都", "Москва столица"],
+        ["the cat is running", "東京は日本の首都です", "Москва — столица России"],
+    )
     assert (scores.on_words, scores.on_chars) == (1, 2)
     # stemming: cats~cat, running~running; "are"/"is" differ -> LCS 3 of 4 on both sides
     assert scores.scores[0] == pytest.approx(0.75)
@@ -86,7 +106,9 @@ def test_ce_method_trains_on_the_students_own_loss_alone(tiny_pair, tiny_pair_di
         DistillConfig(method="ce", use_ce=False).validate()
 
 
-def test_session_logs_evaluations_and_a_stopped_then_resumed_run_keeps_them(tiny_pair, tiny_pair_dirs, tmp_path):
+def test_session_logs_evaluations_and_a_stopped_then_resumed_run_keeps_them(
+    tiny_pair, tiny_pair_dirs, tmp_path
+):
     cfg = _tiny_config(tiny_pair_dirs, tmp_path / "run", steps=4)
     session = DistillSession(cfg, pair=tiny_pair)
     assert session.run(callback=lambda row: session.stop() if row["step"] == 2 else None) == "stopped"
@@ -102,7 +124,9 @@ def test_session_logs_evaluations_and_a_stopped_then_resumed_run_keeps_them(tiny
     assert all(r["eval_n"] == 2 and 0.0 <= r["eval_teacher_agreement"] <= 1.0 for r in rows if "eval_n" in r)
     assert teacher_file.stat().st_mtime_ns == stamp  # the teacher's reference is computed once per run
     evals = load_run_evaluations(tmp_path / "run")
-    assert sorted(evals.steps) == [0, 2, 4] and evals.before is evals.steps[0] and evals.after is evals.steps[4]
+    assert (
+        sorted(evals.steps) == [0, 2, 4] and evals.before is evals.steps[0] and evals.after is evals.steps[4]
+    )
     assert evals.teacher is not None and evals.teacher.teacher_agreement is None
     example = evals.after.examples[0]
     assert set(example) == {"id", "prompt", "reference", "generation", "rouge_l", "scored_on"}
@@ -127,7 +151,13 @@ def test_export_round_trips_the_students_logits_and_loads_without_sra_viz(tiny_r
     run, session = tiny_run
     out = export_run(run, tmp_path / "exported")
     names = {p.name for p in out.iterdir()}
-    assert {"model.safetensors", "config.json", "generation_config.json", "tokenizer.json", "README.md"} <= names
+    assert {
+        "model.safetensors",
+        "config.json",
+        "generation_config.json",
+        "tokenizer.json",
+        "README.md",
+    } <= names
     model = AutoModelForCausalLM.from_pretrained(out)
     assert model.config.num_hidden_layers == 1  # the truncated student, saved as the 1-block model it is
     ids = torch.tensor([[1, 504, 3458, 314, 253, 1789, 30]])
@@ -154,7 +184,9 @@ def test_export_round_trips_the_students_logits_and_loads_without_sra_viz(tiny_r
         "assert 'sra_viz' not in sys.modules\n"
         "print('generated', ids.shape[1])\n"
     )
-    done = subprocess.run([sys.executable, "-c", blocked], capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    done = subprocess.run(
+        [sys.executable, "-c", blocked], capture_output=True, text=True, timeout=300, cwd=tmp_path
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     assert "generated" in done.stdout
 
@@ -162,7 +194,9 @@ def test_export_round_trips_the_students_logits_and_loads_without_sra_viz(tiny_r
 def test_cli_eval_and_export_and_their_bad_input(tiny_run, tiny_pair_dirs, tmp_path, capsys):
     run, _ = tiny_run
     teacher_dir, student_dir = tiny_pair_dirs
-    assert main(["eval", str(run), "--size", "2", "--max-new-tokens", "3", "--format", "json", "--quiet"]) == 0
+    assert (
+        main(["eval", str(run), "--size", "2", "--max-new-tokens", "3", "--format", "json", "--quiet"]) == 0
+    )
     doc = json.loads(capsys.readouterr().out)
     assert all(key in doc for key in KEYS) and doc["n"] == 2 and doc["kind"] == "run"
     assert set(doc["references"]) == {"teacher", "student_before"}
@@ -171,8 +205,24 @@ def test_cli_eval_and_export_and_their_bad_input(tiny_run, tiny_pair_dirs, tmp_p
     exported = tmp_path / "e"
     assert main(["export", str(run), "--out", str(exported)]) == 0
     capsys.readouterr()
-    assert main(["eval", str(exported), "--teacher", str(teacher_dir), "--size", "2", "--max-new-tokens", "3",
-                 "--format", "table", "--quiet"]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "eval",
+                str(exported),
+                "--teacher",
+                str(teacher_dir),
+                "--size",
+                "2",
+                "--max-new-tokens",
+                "3",
+                "--format",
+                "table",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     table = capsys.readouterr().out
     assert "teacher" in table and "rouge_l" in table and str(exported) in table
 
@@ -183,7 +233,9 @@ def test_cli_eval_and_export_and_their_bad_input(tiny_run, tiny_pair_dirs, tmp_p
 
     RunDir(not_a_run).create(_tiny_config(tiny_pair_dirs, not_a_run))
     tiny_corpus = tmp_path / "tiny.jsonl"
-    tiny_corpus.write_text("".join(json.dumps({"prompt": f"q{i}", "response": f"a{i}"}) + "\n" for i in range(5)))
+    tiny_corpus.write_text(
+        "".join(json.dumps({"prompt": f"q{i}", "response": f"a{i}"}) + "\n" for i in range(5))
+    )
     cases = [
         (["eval", str(text_file)], "not a .gguf file"),
         (["eval", str(tmp_path / "missing")], "no such file or folder"),
@@ -196,7 +248,9 @@ def test_cli_eval_and_export_and_their_bad_input(tiny_run, tiny_pair_dirs, tmp_p
     for argv, message in cases:
         assert main(argv) == 2, argv
         err = capsys.readouterr().err.strip()
-        assert len(err.splitlines()) == 1 and message in err and err.startswith(f"sra-viz {argv[0]}: error:"), err
+        assert (
+            len(err.splitlines()) == 1 and message in err and err.startswith(f"sra-viz {argv[0]}: error:")
+        ), err
     assert main(["export", str(run), "--out", str(exported), "--force"]) == 0
 
 
@@ -213,8 +267,13 @@ def test_eval_result_dict_has_the_documented_keys():
 def test_real_pair_generations_and_agreement_mean_something(default_pair):
     from sra_viz.evaluation import Evaluator
 
-    evaluator = Evaluator(default_pair.teacher, default_pair.student.tokenizer, eval_examples(size=4),
-                          DistillConfig(eval_max_new_tokens=24), progress=False)  # fmt: skip
+    evaluator = Evaluator(
+        default_pair.teacher,
+        default_pair.student.tokenizer,
+        eval_examples(size=4),
+        DistillConfig(eval_max_new_tokens=24),
+        progress=False,
+    )
     student = evaluator.evaluate(default_pair.student, "smollm2")
     teacher = evaluator.evaluate_teacher()
     assert student.n == 4 and student.rouge_on_words + student.rouge_on_chars == 4

@@ -56,9 +56,29 @@ def _tiny_cfg(tiny_pair_dirs, out: Path, **over) -> DistillConfig:
 
 def _tiny_flags(tiny_pair_dirs) -> list[str]:
     teacher, student = tiny_pair_dirs
-    return ["--teacher", str(teacher), "--student", str(student), "--device", "cpu", "--student-variant",
-            "truncated", "--student-k", "2", "--batch-size", "2", "--max-length", "32", "--probe-size", "3",
-            "--heldout-size", "2", "--warmup-steps", "0", "--quiet"]  # fmt: skip
+    return [
+        "--teacher",
+        str(teacher),
+        "--student",
+        str(student),
+        "--device",
+        "cpu",
+        "--student-variant",
+        "truncated",
+        "--student-k",
+        "2",
+        "--batch-size",
+        "2",
+        "--max-length",
+        "32",
+        "--probe-size",
+        "3",
+        "--heldout-size",
+        "2",
+        "--warmup-steps",
+        "0",
+        "--quiet",
+    ]
 
 
 def _steps(run: Path) -> list[int]:
@@ -183,10 +203,25 @@ def test_features_command_prints_the_truncation_note_once(tiny_pair_dirs):
     teacher, student = tiny_pair_dirs
     text = "A long sentence that cannot fit in eight tokens on either side of the pair, surely not."
     done = subprocess.run(
-        [sys.executable, "-m", "sra_viz", "features", text, "--teacher", str(teacher), "--student", str(student),
-         "--device", "cpu", "--max-tokens", "8"],
-        capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "sra_viz",
+            "features",
+            text,
+            "--teacher",
+            str(teacher),
+            "--student",
+            str(student),
+            "--device",
+            "cpu",
+            "--max-tokens",
+            "8",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stderr.count("truncated") == 1, done.stderr
 
@@ -320,8 +355,23 @@ def test_a_second_cli_resume_of_a_live_run_is_refused_and_kill_resume_keeps_ever
     tiny_pair_dirs, tmp_path
 ):
     out = tmp_path / "live"
-    cmd = [sys.executable, "-m", "sra_viz", "distill", *_tiny_flags(tiny_pair_dirs), "--steps", "400",
-           "--log-every", "1000", "--snapshot-every", "1000", "--checkpoint-every", "1", "--out", str(out)]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "sra_viz",
+        "distill",
+        *_tiny_flags(tiny_pair_dirs),
+        "--steps",
+        "400",
+        "--log-every",
+        "1000",
+        "--snapshot-every",
+        "1000",
+        "--checkpoint-every",
+        "1",
+        "--out",
+        str(out),
+    ]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 600
@@ -331,8 +381,10 @@ def test_a_second_cli_resume_of_a_live_run_is_refused_and_kill_resume_keeps_ever
             time.sleep(0.2)
         second = subprocess.run(
             [sys.executable, "-m", "sra_viz", "distill", "--resume", str(out), "--quiet"],
-            capture_output=True, text=True, timeout=600,
-        )  # fmt: skip
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
         assert proc.poll() is None, "the first run ended before the second writer tried"
         assert second.returncode == 2
         _one_line_error(second.stderr, "is being written by pid")
@@ -347,8 +399,10 @@ def test_a_second_cli_resume_of_a_live_run_is_refused_and_kill_resume_keeps_ever
     finish_at = str(max(done) + 2)
     resumed = subprocess.run(
         [sys.executable, "-m", "sra_viz", "distill", "--resume", str(out), "--steps", finish_at, "--quiet"],
-        capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert _steps(out) == list(range(int(finish_at) + 1))  # nothing lost, nothing duplicated
 
@@ -358,8 +412,22 @@ def test_a_second_cli_resume_of_a_live_run_is_refused_and_kill_resume_keeps_ever
 
 def test_a_huge_learning_rate_fails_the_run_with_exit_1(tiny_pair_dirs, tmp_path, capsys):
     out = tmp_path / "huge_lr"
-    code = main(["distill", *_tiny_flags(tiny_pair_dirs), "--lr", "1e30", "--log-every", "1", "--steps", "4",
-                 "--checkpoint-every", "1", "--out", str(out)])  # fmt: skip
+    code = main(
+        [
+            "distill",
+            *_tiny_flags(tiny_pair_dirs),
+            "--lr",
+            "1e30",
+            "--log-every",
+            "1",
+            "--steps",
+            "4",
+            "--checkpoint-every",
+            "1",
+            "--out",
+            str(out),
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 1 and "run failed" in err and "Traceback" not in err, err[-2000:]
     status = read_status(out)
@@ -384,7 +452,10 @@ def test_an_error_inside_a_step_fails_the_run_and_keeps_the_last_checkpoint(
     session.loss_terms = broken  # type: ignore[method-assign]
     assert session.run() == "failed" and session.step_count == 2
     status = read_status(out)
-    assert status["state"] == "failed" and "step 3 raised RuntimeError: a bug in a loss term" in status["message"]
+    assert (
+        status["state"] == "failed"
+        and "step 3 raised RuntimeError: a bug in a loss term" in status["message"]
+    )
     assert "Traceback" in status["traceback"]
     assert load_checkpoint(out).state["step"] == 2
     assert DistillSession.resume(out, pair=tiny_pair).step_count == 2  # the lock was let go

@@ -243,9 +243,15 @@ def test_convergence_curves_real_metrics(default_pair):
         for step, layer in enumerate(layers):
             S = f.student.centers[layer].numpy()
             s_al, t_al = geometry.procrustes_align(S, T)
-            rows.append(dict(step=step, method=method, probe_cka=geometry.linear_cka(S, T),
-                             probe_gram_distance=geometry.gram_distance(S, T),
-                             probe_cos=geometry.mean_matched_cosine(s_al, t_al)))  # fmt: skip
+            rows.append(
+                dict(
+                    step=step,
+                    method=method,
+                    probe_cka=geometry.linear_cka(S, T),
+                    probe_gram_distance=geometry.gram_distance(S, T),
+                    probe_cos=geometry.mean_matched_cosine(s_al, t_al),
+                )
+            )
     fig = F.convergence_curves(rows)
     titles = [a.text for a in fig.layout.annotations]
     assert titles == [F.METRIC_TITLES[c] for c in ("probe_cos", "probe_cka", "probe_gram_distance")]
@@ -262,9 +268,20 @@ def tiny_run(default_pair, tmp_path_factory):
     from sra_viz.distill import DistillConfig, DistillSession
 
     out = tmp_path_factory.mktemp("runs") / "sra"
-    cfg = DistillConfig(method="sra", steps=2, batch_size=2, max_length=32, student_variant="truncated",
-                        student_k=2, probe_size=2, heldout_size=2, log_every=1, snapshot_every=1,
-                        checkpoint_every=0, out=str(out))  # fmt: skip
+    cfg = DistillConfig(
+        method="sra",
+        steps=2,
+        batch_size=2,
+        max_length=32,
+        student_variant="truncated",
+        student_k=2,
+        probe_size=2,
+        heldout_size=2,
+        log_every=1,
+        snapshot_every=1,
+        checkpoint_every=0,
+        out=str(out),
+    )
     assert DistillSession(cfg, pair=default_pair).run() == "finished"
     return out
 

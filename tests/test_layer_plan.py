@@ -97,8 +97,13 @@ def test_masses_of_each_layer_match_a_hand_computation_from_raw_attentions(tiny_
             span = torch.as_tensor(getattr(item, f"{side}_span"))
             offset = int((batch.teacher_offset if side == "teacher" else batch.student_offset)[b])
             for layer in layers:
-                centers, span_mass = _hand_centers(loaded, item.ids(side), span, item.n_spans, layer, masses[layer])
-                assert torch.allclose(out.centers[layer][b, : item.n_spans], centers, atol=1e-5), (side, layer)
+                centers, span_mass = _hand_centers(
+                    loaded, item.ids(side), span, item.n_spans, layer, masses[layer]
+                )
+                assert torch.allclose(out.centers[layer][b, : item.n_spans], centers, atol=1e-5), (
+                    side,
+                    layer,
+                )
                 assert torch.allclose(out.span_mass[layer][b, : item.n_spans], span_mass, atol=1e-6)
                 pooled = out.pool_mass[layer][b, offset : offset + len(item.ids(side))]
                 assert torch.allclose(pooled.sum(), torch.tensor(1.0), atol=1e-5)
@@ -108,7 +113,10 @@ def test_masses_of_each_layer_match_a_hand_computation_from_raw_attentions(tiny_
 
 def test_two_layer_pairs_in_either_order_give_identical_losses_and_probe(tiny_pair, tmp_path):
     runs = {}
-    for name, pairs, weights in (("up", [[0, 0], [1, 1]], [1.0, 2.0]), ("down", [[1, 1], [0, 0]], [2.0, 1.0])):
+    for name, pairs, weights in (
+        ("up", [[0, 0], [1, 1]], [1.0, 2.0]),
+        ("down", [[1, 1], [0, 0]], [2.0, 1.0]),
+    ):
         cfg = _cfg(tmp_path, name, layer_pairs=pairs, layer_weights=weights, use_dynamics=True)
         session = DistillSession(cfg, pair=tiny_pair)
         assert session.plan.pairs == ((0, 0), (1, 1)) and session.plan.weights == (1.0, 2.0)
@@ -124,7 +132,9 @@ def test_mass_layer_choice_changes_only_multi_pair_runs(tiny_pair, tmp_path):
     hold multi-token spans: CJK, emoji, accents, numbers; a one-token span's CoM is its token, whatever
     the masses)."""
     data = tmp_path / "spans.jsonl"
-    data.write_text("".join(json.dumps({"text": f"{i}. {MULTI_TOKEN_TEXT}"}) + "\n" for i in range(12)))  # 10+: the held-out split
+    data.write_text(
+        "".join(json.dumps({"text": f"{i}. {MULTI_TOKEN_TEXT}"}) + "\n" for i in range(12))
+    )  # 10+: the held-out split
 
     def span_term(**over) -> float:
         name = "-".join(f"{k}={v}" for k, v in over.items()).replace(" ", "").replace(",", "")
@@ -133,7 +143,9 @@ def test_mass_layer_choice_changes_only_multi_pair_runs(tiny_pair, tmp_path):
 
     assert span_term(mass_layers="per_layer") == span_term(mass_layers="last_pair")  # one pair: the same
     two = dict(layer_pairs=[[0, 0], [1, 1]])
-    assert span_term(mass_layers="per_layer", **two) != pytest.approx(span_term(mass_layers="last_pair", **two))
+    assert span_term(mass_layers="per_layer", **two) != pytest.approx(
+        span_term(mass_layers="last_pair", **two)
+    )
 
 
 def test_extract_features_pools_each_layer_with_its_own_masses(tiny_pair):
@@ -150,6 +162,8 @@ def test_extract_features_pools_each_layer_with_its_own_masses(tiny_pair):
             assert torch.allclose(got.span_masses[layer], span_mass, atol=1e-6)
         assert got.mass_layer == 1 and torch.allclose(got.span_mass, got.span_masses[-1])
         assert torch.allclose(old.centers[-1], got.centers[-1])  # the deepest layer: same masses either way
-        centers, _ = _hand_centers(loaded, ids, span, len(feats), 0, 1)  # layer 0 pooled with layer 1's masses
+        centers, _ = _hand_centers(
+            loaded, ids, span, len(feats), 0, 1
+        )  # layer 0 pooled with layer 1's masses
         assert torch.allclose(old.centers[0], centers, atol=1e-5)
         assert not torch.allclose(old.centers[0], got.centers[0], atol=1e-4)

@@ -56,7 +56,7 @@ def test_student_is_a_real_pretrained_model(default_pair):
     enc = lm.tokenizer(prompt, return_tensors="pt")
     with torch.no_grad():
         out = lm.model.generate(**enc, max_new_tokens=8, do_sample=False)
-    answer = lm.tokenizer.decode(out[0, enc.input_ids.shape[1]:], skip_special_tokens=True)
+    answer = lm.tokenizer.decode(out[0, enc.input_ids.shape[1] :], skip_special_tokens=True)
     assert "Paris" in answer
 
 

@@ -41,7 +41,6 @@ TEXTS = [
 SIDES = ["teacher_tokenizer", "student_tokenizer", "gpt2_tokenizer", "wordpiece_tokenizer"]
 
 
-
 def dropped_bytes(tokenizer) -> bytes:
     """Bytes a byte-level vocabulary lacks (SmolLM2 has no token for 21 of them): tokenizing drops them."""
     if "ByteLevel" not in repr(tokenizer.backend_tokenizer.decoder):

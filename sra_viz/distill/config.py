@@ -218,7 +218,9 @@ class DistillConfig:
     probe_size: int = _opt(8, "texts of the fixed probe set (geometry metrics, snapshots)", min=1)
     heldout_size: int = _opt(8, "held-out texts for the student's loss / perplexity", min=0)
     eval_size: int = _opt(
-        8, "held-out evaluation examples (ROUGE-L, teacher agreement, CE; sra_viz.evaluation); 0 = none", min=0
+        8,
+        "held-out evaluation examples (ROUGE-L, teacher agreement, CE; sra_viz.evaluation); 0 = none",
+        min=0,
     )
     eval_every: int = _opt(
         0, "run the held-out evaluation every N steps (0 = only at step 0 and at the end or stop)", min=0
@@ -299,7 +301,9 @@ class DistillConfig:
                 "every SRA loss term is switched off; switch on at least one of span, geo, kd, ce"
             )
         if self.method == "ce" and not self.use_ce:
-            raise SraVizError("method='ce' trains on the student's CE alone; --no-ce would leave no loss term")
+            raise SraVizError(
+                "method='ce' trains on the student's CE alone; --no-ce would leave no loss term"
+            )
 
     def validate(self) -> DistillConfig:
         """Returns self: every check already ran at construction (kept for callers that chain it).

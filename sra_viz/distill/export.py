@@ -101,11 +101,13 @@ def _licence_notes(config: DistillConfig) -> list[str]:
         notes.append(
             f"Teacher `{config.teacher}` is a Gemma model. Gemma is provided under and subject to the Gemma "
             "Terms of Use (https://ai.google.dev/gemma/terms). A model trained on a Gemma model's outputs "
-            "(as by distillation) may be a \"Model Derivative\" under those terms: their use restrictions "
+            '(as by distillation) may be a "Model Derivative" under those terms: their use restrictions '
             "and the Gemma Prohibited Use Policy then apply to this model and must be passed on with it."
         )
     else:
-        notes.append(f"Teacher `{config.teacher}`: check whether its licence covers models trained on its outputs.")
+        notes.append(
+            f"Teacher `{config.teacher}`: check whether its licence covers models trained on its outputs."
+        )
     return notes
 
 
@@ -122,35 +124,57 @@ def model_card(run_dir: str | os.PathLike, student: RunStudent) -> str:
     cfg = student.config
     evals = load_run_evaluations(run_dir)
     lines = [
-        f"# Distilled student: {cfg.student} ← {cfg.teacher} ({cfg.method})", "",
+        f"# Distilled student: {cfg.student} ← {cfg.teacher} ({cfg.method})",
+        "",
         f"Trained with sra_viz (`sra-viz distill`, method `{cfg.method}`) for **{student.step}** of "
-        f"{cfg.steps} planned optimizer steps; exported from run `{Path(run_dir).name}`.", "",
+        f"{cfg.steps} planned optimizer steps; exported from run `{Path(run_dir).name}`.",
+        "",
         f"- base student: `{cfg.student}` ({cfg.student_variant}"
-        + (f", k = {cfg.student_k}" if cfg.student_variant != "full" else "") + ")",
-        f"- teacher: `{cfg.teacher}`", f"- method: `{cfg.method}`", "",
-    ]  # fmt: skip
+        + (f", k = {cfg.student_k}" if cfg.student_variant != "full" else "")
+        + ")",
+        f"- teacher: `{cfg.teacher}`",
+        f"- method: `{cfg.method}`",
+        "",
+    ]
     if cfg.student_variant == "truncated":
-        lines += [f"This is the **truncated** student: the first {cfg.student_k} blocks of the base model, "
-                  f"saved as the {cfg.student_k}-block model it is.", ""]  # fmt: skip
+        lines += [
+            f"This is the **truncated** student: the first {cfg.student_k} blocks of the base model, "
+            f"saved as the {cfg.student_k}-block model it is.",
+            "",
+        ]
     lines += ["## Held-out evaluation", ""]
     shown = [("teacher", evals.teacher), ("student before", evals.before), ("student after", evals.after)]
     shown = [(label, r) for label, r in shown if r is not None]
     if shown:
         keys = ("n", "rouge_l", "teacher_agreement", "vcap_kl", "heldout_loss", "heldout_ppl")
         lines += ["| model | " + " | ".join(keys) + " |", "|---" * (len(keys) + 1) + "|"]
-        lines += [f"| {label} | " + " | ".join(_fmt(getattr(r, k)) for k in keys) + " |" for label, r in shown]
-        lines += ["", "Fixed held-out split of the corpus (sra_viz.evaluation): ROUGE-L F1 of greedy "
-                  "generations (rouge-score, stemming), top-1 agreement and KL(teacher‖student) on the "
-                  "shared vocabulary at span level, cross-entropy of the response tokens (each model on "
-                  "its own tokens).", ""]  # fmt: skip
+        lines += [
+            f"| {label} | " + " | ".join(_fmt(getattr(r, k)) for k in keys) + " |" for label, r in shown
+        ]
+        lines += [
+            "",
+            "Fixed held-out split of the corpus (sra_viz.evaluation): ROUGE-L F1 of greedy "
+            "generations (rouge-score, stemming), top-1 agreement and KL(teacher‖student) on the "
+            "shared vocabulary at span level, cross-entropy of the response tokens (each model on "
+            "its own tokens).",
+            "",
+        ]
     else:
         lines += ["The run saved no held-out evaluation (eval_size = 0).", ""]
     lines += ["## Licence notes", ""] + [f"- {note}" for note in _licence_notes(cfg)] + [""]
     lines += ["## Every config field", "", "| field | value |", "|---|---|"]
     lines += [f"| `{k}` | `{json.dumps(v)}` |" for k, v in cfg.to_dict().items()]
-    lines += ["", "## Load it", "", "```python", "from transformers import AutoModelForCausalLM, AutoTokenizer",
-              "model = AutoModelForCausalLM.from_pretrained(PATH)", "tokenizer = AutoTokenizer.from_pretrained(PATH)",
-              "```", ""]  # fmt: skip
+    lines += [
+        "",
+        "## Load it",
+        "",
+        "```python",
+        "from transformers import AutoModelForCausalLM, AutoTokenizer",
+        "model = AutoModelForCausalLM.from_pretrained(PATH)",
+        "tokenizer = AutoTokenizer.from_pretrained(PATH)",
+        "```",
+        "",
+    ]
     return "\n".join(lines)
 
 
@@ -168,7 +192,9 @@ def export_run(
     if out.exists() and not out.is_dir():
         raise SraVizError(f"--out {str(out)!r} is a file; give a folder path")
     if out.is_dir() and any(out.iterdir()) and not force:
-        raise SraVizError(f"--out {str(out)!r} exists and is not empty; choose a new folder or pass --force to replace it")
+        raise SraVizError(
+            f"--out {str(out)!r} exists and is not empty; choose a new folder or pass --force to replace it"
+        )
     read_config(run_dir)  # a clear line when run_dir is not a run
     student = load_run_student(run_dir, device=device)
     out.parent.mkdir(parents=True, exist_ok=True)

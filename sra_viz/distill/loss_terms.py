@@ -175,7 +175,12 @@ def _uld_positions(batch: Batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tens
 
 
 def token_terms(
-    batch: Batch, config: DistillConfig, plan: LayerPlan, heads: VocabHeads, teacher: LoadedModel, student: SideView
+    batch: Batch,
+    config: DistillConfig,
+    plan: LayerPlan,
+    heads: VocabHeads,
+    teacher: LoadedModel,
+    student: SideView,
 ) -> dict[str, torch.Tensor]:
     """uld or exact (+ ce): the token-level baselines (last layers only, no attention, no CoMs)."""
     cfg = config
@@ -190,8 +195,11 @@ def token_terms(
             z_t = heads.teacher_logits(t_hidden[rows, t_pos])  # (M, V_T): ULD needs the full head
         terms["uld"] = uld_loss(logits[rows, s_pos], z_t, cfg.uld_tau)
     else:
-        pairs = [(b, int(batch.teacher_offset[b]) + tp - 1, int(batch.student_offset[b]) + sp - 1)
-                 for b, item in enumerate(batch.items) for tp, sp in item.exact_pairs]  # fmt: skip
+        pairs = [
+            (b, int(batch.teacher_offset[b]) + tp - 1, int(batch.student_offset[b]) + sp - 1)
+            for b, item in enumerate(batch.items)
+            for tp, sp in item.exact_pairs
+        ]
         idx = torch.tensor(pairs, dtype=torch.long, device=dev).reshape(-1, 3)  # (M, 3) text, t pos, s pos
         z_s = heads.student_shared_logits(logits[idx[:, 0], idx[:, 2]])  # (M, V_S) V∩ live, rest masked
         z_t = heads.teacher_shared_logits(t_hidden[idx[:, 0], idx[:, 1]])  # (M, V_S)

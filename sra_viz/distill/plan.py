@@ -63,7 +63,9 @@ class LayerPlan:
         if mass_layers not in MASS_LAYERS:
             raise SraVizError(f"mass_layers={mass_layers!r} is unknown; expected one of {MASS_LAYERS}")
         if not layer_pairs:
-            raise SraVizError("layer_pairs is empty; give at least one [teacher, student] pair such as [[-1, -1]]")
+            raise SraVizError(
+                "layer_pairs is empty; give at least one [teacher, student] pair such as [[-1, -1]]"
+            )
         if layer_weights is not None and len(layer_weights) != len(layer_pairs):
             raise SraVizError(f"{len(layer_weights)} layer_weights for {len(layer_pairs)} layer pairs")
         resolved = [(resolve_layer(teacher, t), resolve_layer(student, s)) for t, s in layer_pairs]
@@ -181,7 +183,9 @@ class VocabHeads:
         Example:
             >>> heads = VocabHeads.build(pair.teacher, student.model, tok, dev, shared_vocab=True)  # doctest: +SKIP
         """
-        heads = cls(student_model, teacher.model, _final_softcap(student_model), _final_softcap(teacher.model))
+        heads = cls(
+            student_model, teacher.model, _final_softcap(student_model), _final_softcap(teacher.model)
+        )
         if not shared_vocab:
             return heads
         from ..vocab import shared_vocab as find_shared

@@ -105,12 +105,23 @@ def _probe_passes(
     for start, items in _batches(texts.probe, config.batch_size):
         batch = collate(items, texts.teacher_padding_side, texts.student_padding_side)
         with torch.no_grad():
-            out = run_side(loaded, batch, side, [layer], masses, config.mass_mode, config.weighted_pooling,
-                           grad=False, dtype=config.dtype)  # fmt: skip
+            out = run_side(
+                loaded,
+                batch,
+                side,
+                [layer],
+                masses,
+                config.mass_mode,
+                config.weighted_pooling,
+                grad=False,
+                dtype=config.dtype,
+            )
         yield start, items, out.centers[layer], out, batch.span_valid.to(out.centers[layer].device)
 
 
-def teacher_probe(teacher: LoadedModel, texts: ProbeTexts, config: DistillConfig, plan: LayerPlan) -> ProbeTeacher:
+def teacher_probe(
+    teacher: LoadedModel, texts: ProbeTexts, config: DistillConfig, plan: LayerPlan
+) -> ProbeTeacher:
     """Teacher CoMs and saliency of every probe span at the deepest mapped teacher layer (no grad)."""
     centers, text_id, span_idx, span_texts, sal = [], [], [], [], []
     layer = plan.deepest[0]
@@ -164,8 +175,9 @@ def label_loss(
         if rows.numel() == 0:
             continue
         with torch.no_grad():
-            out = run_side(model, batch, side, [last], {}, "uniform", False, grad=False, dtype=dtype,
-                           centers_for=[])  # fmt: skip
+            out = run_side(
+                model, batch, side, [last], {}, "uniform", False, grad=False, dtype=dtype, centers_for=[]
+            )
             hidden = out.forward.hidden[last][rows.to(device), pos.to(device)]  # (M, D)
             with autocast_for(device, dtype):
                 logits = head(hidden)  # (M, V)
@@ -179,8 +191,9 @@ def heldout_loss(
 ) -> float:
     """Mean CE of the student on the held-out texts' label tokens (NaN without held-out texts)."""
     sides = (texts.teacher_padding_side, texts.student_padding_side)
-    loss, _ = label_loss(student, texts.heldout, "student", heads.student_logits, config.batch_size, sides,
-                         config.dtype)  # fmt: skip
+    loss, _ = label_loss(
+        student, texts.heldout, "student", heads.student_logits, config.batch_size, sides, config.dtype
+    )
     return loss
 
 

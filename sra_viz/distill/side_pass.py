@@ -87,13 +87,20 @@ def run_side(
         pool_mass[layer] = mass if weighted_pooling else uniform
     centers = {}
     for layer in centers_for if centers_for is not None else list(mass_layers):
-        centers[layer], _ = span_centers(fwd.hidden[layer].float(), pool_mass[layer], span_index, batch.n_spans)
+        centers[layer], _ = span_centers(
+            fwd.hidden[layer].float(), pool_mass[layer], span_index, batch.n_spans
+        )
     return SideOutput(fwd, span_index, pool_mass, span_mass, centers)  # centers: layer -> (B, N, D)
 
 
-def pool_spans(values: torch.Tensor, span_index: torch.Tensor, pool_mass: torch.Tensor,
-               span_valid: torch.Tensor, scale: float = 1.0,
-               offset: torch.Tensor | None = None) -> torch.Tensor:  # fmt: skip
+def pool_spans(
+    values: torch.Tensor,
+    span_index: torch.Tensor,
+    pool_mass: torch.Tensor,
+    span_valid: torch.Tensor,
+    scale: float = 1.0,
+    offset: torch.Tensor | None = None,
+) -> torch.Tensor:
     """Pool per-token rows (B, L, V) to the M valid spans (M, V), weighting tokens exactly as
     :func:`sra_viz.features.span_centers` does: ``(m_t + POOL_EPS) / Σ_{t∈k} (m_t + POOL_EPS)``; the result is
     ``offset + scale · pooled`` (``offset`` (V,) broadcast over rows, no gradient) at no extra pass.
@@ -117,7 +124,9 @@ def pool_spans(values: torch.Tensor, span_index: torch.Tensor, pool_mass: torch.
     row_of[span_valid] = torch.arange(n_rows, device=span_index.device)
     # output row of each token; n_rows marks tokens outside a valid span (weight 0)
     token_row = torch.where(in_span, row_of.gather(1, index), n_rows).reshape(-1)  # (B·L,)
-    share = torch.where(token_row < n_rows, (weights / totals.gather(1, index).clamp_min(POOL_EPS)).reshape(-1), 0.0)
+    share = torch.where(
+        token_row < n_rows, (weights / totals.gather(1, index).clamp_min(POOL_EPS)).reshape(-1), 0.0
+    )
     return _PoolRows.apply(values, token_row, (share * scale).to(values.dtype), n_rows, offset)
 
 
@@ -127,8 +136,14 @@ class _PoolRows(torch.autograd.Function):
     index_select/index_add would make two more passes over the (B·L, V) tensor and one more zero fill)."""
 
     @staticmethod
-    def forward(ctx, values: torch.Tensor, token_row: torch.Tensor, scale: torch.Tensor, n_rows: int,
-                offset: torch.Tensor | None):  # fmt: skip
+    def forward(
+        ctx,
+        values: torch.Tensor,
+        token_row: torch.Tensor,
+        scale: torch.Tensor,
+        n_rows: int,
+        offset: torch.Tensor | None,
+    ):
         flat = values.reshape(-1, values.shape[-1])  # (B·L, V)
         keep = (token_row < n_rows).nonzero().squeeze(-1)  # (T,) tokens of valid spans
         rows = flat.index_select(0, keep).mul_(scale[keep, None])  # (T, V)

@@ -153,10 +153,17 @@ def alignment_diagram(
     for parity, color in ((0, PALETTE["band_even"]), (1, PALETTE["band_odd"])):
         fig.add_trace(
             go.Scatter(
-                x=band[parity][0], y=band[parity][1], mode="lines", fill="toself", fillcolor=color,
-                line=dict(width=0), hoverinfo="skip", showlegend=False, name=f"spans ({'even' if parity == 0 else 'odd'})",
+                x=band[parity][0],
+                y=band[parity][1],
+                mode="lines",
+                fill="toself",
+                fillcolor=color,
+                line=dict(width=0),
+                hoverinfo="skip",
+                showlegend=False,
+                name=f"spans ({'even' if parity == 0 else 'odd'})",
             )
-        )  # fmt: skip
+        )
     for row, name in enumerate(("teacher", "student")):
         _add_side(
             fig,
@@ -173,11 +180,16 @@ def alignment_diagram(
         )
     fig.add_trace(
         go.Scatter(
-            x=span_hover[0], y=span_hover[1], mode="markers", name="span",
+            x=span_hover[0],
+            y=span_hover[1],
+            mode="markers",
+            name="span",
             marker=dict(size=5, color=PALETTE["grey"], symbol="line-ns-open"),
-            hovertext=span_hover[2], hoverinfo="text", showlegend=False,
+            hovertext=span_hover[2],
+            hoverinfo="text",
+            showlegend=False,
         )
-    )  # fmt: skip
+    )
     ticks_y = [y for ln in range(n_lines) for y in (-ln * PITCH - ROW_H / 2, -ln * PITCH - 1.5 * ROW_H - GAP)]
     tick_text = [
         f"<span style='color:{PALETTE[n]}'>{n}</span>" for _ in range(n_lines) for n in ("teacher", "student")
@@ -186,9 +198,13 @@ def alignment_diagram(
     styled(fig, title, width=width, height=height, hovermode="closest", margin=dict(l=70, r=20, t=60, b=20))
     fig.update_xaxes(visible=False, range=[-0.5, capacity + 0.5], fixedrange=False)
     fig.update_yaxes(
-        range=[-(n_lines - 1) * PITCH - 2 * ROW_H - GAP - 0.4, 0.4], fixedrange=True,
-        tickvals=ticks_y, ticktext=tick_text, showgrid=False, zeroline=False,
-    )  # fmt: skip
+        range=[-(n_lines - 1) * PITCH - 2 * ROW_H - GAP - 0.4, 0.4],
+        fixedrange=True,
+        tickvals=ticks_y,
+        ticktext=tick_text,
+        showgrid=False,
+        zeroline=False,
+    )
     fig.update_layout(legend=dict(orientation="h", y=1.0, yanchor="bottom", x=1.0, xanchor="right"))
     return fig
 
@@ -237,19 +253,34 @@ def _add_side(fig, name, row, cols, side, labels, widths, owner, text, span_text
         if boxes[special][0]:
             fig.add_trace(
                 go.Scatter(
-                    x=boxes[special][0], y=boxes[special][1], mode="lines", fill="toself", fillcolor=fc,
-                    line=dict(color=color if not special else PALETTE["grey"], width=1), hoverinfo="skip",
-                    name=f"{name} {'special' if special else 'tokens'}", legendgroup=name, showlegend=not special,
+                    x=boxes[special][0],
+                    y=boxes[special][1],
+                    mode="lines",
+                    fill="toself",
+                    fillcolor=fc,
+                    line=dict(color=color if not special else PALETTE["grey"], width=1),
+                    hoverinfo="skip",
+                    name=f"{name} {'special' if special else 'tokens'}",
+                    legendgroup=name,
+                    showlegend=not special,
                 )
-            )  # fmt: skip
+            )
     fig.add_trace(
         go.Scatter(
-            x=cx, y=cy, mode="text+markers", text=lab, name=f"{name} labels", legendgroup=name, showlegend=False,
+            x=cx,
+            y=cy,
+            mode="text+markers",
+            text=lab,
+            name=f"{name} labels",
+            legendgroup=name,
+            showlegend=False,
             textfont=dict(family=MONO, size=font_size, color="#111111"),
             marker=dict(size=font_size + 4, symbol="square", opacity=0, color=color),
-            hovertext=hover, hoverinfo="text", customdata=token_index,
+            hovertext=hover,
+            hoverinfo="text",
+            customdata=token_index,
         )
-    )  # fmt: skip
+    )
 
 
 def alignment_figure(alignment, **options) -> go.Figure:

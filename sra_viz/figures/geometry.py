@@ -97,14 +97,22 @@ def com_scatter(
             _, codes = np.unique(c, return_inverse=True)
             marker["color"] = [category_color(int(i)) for i in codes]
         elif color_by is not None:
-            marker.update(color=c.astype(float), colorscale=SEQUENTIAL, showscale=side == "teacher",
-                          colorbar=dict(title=color_title or "value", thickness=12))  # fmt: skip
+            marker.update(
+                color=c.astype(float),
+                colorscale=SEQUENTIAL,
+                showscale=side == "teacher",
+                colorbar=dict(title=color_title or "value", thickness=12),
+            )
         fig.add_trace(
             Scatter(
-                **dict(zip(axes, pts.T, strict=True)), mode="markers", name=side, marker=marker,
-                hovertext=_hover(span_texts, n, side, extra), hoverinfo="text",
+                **dict(zip(axes, pts.T, strict=True)),
+                mode="markers",
+                name=side,
+                marker=marker,
+                hovertext=_hover(span_texts, n, side, extra),
+                hoverinfo="text",
             )
-        )  # fmt: skip
+        )
     if not three_d:
         fig.update_yaxes(scaleanchor="x", scaleratio=1)
     legend = dict(itemsizing="constant", orientation="h", y=1.02, yanchor="bottom", x=0.0, xanchor="left")
@@ -147,12 +155,33 @@ def geometry_over_training(
     def traces(i: int) -> list:
         lx, ly = _links(T[i], S[i])
         return [
-            go.Scattergl(x=lx, y=ly, mode="lines", line=dict(color=PALETTE["link"], width=1), hoverinfo="skip", name="span pairs"),
-            go.Scattergl(x=T[i, :, 0], y=T[i, :, 1], mode="markers", name="teacher", hovertext=t_hover, hoverinfo="text",
-                         marker=dict(color=PALETTE["teacher"], size=7, symbol="circle")),
-            go.Scattergl(x=S[i, :, 0], y=S[i, :, 1], mode="markers", name="student", hovertext=s_hover, hoverinfo="text",
-                         marker=dict(color=PALETTE["student"], size=7, symbol="diamond")),
-        ]  # fmt: skip
+            go.Scattergl(
+                x=lx,
+                y=ly,
+                mode="lines",
+                line=dict(color=PALETTE["link"], width=1),
+                hoverinfo="skip",
+                name="span pairs",
+            ),
+            go.Scattergl(
+                x=T[i, :, 0],
+                y=T[i, :, 1],
+                mode="markers",
+                name="teacher",
+                hovertext=t_hover,
+                hoverinfo="text",
+                marker=dict(color=PALETTE["teacher"], size=7, symbol="circle"),
+            ),
+            go.Scattergl(
+                x=S[i, :, 0],
+                y=S[i, :, 1],
+                mode="markers",
+                name="student",
+                hovertext=s_hover,
+                hoverinfo="text",
+                marker=dict(color=PALETTE["student"], size=7, symbol="diamond"),
+            ),
+        ]
 
     def heading(i: int) -> str:
         note = f" · {frame_notes[i]}" if frame_notes is not None else ""
@@ -169,17 +198,35 @@ def geometry_over_training(
     play = dict(frame=dict(duration=400, redraw=True), transition=dict(duration=0), fromcurrent=True)
     still = dict(frame=dict(duration=0, redraw=True), mode="immediate", transition=dict(duration=0))
     fig.update_layout(
-        sliders=[dict(
-            active=0, currentvalue=dict(prefix="step "), x=0.14, len=0.86, y=0, yanchor="top", pad=dict(t=50, b=10),
-            steps=[dict(label=str(s), method="animate", args=[[str(s)], still]) for s in steps],
-        )],
-        updatemenus=[dict(
-            type="buttons", direction="left", x=0.13, y=0, xanchor="right", yanchor="top", pad=dict(t=72, r=10),
-            showactive=False,
-            buttons=[dict(label="▶", method="animate", args=[None, play]),
-                     dict(label="❚❚", method="animate", args=[[None], still])],
-        )],
-    )  # fmt: skip
+        sliders=[
+            dict(
+                active=0,
+                currentvalue=dict(prefix="step "),
+                x=0.14,
+                len=0.86,
+                y=0,
+                yanchor="top",
+                pad=dict(t=50, b=10),
+                steps=[dict(label=str(s), method="animate", args=[[str(s)], still]) for s in steps],
+            )
+        ],
+        updatemenus=[
+            dict(
+                type="buttons",
+                direction="left",
+                x=0.13,
+                y=0,
+                xanchor="right",
+                yanchor="top",
+                pad=dict(t=72, r=10),
+                showactive=False,
+                buttons=[
+                    dict(label="▶", method="animate", args=[None, play]),
+                    dict(label="❚❚", method="animate", args=[[None], still]),
+                ],
+            )
+        ],
+    )
     return styled(fig, heading(0), hovermode="closest", height=650, margin=dict(b=140))
 
 
@@ -209,9 +256,13 @@ def snapshots_figure(
         by_step = metrics.drop_duplicates("step", keep="last").set_index("step")
         cols = [c for c in ("probe_cos", "probe_cka", "probe_gram_distance") if c in by_step]
         notes = [
-            " · ".join(f"{c.removeprefix('probe_')} {by_step.at[s, c]:.3f}" for c in cols if s in by_step.index and pd.notna(by_step.at[s, c]))
+            " · ".join(
+                f"{c.removeprefix('probe_')} {by_step.at[s, c]:.3f}"
+                for c in cols
+                if s in by_step.index and pd.notna(by_step.at[s, c])
+            )
             for s in proj.steps
-        ]  # fmt: skip
+        ]
     options.setdefault("title", f"Span geometry over training ({proj.method.upper()})")
     return geometry_over_training(proj.teacher, proj.student, proj.steps, span_texts, notes, **options)
 
@@ -240,9 +291,11 @@ def gram_matrices(
         else list(map(str, range(n)))
     )
     fig = make_subplots(
-        1, 3, subplot_titles=("teacher Gram", "student Gram", f"student − teacher (distance {dist:.4f})"),
+        1,
+        3,
+        subplot_titles=("teacher Gram", "student Gram", f"student − teacher (distance {dist:.4f})"),
         horizontal_spacing=0.08,
-    )  # fmt: skip
+    )
     diff = Gs - Gt
     span = max(0.1, float(np.abs(diff).max()))
     custom = np.array([[f"{labels[i]} ↔ {labels[j]}" for j in range(n)] for i in range(n)], dtype=object)
@@ -257,12 +310,20 @@ def gram_matrices(
         bar = dict(thickness=10, x=0.645 if col == 2 else 1.0, xanchor="left", len=0.9)
         fig.add_trace(
             go.Heatmap(
-                z=np.round(z, 4), colorscale=scale, zmin=lo, zmax=hi, zmid=0 if col == 3 else None, name=name,
-                customdata=custom, hovertemplate="%{customdata}<br>cos %{z:.3f}<extra>" + name + "</extra>",
-                colorbar=bar, showscale=col != 1,
+                z=np.round(z, 4),
+                colorscale=scale,
+                zmin=lo,
+                zmax=hi,
+                zmid=0 if col == 3 else None,
+                name=name,
+                customdata=custom,
+                hovertemplate="%{customdata}<br>cos %{z:.3f}<extra>" + name + "</extra>",
+                colorbar=bar,
+                showscale=col != 1,
             ),
-            1, col,
-        )  # fmt: skip
+            1,
+            col,
+        )
     fig.update_yaxes(autorange="reversed", showgrid=False, showticklabels=n <= 40)
     fig.update_xaxes(showgrid=False, showticklabels=False)
     for col, x in ((1, "x"), (2, "x2"), (3, "x3")):

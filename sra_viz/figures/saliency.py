@@ -77,21 +77,44 @@ def span_mass_text(
         ]
         fig.add_trace(
             go.Bar(
-                orientation="h", y=[-ln for ln in lines], x=[w - 0.12 for w in widths], base=x0s, width=0.86,
-                marker=dict(color=m, colorscale=SEQUENTIAL, cmin=0.0, cmax=cmax, line=dict(width=0),
-                            showscale=col == 2, colorbar=dict(title="mass", thickness=12)),
-                hovertext=hover, hoverinfo="text", name=f"{side} span mass", showlegend=False,
+                orientation="h",
+                y=[-ln for ln in lines],
+                x=[w - 0.12 for w in widths],
+                base=x0s,
+                width=0.86,
+                marker=dict(
+                    color=m,
+                    colorscale=SEQUENTIAL,
+                    cmin=0.0,
+                    cmax=cmax,
+                    line=dict(width=0),
+                    showscale=col == 2,
+                    colorbar=dict(title="mass", thickness=12),
+                ),
+                hovertext=hover,
+                hoverinfo="text",
+                name=f"{side} span mass",
+                showlegend=False,
             ),
-            1, col,
-        )  # fmt: skip
+            1,
+            col,
+        )
         fig.add_trace(
             go.Scatter(
-                x=[x + w / 2 for x, w in zip(x0s, widths, strict=True)], y=[-ln for ln in lines], mode="text",
-                text=[esc(lab) for lab in labels], hoverinfo="skip", showlegend=False, name=f"{side} span text",
-                textfont=dict(family=MONO, size=font_size, color=["white" if v < 0.55 * cmax else "black" for v in m]),
+                x=[x + w / 2 for x, w in zip(x0s, widths, strict=True)],
+                y=[-ln for ln in lines],
+                mode="text",
+                text=[esc(lab) for lab in labels],
+                hoverinfo="skip",
+                showlegend=False,
+                name=f"{side} span text",
+                textfont=dict(
+                    family=MONO, size=font_size, color=["white" if v < 0.55 * cmax else "black" for v in m]
+                ),
             ),
-            1, col,
-        )  # fmt: skip
+            1,
+            col,
+        )
     fig.update_xaxes(visible=False, range=[-0.3, capacity + 0.3])
     fig.update_yaxes(visible=False, range=[-n_lines + 0.4, 0.6], fixedrange=True)
     for ann, side in zip(fig.layout.annotations, ("teacher", "student"), strict=True):
@@ -131,12 +154,21 @@ def attention_heatmap(
     for i, (name, z) in enumerate(views):
         fig.add_trace(
             go.Heatmap(
-                z=np.round(z, 5), x=pos, y=pos, colorscale=SEQUENTIAL, zmin=0.0, zmax=zmax, name=name,
-                visible=i == 0, customdata=np.array(ticks, dtype=object)[None, :].repeat(len(pos), 0),
-                hovertemplate="query %{y}<br>key %{x} %{customdata}<br>attention %{z:.4f}<extra>" + name + "</extra>",
+                z=np.round(z, 5),
+                x=pos,
+                y=pos,
+                colorscale=SEQUENTIAL,
+                zmin=0.0,
+                zmax=zmax,
+                name=name,
+                visible=i == 0,
+                customdata=np.array(ticks, dtype=object)[None, :].repeat(len(pos), 0),
+                hovertemplate="query %{y}<br>key %{x} %{customdata}<br>attention %{z:.4f}<extra>"
+                + name
+                + "</extra>",
                 colorbar=dict(title="attention", thickness=12),
             )
-        )  # fmt: skip
+        )
     buttons = [
         dict(label=name, method="update", args=[{"visible": [j == i for j in range(len(views))]}])
         for i, (name, _) in enumerate(views)
@@ -150,8 +182,14 @@ def attention_heatmap(
     size = int(min(900, max(420, 8 * len(pos) + 220)))
     default_title = f"{side} attention{' · ' + layer_label if layer_label else ''}"
     fig.update_layout(updatemenus=[dict(buttons=buttons, x=0.0, xanchor="left", y=1.01, yanchor="bottom")])
-    return styled(fig, title or default_title, width=size + 80, height=size + 40, margin=dict(t=100),
-                  title_font_color=PALETTE.get(side))  # fmt: skip
+    return styled(
+        fig,
+        title or default_title,
+        width=size + 80,
+        height=size + 40,
+        margin=dict(t=100),
+        title_font_color=PALETTE.get(side),
+    )
 
 
 def top_spans_bar(
@@ -193,10 +231,13 @@ def top_spans_bar(
             )
         fig.add_trace(
             go.Scatter(
-                y=names, x=w[order], mode="markers", name="saliency ŵ",
+                y=names,
+                x=w[order],
+                mode="markers",
+                name="saliency ŵ",
                 marker=dict(symbol="line-ns-open", size=18, color=PALETTE["black"], line=dict(width=2)),
             )
-        )  # fmt: skip
+        )
     fig.update_yaxes(autorange="reversed", tickfont=dict(family=MONO))
     fig.update_xaxes(title="share of span mass")
     return styled(

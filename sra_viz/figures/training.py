@@ -140,9 +140,12 @@ def convergence_curves(
         raise SraVizError(f"no numeric metric columns to plot in {list(frame.columns)}")
     rows = math.ceil(len(columns) / n_cols)
     fig = make_subplots(
-        rows, min(n_cols, len(columns)), subplot_titles=[METRIC_TITLES.get(c, c) for c in columns],
-        vertical_spacing=min(0.12, 0.6 / max(rows, 1)), horizontal_spacing=0.07,
-    )  # fmt: skip
+        rows,
+        min(n_cols, len(columns)),
+        subplot_titles=[METRIC_TITLES.get(c, c) for c in columns],
+        vertical_spacing=min(0.12, 0.6 / max(rows, 1)),
+        horizontal_spacing=0.07,
+    )
     groups = list(frame.groupby(runs_col, sort=False)) if runs_col else [("run", frame)]
     colors = run_colors([str(run) for run, _ in groups])
     for run, part in groups:
@@ -203,19 +206,36 @@ def _add_curve(fig, y, smoothing, mode, color, run, metric, show_legend, common)
     x = common["x"]
     if smoothing > 0 and len(y) > 2:
         fig.add_trace(
-            go.Scatter(x=x, y=y, mode="lines", line=dict(color=color, width=1), opacity=0.3, showlegend=False,
-                       legendgroup=run, hoverinfo="skip", name=f"{run} raw"),
-            row=row, col=col,
-        )  # fmt: skip
+            go.Scatter(
+                x=x,
+                y=y,
+                mode="lines",
+                line=dict(color=color, width=1),
+                opacity=0.3,
+                showlegend=False,
+                legendgroup=run,
+                hoverinfo="skip",
+                name=f"{run} raw",
+            ),
+            row=row,
+            col=col,
+        )
         y = _ema(y, smoothing)
     fig.add_trace(
         go.Scatter(
-            x=x, y=y, mode=mode, name=run, legendgroup=run, showlegend=show_legend,
-            line=dict(color=color, width=2), marker=dict(size=5, color=color),
+            x=x,
+            y=y,
+            mode=mode,
+            name=run,
+            legendgroup=run,
+            showlegend=show_legend,
+            line=dict(color=color, width=2),
+            marker=dict(size=5, color=color),
             hovertemplate=f"{run} · {metric}: %{{y:.4g}}<extra></extra>",
         ),
-        row=row, col=col,
-    )  # fmt: skip
+        row=row,
+        col=col,
+    )
 
 
 def run_metrics_figure(run_dirs: Sequence, labels: Sequence[str] | None = None, **options) -> go.Figure:

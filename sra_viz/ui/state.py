@@ -278,13 +278,19 @@ def text_picker(label: str = "Text", height: int = 120) -> str:
     names = list(SAMPLES)
     keep(TEXT_KEY, SAMPLES[names[0]])
     st.selectbox(
-        "Start from a sample", names, index=None, key=SAMPLE_KEY, on_change=_use_sample,
+        "Start from a sample",
+        names,
+        index=None,
+        key=SAMPLE_KEY,
+        on_change=_use_sample,
         placeholder="pick a sample text…",
-    )  # fmt: skip
+    )
     return st.text_area(
-        label, key=TEXT_KEY, height=height,
+        label,
+        key=TEXT_KEY,
+        height=height,
         help=f"Up to {MAX_TEXT_CHARS:,} characters. Press Ctrl+Enter (or click outside) to apply.",
-    )  # fmt: skip
+    )
 
 
 def current_text() -> str:

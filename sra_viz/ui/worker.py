@@ -123,7 +123,7 @@ class TrainingWorker:
             done, total, rows = int(session.step_count), int(session.config.steps), list(session.history)
         return WorkerProgress(
             status, done, total, list(rows), error, message, self.run_dir, seconds, method, saved
-        )  # fmt: skip
+        )
 
     def _after_step(self, _row: dict) -> None:
         if self._stop_requested.is_set():

@@ -46,9 +46,10 @@ st.markdown(
 text = state.text_picker()
 state.keep("align_word", False)
 word_level = st.toggle(
-    "Word-level spans", key="align_word",
+    "Word-level spans",
+    key="align_word",
     help="Merge spans up to whitespace and character-class changes: a coarser, easier-to-read view.",
-)  # fmt: skip
+)
 
 with state.reported("alignment"):
     alignment, fig = aligned(state.check_text(text), "word" if word_level else "token")
@@ -59,10 +60,20 @@ with state.reported("alignment"):
     st.dataframe(frame, hide_index=True, height=320)
     downloads = st.container(horizontal=True)
     downloads.download_button(
-        "Span table (CSV)", export.frame_to_csv_bytes(frame), file_name="spans.csv", mime="text/csv",
-        icon=":material/table:", key="alignment_csv", on_click="ignore",
-    )  # fmt: skip
+        "Span table (CSV)",
+        export.frame_to_csv_bytes(frame),
+        file_name="spans.csv",
+        mime="text/csv",
+        icon=":material/table:",
+        key="alignment_csv",
+        on_click="ignore",
+    )
     downloads.download_button(
-        "Diagram (offline HTML)", lambda: export.figure_to_html_bytes(fig, title="sra_viz span alignment"),
-        file_name="alignment.html", mime="text/html", icon=":material/download:", key="alignment_html", on_click="ignore",
-    )  # fmt: skip
+        "Diagram (offline HTML)",
+        lambda: export.figure_to_html_bytes(fig, title="sra_viz span alignment"),
+        file_name="alignment.html",
+        mime="text/html",
+        icon=":material/download:",
+        key="alignment_html",
+        on_click="ignore",
+    )

@@ -74,9 +74,14 @@ def scatter(result: dict, projection, color: str):
     color_by = frame["text_id"].to_numpy() if color == "text" else frame["saliency"].to_numpy()
     title = f"Span CoMs ({projection.method.upper()}): teacher vs student mapped into teacher space"
     return figures.com_scatter(
-        projection.teacher[0], projection.student[0], frame["text"].tolist(), color_by=color_by,
-        color_title="text" if color == "text" else "saliency ŵ", categorical=color == "text", title=title,
-    )  # fmt: skip
+        projection.teacher[0],
+        projection.student[0],
+        frame["text"].tolist(),
+        color_by=color_by,
+        color_title="text" if color == "text" else "saliency ŵ",
+        categorical=color == "text",
+        title=title,
+    )
 
 
 st.title("Geometry")
@@ -91,10 +96,12 @@ if source == "Pasted texts":
     st.text_area("Texts (blank line between texts)", key="geometry_pasted", height=160)
 elif source == "Uploaded file":
     st.file_uploader(
-        f"Examples file (JSONL, JSON, CSV or TSV; up to {UPLOAD_MB} MB)", type=["jsonl", "json", "csv", "tsv"],
-        key="geometry_upload", max_upload_size=UPLOAD_MB,
+        f"Examples file (JSONL, JSON, CSV or TSV; up to {UPLOAD_MB} MB)",
+        type=["jsonl", "json", "csv", "tsv"],
+        key="geometry_upload",
+        max_upload_size=UPLOAD_MB,
         help="Columns instruction/response (Dolly), prompt/response, or text.",
-    )  # fmt: skip
+    )
 left, mid, right = st.columns(3)
 state.keep("geometry_n", 12)
 n_texts = left.slider("Number of texts (first N)", 2, MAX_TEXTS, key="geometry_n")
@@ -102,9 +109,10 @@ state.keep("geometry_mode", MASS_MODES[0], MASS_MODES)
 mode = mid.selectbox("Mass mode", list(MASS_MODES), key="geometry_mode")
 state.keep("geometry_responses", True)
 responses_only = right.toggle(
-    "Responses only", key="geometry_responses",
+    "Responses only",
+    key="geometry_responses",
     help="Align only the response of prompt/response examples, as distillation does.",
-)  # fmt: skip
+)
 
 store = state.results("geometry")
 if st.button("Compute span centers", type="primary", icon=":material/play_arrow:", key="geometry_run"):
@@ -156,12 +164,19 @@ chosen = st.selectbox("Text", text_ids, key="geometry_text")
 rows = np.flatnonzero(frame["text_id"].to_numpy() == chosen)
 st.plotly_chart(
     figures.gram_matrices(
-        result["corpus"].teacher_centers[-1][rows], result["corpus"].student_centers[-1][rows],
-        frame["text"].iloc[rows].tolist(), weights=frame["saliency"].to_numpy()[rows],
+        result["corpus"].teacher_centers[-1][rows],
+        result["corpus"].student_centers[-1][rows],
+        frame["text"].iloc[rows].tolist(),
+        weights=frame["saliency"].to_numpy()[rows],
     ),
     key="geometry_gram",
-)  # fmt: skip
+)
 st.download_button(
-    "Span table (CSV)", export.frame_to_csv_bytes(frame), file_name="span_centers.csv", mime="text/csv",
-    key="geometry_csv", on_click="ignore", icon=":material/table:",
-)  # fmt: skip
+    "Span table (CSV)",
+    export.frame_to_csv_bytes(frame),
+    file_name="span_centers.csv",
+    mime="text/csv",
+    key="geometry_csv",
+    on_click="ignore",
+    icon=":material/table:",
+)

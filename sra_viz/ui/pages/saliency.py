@@ -22,9 +22,11 @@ def layer_and_head(column, role: str, info) -> tuple[int, int | None]:
     layers, heads = list(range(info.layers)), [ALL_HEADS, *range(info.heads)]
     state.keep(f"saliency_{role}_layer", layers[-1], layers)
     layer = column.selectbox(
-        f"{role} layer", layers, key=f"saliency_{role}_layer",
+        f"{role} layer",
+        layers,
+        key=f"saliency_{role}_layer",
         help="the output of this block gives the hidden states; its attention gives the mass",
-    )  # fmt: skip
+    )
     state.keep(f"saliency_{role}_head", ALL_HEADS, heads)
     head = column.selectbox(
         f"{role} head", heads, key=f"saliency_{role}_head", help="sum over heads (SRA) or one head only"
@@ -40,9 +42,14 @@ def features_for(text: str, mode: str, teacher: tuple, student: tuple):
         pair = state.get_pair()
         with st.spinner("Running the teacher and the student on the text…"):
             feats = analyze_text(
-                text, pair, teacher_layers=(teacher[0],), student_layers=(student[0],), mass_mode=mode,
-                head=(teacher[1], student[1]), keep_attention=True,
-            )  # fmt: skip
+                text,
+                pair,
+                teacher_layers=(teacher[0],),
+                student_layers=(student[0],),
+                mass_mode=mode,
+                head=(teacher[1], student[1]),
+                keep_attention=True,
+            )
         store.update(key=key, features=feats)
     return store["features"]
 
