@@ -77,7 +77,8 @@ def failures_of(results: dict[str, dict[str, dict[str, float]]]) -> list[str]:
     for name, way, other in AHEAD:
         if other in results and not better(sra["last"][name], results[other]["last"][name], way):
             failures.append(
-                f"SRA not ahead of {other} on {name}: {sra['last'][name]:.4f} vs {results[other]['last'][name]:.4f}"
+                f"SRA not ahead of {other} on {name}: {sra['last'][name]:.4f} vs "
+                f"{results[other]['last'][name]:.4f}"
             )
     return failures
 

@@ -32,9 +32,9 @@ warnings.filterwarnings("ignore")
 CACHE = os.path.expanduser(os.environ.get("SRA_VIZ_HOME", "~/.cache/sra_viz"))
 
 WORDS = (
-    "the of and to in is was for on that with as by at from his her they which this be are an or "
-    "model teacher student token span align distillation knowledge attention hidden state center mass "
-    "quickly naturally geometry vocabulary tokenizer sentence paragraph language learning gradient"
+    "the of and to in is was for on that with as by at from his her they which this be are an or model "
+    "teacher student token span align distillation knowledge attention hidden state center mass quickly "
+    "naturally geometry vocabulary tokenizer sentence paragraph language learning gradient"
 ).split()
 CODE = [
     "def f(x):\n    return x ** 2 + 3 * x - 1\n",
@@ -235,7 +235,8 @@ def time_one_megabyte(texts: list[str], teacher, student) -> str:
     al.token_to_span("teacher"), al.token_to_span("student")
     t5 = time.perf_counter()
     return (
-        f"1 MB text ({len(source.data):,} bytes; {len(t_enc.real):,} Gemma / {len(s_enc.real):,} SmolLM2 tokens; "
+        f"1 MB text ({len(source.data):,} bytes; {len(t_enc.real):,} Gemma / {len(s_enc.real):,} SmolLM2 "
+        "tokens; "
         f"{len(spans):,} spans)\n  tokenization, both sides: {t1 - t0:.2f} s\n"
         f"  alignment work: merge + token ranges {t2 - t1:.3f} s, Span objects {t4 - t3:.3f} s, "
         f"token_to_span both sides {t5 - t4:.3f} s\n  align_spans end to end: {t3 - t2:.2f} s"
@@ -257,7 +258,10 @@ def main() -> None:
     }
     texts = make_texts(args.texts)
     print(f"{len(texts)} texts, {sum(len(t) for t in texts) / len(texts):.0f} characters on average")
-    header = f"{'pair':<15} {'ours ms':>8} {'+spans ms':>10} {'TRL ms':>8} {'ours/TRL':>9} {'ours wrong':>11} {'TRL wrong':>10}"
+    header = (
+        f"{'pair':<15} {'ours ms':>8} {'+spans ms':>10} {'TRL ms':>8} {'ours/TRL':>9} "
+        f"{'ours wrong':>11} {'TRL wrong':>10}"
+    )
     print(header + "\n" + "-" * len(header))
     for name, (teacher, student) in pairs.items():
         times: dict[str, list[float]] = {"ours": [], "spans": [], "trl": []}
@@ -273,7 +277,8 @@ def main() -> None:
             sum(trl_wrong(teacher, student, t) for t in texts),
         )
         print(
-            f"{name:<15} {ours_ms:>8.3f} {spans_ms:>10.3f} {trl_ms:>8.3f} {ours_ms / trl_ms:>9.2f} {wrong[0]:>11} {wrong[1]:>10}"
+            f"{name:<15} {ours_ms:>8.3f} {spans_ms:>10.3f} {trl_ms:>8.3f} {ours_ms / trl_ms:>9.2f} "
+            f"{wrong[0]:>11} {wrong[1]:>10}"
         )
     print()
     print(time_one_megabyte(texts, *pairs["SmolLM2-Gemma"]))

@@ -142,8 +142,9 @@ def main(argv=None) -> int:
         config = read_config(first)
         fields = {**config.to_dict(), **overrides(args.set)}
         print(
-            f"config: {config.student_variant} k={config.student_k}, batch {config.batch_size} x {config.max_length}, "
-            f"lr {config.lr:g}, probe {config.probe_size} texts every {config.log_every} steps, {config.steps} steps"
+            f"config: {config.student_variant} k={config.student_k}, batch {config.batch_size} x "
+            f"{config.max_length}, lr {config.lr:g}, probe {config.probe_size} texts every "
+            f"{config.log_every} steps, {config.steps} steps"
         )
         pair = load_pair(config.teacher, config.student, device="cpu")
         cli = DistillSession(DistillConfig(**{**fields, "out": str(runs / "cli")}), pair=pair)
@@ -165,7 +166,8 @@ def main(argv=None) -> int:
     app = statistics.mean([medians["app (1st)"], medians["app (2nd)"]])
     print(
         f"app / cli = {app / medians['cli']:.2f}x (target <= 1.20)   worker / cli = "
-        f"{medians['worker'] / medians['cli']:.2f}x   app runs {medians['app (1st)']:.3f} and {medians['app (2nd)']:.3f} s"
+        f"{medians['worker'] / medians['cli']:.2f}x   app runs {medians['app (1st)']:.3f} and "
+        f"{medians['app (2nd)']:.3f} s"
     )
     return 0
 

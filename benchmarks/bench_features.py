@@ -23,13 +23,13 @@ from sra_viz.extraction import analyze_text
 from sra_viz.models import load_pair
 
 TEXT = (
-    "Knowledge distillation trains a small student model to imitate a larger teacher. When the two "
-    "models use different tokenizers, their tokens do not line up, so the losses that compare them "
-    "token by token break down. Span Representation Alignment cuts the text into spans that both "
-    "tokenizers agree on, pools each model's hidden states inside every span with weights taken from "
-    "attention, and aligns the resulting centers of mass. The geometry of the spans, not the raw "
-    "tokens, is what the student learns to match; salient spans count more than filler. The same "
-    "recipe works for any pair of causal language models that can return their attentions."
+    "Knowledge distillation trains a small student model to imitate a larger teacher. When the two models "
+    "use different tokenizers, their tokens do not line up, so the losses that compare them token by token "
+    "break down. Span Representation Alignment cuts the text into spans that both tokenizers agree on, "
+    "pools each model's hidden states inside every span with weights taken from attention, and aligns the "
+    "resulting centers of mass. The geometry of the spans, not the raw tokens, is what the student learns "
+    "to match; salient spans count more than filler. The same recipe works for any pair of causal language "
+    "models that can return their attentions."
 )
 
 
@@ -54,8 +54,8 @@ def main() -> None:
         side: torch.tensor([getattr(pair, side).tokenizer(TEXT).input_ids]) for side in ("teacher", "student")
     }
     print(
-        f"text: {len(TEXT)} characters, teacher {ids['teacher'].shape[1]} tokens, "
-        f"student {ids['student'].shape[1]} tokens"
+        f"text: {len(TEXT)} characters, teacher {ids['teacher'].shape[1]} tokens, student "
+        f"{ids['student'].shape[1]} tokens"
     )
 
     def bare():
@@ -101,7 +101,8 @@ def main() -> None:
     print(f"best-of-{args.repeats} ratio analysis / bare forward (less sensitive to a busy CPU): {best:.2f}")
     ratio = medians["analyze_text (whole analysis)"] / base
     print(
-        f"ratio analysis / bare forward: {ratio:.2f} (target <= 1.15: {'met' if ratio <= 1.15 else 'NOT met'})"
+        f"ratio analysis / bare forward: {ratio:.2f} (target <= 1.15: "
+        f"{'met' if ratio <= 1.15 else 'NOT met'})"
     )
     strict = medians["analyze_text (whole analysis)"] / medians["backbones only x2"]
     print(f"ratio analysis / backbones only (no LM head, stricter): {strict:.2f}")

@@ -78,7 +78,9 @@ mode = sys.argv[1]
 row = {"mode": mode, "rows": len(X)}
 if mode == "pca":
     t1 = time.perf_counter(); geometry.project_pca(X); row["fit_s"] = time.perf_counter() - t1
-    t1 = time.perf_counter(); geometry.project_pca(X[:200], fit_on=X); row["transform_s"] = time.perf_counter() - t1
+    t1 = time.perf_counter()
+    geometry.project_pca(X[:200], fit_on=X)
+    row["transform_s"] = time.perf_counter() - t1
     row["import_s"] = t1 - t0 - row["fit_s"]
 else:
     t1 = time.perf_counter()
@@ -136,12 +138,14 @@ def main() -> None:
     print(f"\n{n} vectors; fit on {n - 200} (UMAP) / {n} (PCA), transform 200; seconds per fresh process")
     print("UMAP: seeded (single-threaded), cosine, n_neighbors=15, n_epochs=200 unless said")
     print(
-        f"load average (1 min) {load_before:.1f} before, {os.getloadavg()[0]:.1f} after, on {os.cpu_count()} cores"
+        f"load average (1 min) {load_before:.1f} before, {os.getloadavg()[0]:.1f} after, on {os.cpu_count()} "
+        "cores"
     )
     print(f"{'case':<34} {'import':>7} {'fit':>7} {'transform':>10} {'total':>7}")
     for name, r in rows:
         print(
-            f"{name:<34} {r['import_s']:>7.2f} {r['fit_s']:>7.2f} {r['transform_s']:>10.2f} {r['total_s']:>7.2f}"
+            f"{name:<34} {r['import_s']:>7.2f} {r['fit_s']:>7.2f} {r['transform_s']:>10.2f} "
+            f"{r['total_s']:>7.2f}"
         )
     pca, warm = rows[0][1], rows[2][1]
     print(f"\ntarget PCA fit <= 1 s: {'met' if pca['fit_s'] <= 1 else 'MISSED'} ({pca['fit_s']:.3f} s)")

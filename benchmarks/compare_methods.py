@@ -14,7 +14,9 @@ Two students, because a short CPU run cannot make one student serve every measur
     python benchmarks/compare_methods.py --seeds 0 1 --steps 10 --no-rouge
     python benchmarks/compare_methods.py --set lambda_geo=3 --set kd_weighting=sum   # the published scales
     # seeds in parallel processes (one thread each), then one table from their results:
-    for s in 0 1 2; do python benchmarks/compare_methods.py --seeds $s --threads 1 --results r$s.json & done; wait
+    for s in 0 1 2; do
+      python benchmarks/compare_methods.py --seeds $s --threads 1 --results r$s.json &
+    done; wait
     python benchmarks/compare_methods.py --combine r0.json r1.json r2.json
 
 Prints one table, mean ± sd over seeds per method, with the student before training and the teacher as
@@ -174,10 +176,15 @@ def main(argv=None) -> int:
                     )
                     del session
 
+    rouge_setting = (
+        "skipped"
+        if args.no_rouge
+        else f"{args.rouge_variant} k={args.rouge_k}, {args.max_new_tokens} new tokens"
+    )
     settings = (
         f"steps={args.steps} batch={args.batch_size}x{args.max_length} held-out={len(held)} (fixed split) "
         f"probe={args.probe_size}; CE/agreement/KL/CKA/retrieval: {args.variant} k={args.student_k}; "
-        f"ROUGE-L: {'skipped' if args.no_rouge else f'{args.rouge_variant} k={args.rouge_k}, {args.max_new_tokens} new tokens'}; "
+        f"ROUGE-L: {rouge_setting}; "
         f"overrides={overrides(args.set) or 'none (defaults)'}"
     )
     doc = {

@@ -67,8 +67,8 @@ def main(argv=None) -> int:
                     norms.setdefault(key, []).append(norm)
                     values.setdefault(key, []).append(float(term.detach()))
         print(
-            f"student {args.variant} k={args.student_k}; {args.batches} batches of {args.batch_size} x {args.max_length}; "
-            f"alpha={cfg.alpha} lambda_geo={cfg.lambda_geo}; median over batches"
+            f"student {args.variant} k={args.student_k}; {args.batches} batches of {args.batch_size} x "
+            f"{args.max_length}; alpha={cfg.alpha} lambda_geo={cfg.lambda_geo}; median over batches"
         )
         print(f"{'term':16s} {'value':>10s} {'raw grad':>10s} {'weighted':>10s}")
         for key in norms:

@@ -5,7 +5,8 @@ geometry -> figures); every public name below is importable from ``sra_viz`` dir
 
     >>> import sra_viz  # doctest: +SKIP
     >>> pair = sra_viz.load_pair()  # doctest: +SKIP
-    >>> alignment = sra_viz.align_spans("Hello, world!", pair.teacher.tokenizer, pair.student.tokenizer)  # doctest: +SKIP
+    >>> tokenizers = pair.teacher.tokenizer, pair.student.tokenizer  # doctest: +SKIP
+    >>> alignment = sra_viz.align_spans("Hello, world!", *tokenizers)  # doctest: +SKIP
 
 Names are resolved lazily so ``import sra_viz`` stays cheap (no torch until a model is needed).
 """

@@ -255,7 +255,8 @@ class _Plan:
         return len(self.bounds) - 1 - self.keep_from
 
     def arrays(self, side: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """``(real, opens, closes)``: real token positions ``(R,)``; real tokens before/through each span ``(N,)``."""
+        """``(real, opens, closes)``: real token positions ``(R,)``; real tokens before/through each span
+        ``(N,)``."""
         if side not in self._arrays:
             closes = np.asarray(self.closes[side], dtype=np.int64)  # (N,) over all spans
             opens = np.concatenate(([0], closes[:-1])).astype(np.int64)
@@ -282,7 +283,8 @@ class _Plan:
         return firsts, ends
 
     def chars(self, bytes_at: list[int]) -> list[int]:
-        """Characters that start before each byte position (a split character goes to its first byte's span)."""
+        """Characters that start before each byte position (a split character goes to its first byte's
+        span)."""
         if self.source.ascii:
             return bytes_at
         return np.searchsorted(self.source.char_to_byte, bytes_at, "left").tolist()
@@ -442,7 +444,8 @@ def _closes(side: ByteEncoding, bounds: np.ndarray) -> list[int]:
 def common_boundaries(
     a_starts: np.ndarray, a_ends: np.ndarray, b_starts: np.ndarray, b_ends: np.ndarray, n_bytes: int
 ) -> np.ndarray:
-    """Boundaries ``(N + 1,)`` from 0 to ``n_bytes`` for two monotone lists of token byte ranges, gaps allowed.
+    """Boundaries ``(N + 1,)`` from 0 to ``n_bytes`` for two monotone lists of token byte ranges, gaps
+    allowed.
 
     Example:
         >>> a = np.array([0, 4]), np.array([3, 6]); b = np.array([0, 1, 3]), np.array([1, 3, 6])

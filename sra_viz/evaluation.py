@@ -174,7 +174,9 @@ def generate(
     """Greedy continuations of ``prompts`` (left-padded batches; a tqdm bar over prompts), decoded, raw.
 
     Example:
-        >>> generate(pair.student.model, pair.student.tokenizer, ["The capital of France is"], 8)  # doctest: +SKIP
+        >>> generate(
+        ...     pair.student.model, pair.student.tokenizer, ["The capital of France is"], 8
+        ... )  # doctest: +SKIP
         [' Paris. It is the most ...']
     """
     from tqdm import tqdm

@@ -69,8 +69,8 @@ def read_source(source: Any, max_bytes: int) -> tuple[bytes | str, str]:
         _check_size(size, max_bytes, name, exact=False)  # only max_bytes + 1 were read
         return data, name
     raise SraVizError(
-        f"cannot read examples from a {type(source).__name__}: give a file path, the file's content "
-        "as str or bytes, or a file-like object such as an uploaded file"
+        f"cannot read examples from a {type(source).__name__}: give a file path, the file's content as str "
+        "or bytes, or a file-like object such as an uploaded file"
     )
 
 
@@ -96,8 +96,8 @@ def _check_size(size: int, max_bytes: int, name: str, exact: bool = True) -> Non
     if size > max_bytes:
         found = f" ({_size(size)})" if exact else ""
         raise SraVizError(
-            f"{name} is larger than the max_bytes limit of {_size(max_bytes)}{found}: "
-            "use a smaller file or pass a larger max_bytes"
+            f"{name} is larger than the max_bytes limit of {_size(max_bytes)}{found}: use a smaller file or "
+            "pass a larger max_bytes"
         )
 
 
@@ -111,8 +111,8 @@ def decode(raw: bytes, name: str) -> str:
     except UnicodeDecodeError as err:
         line = raw[: err.start].count(b"\n") + 1
         raise SraVizError(
-            f"{name} line {line}: not valid UTF-8 (byte 0x{raw[err.start]:02x} at offset {err.start}): "
-            "save the file as UTF-8"
+            f"{name} line {line}: not valid UTF-8 (byte 0x{raw[err.start]:02x} at offset {err.start}): save "
+            "the file as UTF-8"
         ) from None
 
 
@@ -164,7 +164,8 @@ def _jsonl_records(text: str, name: str) -> Iterator[tuple[str, dict]]:
             ) from None
         if not isinstance(record, dict):
             raise SraVizError(
-                f"{name} line {number}: expected a JSON object, found {_json_type(record)}: each line must be "
+                f"{name} line {number}: expected a JSON object, found {_json_type(record)}: each line must "
+                "be "
                 'one object such as {"prompt": "...", "response": "..."}'
             )
         yield f"line {number}", record
@@ -198,8 +199,8 @@ def _csv_records(text: str, name: str, delimiter: str | None) -> Iterator[tuple[
                 continue
             if len(row) != len(header):
                 raise SraVizError(
-                    f"{name} line {start}: expected {len(header)} fields ({', '.join(header)}), found {len(row)}: "
-                    "quote values that contain the delimiter or line breaks"
+                    f"{name} line {start}: expected {len(header)} fields ({', '.join(header)}), found "
+                    f"{len(row)}: quote values that contain the delimiter or line breaks"
                 )
             yield f"line {start}", dict(zip(header, row, strict=True))
     except csv.Error as err:
@@ -252,8 +253,8 @@ class _Schema:
         for field, aliases in self.columns.items():
             if field not in self.optional and not set(aliases) & set(header):
                 raise SraVizError(
-                    f"{name} line 1 (header): missing column {field!r}: expected columns {self.label}, "
-                    f"found {', '.join(header) or 'no columns'}"
+                    f"{name} line 1 (header): missing column {field!r}: expected columns {self.label}, found "
+                    f"{', '.join(header) or 'no columns'}"
                 )
 
     def example(self, record: dict, name: str, where: str) -> dict[str, str]:
@@ -264,14 +265,15 @@ class _Schema:
             if key is None or (record[key] is None and field in self.optional):
                 if field not in self.optional:
                     raise SraVizError(
-                        f"{name} {where}: missing field {field!r}: expected columns {self.label}, "
-                        f"found {_names(record)}"
+                        f"{name} {where}: missing field {field!r}: expected columns {self.label}, found "
+                        f"{_names(record)}"
                     )
                 values[field] = ""
                 continue
             if not isinstance(record[key], str):
                 raise SraVizError(
-                    f"{name} {where}: field {key!r} is {_json_type(record[key])} ({_short(record[key])}), expected a string"
+                    f"{name} {where}: field {key!r} is {_json_type(record[key])} ({_short(record[key])}), "
+                    "expected a string"
                 )
             values[field] = record[key]
         response = values.get("response", values.get("text", "")).strip()

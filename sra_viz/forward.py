@@ -190,7 +190,9 @@ def forward_features(
     keeps the autograd graph (distillation); otherwise the pass runs under ``torch.no_grad``.
 
     Example:
-        >>> out = forward_features(pair.student, [[19556, 905]], layers=(0, -1), attention_layer=-1)  # doctest: +SKIP
+        >>> out = forward_features(
+        ...     pair.student, [[19556, 905]], layers=(0, -1), attention_layer=-1
+        ... )  # doctest: +SKIP
     """
     model = _model_of(loaded)
     tokenizer = getattr(loaded, "tokenizer", None)

@@ -206,7 +206,8 @@ def fit_linear_map(student, teacher, ridge: float = 1e-2) -> np.ndarray:
 
     ``W = (SᵀS + λ·tr(SᵀS)/D_S·I)⁻¹ SᵀT``. An analysis stand-in for SRA's trained projector, fitted on
     the same spans it is shown on, so it flatters the student: say so wherever it is drawn.
-        >>> S = np.random.default_rng(0).normal(size=(50, 4)); np.allclose(S @ fit_linear_map(S, 2 * S, 1e-9), 2 * S)
+        >>> S = np.random.default_rng(0).normal(size=(50, 4))
+        >>> np.allclose(S @ fit_linear_map(S, 2 * S, 1e-9), 2 * S)
         True
     """
     S, T = _matrix(student, "student"), _matrix(teacher, "teacher")
@@ -226,7 +227,8 @@ def procrustes_align(student, teacher) -> tuple[np.ndarray, np.ndarray]:
     Each side is centered, scaled to unit Frobenius norm and reduced to its top k = min(N, D_S, D_T)
     principal axes; the student is then rotated (orthogonal Procrustes, ``R = UVᵀ`` from
     ``svd(SᵀT)``). A rotation keeps every distance, so what still differs is a real difference of shape.
-        >>> T = np.random.default_rng(0).normal(size=(6, 3)); s, t = procrustes_align(T @ np.eye(3)[::-1] * 4, T)
+        >>> T = np.random.default_rng(0).normal(size=(6, 3))
+        >>> s, t = procrustes_align(T @ np.eye(3)[::-1] * 4, T)
         >>> bool(np.allclose(s, t))
         True
     """

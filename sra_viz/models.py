@@ -153,8 +153,8 @@ def _resolve(spec: str | os.PathLike, tokenizer_only: bool = False) -> _Source:
         has_tokenizer = (path / "tokenizer.json").is_file() or (path / "tokenizer_config.json").is_file()
         if not (path / "config.json").is_file() and not (tokenizer_only and has_tokenizer):
             raise SraVizError(
-                f"folder {spec!r} holds no config.json, so it is not a transformers model folder; "
-                "save one with model.save_pretrained(folder) and tokenizer.save_pretrained(folder)"
+                f"folder {spec!r} holds no config.json, so it is not a transformers model folder; save one "
+                "with model.save_pretrained(folder) and tokenizer.save_pretrained(folder)"
             )
         return _Source("folder", str(path))
     if _looks_like_path(spec):
@@ -174,8 +174,8 @@ def _check_gguf_header(path: Path) -> None:
 def _hub_error(spec: str, exc: Exception) -> SraVizError:
     return SraVizError(
         f"could not load Hugging Face model {spec!r}: it is not in the local cache and the hub could not "
-        f"provide it ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}). "
-        "Offline, download it elsewhere and pass its folder, or use a default model "
+        f"provide it ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}). Offline, "
+        "download it elsewhere and pass its folder, or use a default model "
         f"({', '.join(fetch.DEFAULT_MODELS)})"
     )
 
@@ -222,16 +222,17 @@ def _load_tokenizer_cached(src: _Source, trust_remote_code: bool):
     except Exception as exc:
         if src.gguf_file:
             raise SraVizError(
-                f"could not read the corrupted or truncated GGUF file {str(Path(src.location) / src.gguf_file)!r} "
-                f"({type(exc).__name__}: {str(exc)[:200]}); download it again"
+                "could not read the corrupted or truncated GGUF file "
+                f"{str(Path(src.location) / src.gguf_file)!r} ({type(exc).__name__}: {str(exc)[:200]}); "
+                "download it again"
             ) from exc
         raise SraVizError(
             f"could not load a tokenizer from {src.location!r}: {type(exc).__name__}: {exc}"
         ) from exc
     if not getattr(tok, "is_fast", False):
         raise SraVizError(
-            f"the tokenizer of {src.location!r} is a slow (Python) tokenizer without offsets; "
-            "sra_viz needs a fast tokenizer (tokenizer.json) to align spans byte-exactly"
+            f"the tokenizer of {src.location!r} is a slow (Python) tokenizer without offsets; sra_viz needs "
+            "a fast tokenizer (tokenizer.json) to align spans byte-exactly"
         )
     return tok
 
@@ -282,8 +283,8 @@ def load_model(
         msg = str(exc)
         if "Unrecognized configuration class" in msg or "does not recognize this architecture" in msg:
             raise SraVizError(
-                f"{str(spec)!r} is not a causal language model that transformers can load "
-                f"with AutoModelForCausalLM ({msg.splitlines()[0]})"
+                f"{str(spec)!r} is not a causal language model that transformers can load with "
+                f"AutoModelForCausalLM ({msg.splitlines()[0]})"
             ) from exc
         if "eager" in msg or "attn_implementation" in msg:
             raise SraVizError(
@@ -312,8 +313,8 @@ def require_attentions(model, name: str = "model") -> None:
     attn = getattr(getattr(model, "config", None), "_attn_implementation", None)
     if attn != "eager":
         raise SraVizError(
-            f"{name} uses attn_implementation={attn!r}, which returns no attentions; "
-            "load it with attn_implementation='eager' (sra_viz.load_model always does)"
+            f"{name} uses attn_implementation={attn!r}, which returns no attentions; load it with "
+            "attn_implementation='eager' (sra_viz.load_model always does)"
         )
 
 

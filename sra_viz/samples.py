@@ -77,7 +77,8 @@ GEOMETRY_TEXTS: list[str] = [
     "weil es ebenfalls später begann.",
     "今天下午有雨，记得带伞。明天会放晴，适合去公园散步。",
     "週末は友達と山に登りました。頂上からの景色はとても綺麗でした。",
-    "Sam: Did you water the plants?\nAlex: Yes, this morning.\nSam: Even the cactus?\nAlex: Especially the cactus.",
+    "Sam: Did you water the plants?\nAlex: Yes, this morning.\nSam: Even the cactus?\n"
+    "Alex: Especially the cactus.",
     "Shopping list:\n- 6 eggs\n- 1 loaf of rye bread\n- 2 lemons\n- olive oil",
     "Jupiter is the largest planet in the Solar System. Its Great Red Spot is a storm "
     "wider than the Earth that has been watched for more than 150 years.",

@@ -244,8 +244,8 @@ def _utf8(text: str) -> bytes:
         return text.encode("utf-8")
     except UnicodeEncodeError as err:
         raise SraVizError(
-            f"text has a lone surrogate {text[err.start : err.end]!r} at character {err.start}: "
-            "give valid Unicode (decode your bytes with errors='replace')"
+            f"text has a lone surrogate {text[err.start : err.end]!r} at character {err.start}: give valid "
+            "Unicode (decode your bytes with errors='replace')"
         ) from None
 
 
@@ -255,8 +255,8 @@ def _backend(tokenizer):
     backend = getattr(tokenizer, "backend_tokenizer", None)
     if backend is None or not getattr(tokenizer, "is_fast", True):
         raise SraVizError(
-            f"tokenizer {type(tokenizer).__name__} has no character offsets (a slow tokenizer): "
-            "load a fast one, e.g. AutoTokenizer.from_pretrained(path, use_fast=True) or sra_viz.models.load_tokenizer"
+            f"tokenizer {type(tokenizer).__name__} has no character offsets (a slow tokenizer): load a fast "
+            "one, e.g. AutoTokenizer.from_pretrained(path, use_fast=True) or sra_viz.models.load_tokenizer"
         )
     return backend
 
@@ -354,7 +354,8 @@ class _Facts:
             return list(map(self._vocab.__getitem__, ids))
 
     def _load_vocab(self, max_id: int) -> None:
-        """The id -> token string list, at least ``max_id + 1`` long (ids the listing skips asked one by one)."""
+        """The id -> token string list, at least ``max_id + 1`` long (ids the listing skips are asked one
+        by one)."""
         backend = self._backend()
         vocab: list[str | None] = [None] * (max_id + 1)
         for token, i in backend.get_vocab(with_added_tokens=True).items():

@@ -99,7 +99,9 @@ def token_bytes(token: str, family: str) -> bytes | None:
     """The UTF-8 bytes a vocabulary entry stands for, or None when it cannot be read that way.
 
     Example:
-        >>> token_bytes("Ġthe", "byte_level"), token_bytes("▁the", "metaspace"), token_bytes("<0x41>", "metaspace")
+        >>> token_bytes(
+        ...     "Ġthe", "byte_level"), token_bytes("▁the", "metaspace"), token_bytes("<0x41>", "metaspace"
+        ... )
         (b' the', b' the', b'A')
     """
     if family == "byte_level":

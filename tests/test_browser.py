@@ -273,7 +273,7 @@ def _run_and_stop(page, runs_folder: Path) -> None:
     _no_exception(page)
 
 
-# ----------------------------------------------------------------------------- runs that outlive a page (tiny pair)
+# ------------------------------------------------------------------- runs that outlive a page (tiny pair)
 
 
 def _open_distill(page, url: str, runs_folder: str | None = None) -> None:

@@ -3,8 +3,8 @@
 The engine's mechanics (loss terms, ablation switches, run directory, resume, NaN guard, baselines
 measured alike, the CLI run killed and resumed) run on the tiny seeded pair (tests/_tiny.py, real
 tokenizers); what needs real weights (student variants of the real student, KD logits compared at a
-tight tolerance, the geometry really moving, the acceptance) runs on the default pair. Cheap settings throughout: a truncated student of 1-2 blocks,
-batches of 2 texts, 32 tokens.
+tight tolerance, the geometry really moving, the acceptance) runs on the default pair. Cheap settings
+throughout: a truncated student of 1-2 blocks, batches of 2 texts, 32 tokens.
 """
 
 from __future__ import annotations

@@ -180,7 +180,8 @@ def test_export_round_trips_the_students_logits_and_loads_without_sra_viz(tiny_r
         "from transformers import AutoModelForCausalLM, AutoTokenizer\n"
         f"path = {str(out)!r}\n"
         "model, tok = AutoModelForCausalLM.from_pretrained(path), AutoTokenizer.from_pretrained(path)\n"
-        "ids = model.generate(**tok(['Instruction: hi\\nResponse:'], return_tensors='pt'), max_new_tokens=3, do_sample=False)\n"
+        "ids = model.generate(**tok(['Instruction: hi\\nResponse:'], return_tensors='pt'), "
+        "max_new_tokens=3, do_sample=False)\n"
         "assert 'sra_viz' not in sys.modules\n"
         "print('generated', ids.shape[1])\n"
     )

@@ -45,7 +45,8 @@ def _batch(session: DistillSession, n: int = 2):
 def _hand_centers(loaded, ids: list[int], span: torch.Tensor, n_spans: int, layer: int, mass_block: int):
     """CoMs (N, D) and span masses (N,) of one unpadded text, from ``output_attentions``/``hidden_states``:
     m_t = Σ_h A[h, q, t] over tokens in spans (q = last token), normalised; c_k = Σ w_t h_t / Σ w_t with
-    w_t = m_t + POOL_EPS (a span the last token cannot see, as in a sliding-window layer, gets its plain mean)."""
+    w_t = m_t + POOL_EPS (a span the last token cannot see, as in a sliding-window layer, gets its plain
+    mean)."""
     model = loaded.model
     with torch.no_grad():
         out = model(torch.tensor([ids]), output_attentions=True, output_hidden_states=True)

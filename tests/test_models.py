@@ -1,4 +1,5 @@
-"""Foundation: fetching, converting and loading the real default pair; every bad spec gives one clear error."""
+"""Foundation: fetching, converting and loading the real default pair; every bad spec gives one clear
+error."""
 
 from __future__ import annotations
 

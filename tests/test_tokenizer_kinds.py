@@ -84,7 +84,8 @@ def check_kind_spans(tokenizer, text: str) -> None:
         if start < end:
             assert end <= hi and (start >= lo or not held[start:lo].any()), (text, start, end, lo, hi)
     assert covered[held].all(), text
-    # (2) a piece made only of word-prefix marks, on characters that hold no space (nor a literal mark), is empty.
+    # (2) a piece made only of word-prefix marks, on characters that hold no space (nor a literal mark),
+    # is empty.
     normalizer = tokenizer.backend_tokenizer.normalizer
     for i, (start, end), (lo, hi) in zip(real, ranges, offsets, strict=True):
         token = tt.tokens[i]

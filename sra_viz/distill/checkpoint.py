@@ -103,7 +103,8 @@ def save(
     scheduler: torch.optim.lr_scheduler.LRScheduler,
     position: Position,
 ) -> None:
-    """Write a checkpoint into ``run_dir``: trainable weights, projectors, optimizer, scheduler, RNG, position."""
+    """Write a checkpoint into ``run_dir``: trainable weights, projectors, optimizer, scheduler, RNG and
+    position."""
     named = dict(student.model.named_parameters())
     optimizer_tensors, optimizer_json = _split_optimizer(optimizer.state_dict())
     rng_tensors, rng_json = _rng_state()
@@ -134,7 +135,10 @@ def restore(
     not fit the objects (config.json edited since) is one SraVizError.
 
     Example:
-        >>> restore(Path("runs/sra"), student, projectors, optimizer, scheduler, device).step  # doctest: +SKIP
+        >>> state = restore(
+        ...     Path("runs/sra"), student, projectors, optimizer, scheduler, device
+        ... )  # doctest: +SKIP
+        >>> state.step  # doctest: +SKIP
         30
     """
     saved = load_checkpoint(run_dir)

@@ -176,8 +176,8 @@ def run_distill(args: argparse.Namespace) -> int:
             if extra or args.config:
                 flags = ", ".join("--" + e.replace("_", "-") for e in extra) or "--config"
                 raise SraVizError(
-                    f"--resume continues {args.resume!r} with its saved config; only --steps and --device may "
-                    f"be given with it, not {flags}"
+                    f"--resume continues {args.resume!r} with its saved config; only --steps and --device "
+                    f"may be given with it, not {flags}"
                 )
             session = DistillSession.resume(args.resume, progress=say, steps=args.steps, device=args.device)
         else:

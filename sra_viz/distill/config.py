@@ -174,8 +174,8 @@ class DistillConfig:
     uld_tau: float = _opt(1.0, "softmax temperature of ULD", min=MIN_TEMPERATURE)
     layer_pairs: list = _opt(
         lambda: [[-1, -1]],
-        "mapped layers as [teacher, student] pairs (block index, -1 = last), any order: they are sorted by depth "
-        "and the deepest pair gives L_geo, the probe and the saliency",
+        "mapped layers as [teacher, student] pairs (block index, -1 = last), any order: they are sorted by "
+        "depth and the deepest pair gives L_geo, the probe and the saliency",
         flag_type="pairs",
     )
     layer_weights: list | None = _opt(
@@ -262,8 +262,8 @@ class DistillConfig:
     )
     reuse_memory: bool = _opt(
         True,
-        "glibc: keep freed tensor memory for reuse instead of page-faulting it back every step (~3x "
-        "faster large element-wise ops; process-wide, see sra_viz.distill.perf)",
+        "glibc: keep freed tensor memory for reuse instead of page-faulting it back every step (~3x faster "
+        "large element-wise ops; process-wide, see sra_viz.distill.perf)",
     )
     seed: int = _opt(0, "seed of the data order, the probe split and the projector init")
 

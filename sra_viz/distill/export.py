@@ -67,7 +67,8 @@ def load_run_student(run_dir: str | os.PathLike, device: str | None = None) -> R
     if unknown:
         raise SraVizError(
             f"the checkpoint of {str(run_dir)!r} holds weights {unknown[:3]} that its student "
-            f"({config.student!r}, {config.student_variant}) does not have: config.json was changed after the run"
+            f"({config.student!r}, {config.student_variant}) does not have: config.json was changed after "
+            "the run"
         )
     with torch.no_grad():
         for name, tensor in tensors.items():
@@ -138,8 +139,8 @@ def model_card(run_dir: str | os.PathLike, student: RunStudent) -> str:
     ]
     if cfg.student_variant == "truncated":
         lines += [
-            f"This is the **truncated** student: the first {cfg.student_k} blocks of the base model, "
-            f"saved as the {cfg.student_k}-block model it is.",
+            f"This is the **truncated** student: the first {cfg.student_k} blocks of the base model, saved "
+            f"as the {cfg.student_k}-block model it is.",
             "",
         ]
     lines += ["## Held-out evaluation", ""]
@@ -153,10 +154,9 @@ def model_card(run_dir: str | os.PathLike, student: RunStudent) -> str:
         ]
         lines += [
             "",
-            "Fixed held-out split of the corpus (sra_viz.evaluation): ROUGE-L F1 of greedy "
-            "generations (rouge-score, stemming), top-1 agreement and KL(teacher‖student) on the "
-            "shared vocabulary at span level, cross-entropy of the response tokens (each model on "
-            "its own tokens).",
+            "Fixed held-out split of the corpus (sra_viz.evaluation): ROUGE-L F1 of greedy generations "
+            "(rouge-score, stemming), top-1 agreement and KL(teacher‖student) on the shared vocabulary at "
+            "span level, cross-entropy of the response tokens (each model on its own tokens).",
             "",
         ]
     else:

@@ -3,9 +3,9 @@
 Every function takes tensors and small typed objects: the :class:`~.plan.LayerPlan` (which layers,
 which masses), the :class:`~.plan.VocabHeads` (LM heads, V∩), the two models, the config; never the
 session. SRA: the teacher runs once under ``no_grad`` (mapped layers + the attentions that give their
-masses, no LM head), the student keeps the graph. Span logit KD never runs an LM head on the CoMs: the student's CoM
-logits are the mass-pooled token logits that the CE term computes anyway (the head is linear), and
-the teacher's are ``c @ W_head[V∩]ᵀ`` with the V∩ rows of its 262k-row head copied once.
+masses, no LM head), the student keeps the graph. Span logit KD never runs an LM head on the CoMs: the
+student's CoM logits are the mass-pooled token logits that the CE term computes anyway (the head is
+linear), and the teacher's are ``c @ W_head[V∩]ᵀ`` with the V∩ rows of its 262k-row head copied once.
 ULD / exact-token KD: last layers only, no attention, no CoMs. CE only (the control): no teacher pass.
 
 Example:

@@ -57,7 +57,10 @@ class LayerPlan:
         """Resolve ``layer_pairs`` against both models, reject duplicates and crossings, sort by depth.
 
         Example:
-            >>> LayerPlan.build([[-1, -1], [0, 0]], [2.0, 1.0], tiny.teacher, tiny.student).weights  # doctest: +SKIP
+            >>> plan = LayerPlan.build(
+            ...     [[-1, -1], [0, 0]], [2.0, 1.0], tiny.teacher, tiny.student
+            ... )  # doctest: +SKIP
+            >>> plan.weights  # doctest: +SKIP
             (1.0, 2.0)
         """
         if mass_layers not in MASS_LAYERS:
@@ -181,7 +184,9 @@ class VocabHeads:
         """The heads of ``teacher`` (LoadedModel) and ``student_model``; V∩ rows copied once if asked.
 
         Example:
-            >>> heads = VocabHeads.build(pair.teacher, student.model, tok, dev, shared_vocab=True)  # doctest: +SKIP
+            >>> heads = VocabHeads.build(
+            ...     pair.teacher, student.model, tok, dev, shared_vocab=True
+            ... )  # doctest: +SKIP
         """
         heads = cls(
             student_model, teacher.model, _final_softcap(student_model), _final_softcap(teacher.model)

@@ -72,8 +72,8 @@ def check_against_models(config: DistillConfig) -> None:
     teacher, student = model_shape(config.teacher), model_shape(config.student)
     if student is not None and config.student_variant != "full" and config.student_k > student.blocks:
         raise SraVizError(
-            f"student_k={config.student_k} is out of range for {student.name!r} with {student.blocks} blocks: "
-            f"use 1..{student.blocks}"
+            f"student_k={config.student_k} is out of range for {student.name!r} with {student.blocks} "
+            f"blocks: use 1..{student.blocks}"
         )
     if student is not None and config.student_variant == "truncated":
         student = ModelShape(student.name, config.student_k, student.max_positions)
@@ -88,6 +88,6 @@ def check_against_models(config: DistillConfig) -> None:
     for shape in (teacher, student):
         if shape is not None and shape.max_positions is not None and config.max_length > shape.max_positions:
             raise SraVizError(
-                f"max_length={config.max_length} is longer than {shape.name!r} takes "
-                f"({shape.max_positions} positions); use at most {shape.max_positions}"
+                f"max_length={config.max_length} is longer than {shape.name!r} takes ({shape.max_positions} "
+                f"positions); use at most {shape.max_positions}"
             )

@@ -164,7 +164,9 @@ def label_loss(
     ``model`` is what forward_features takes (``.model``, ``.tokenizer``); ``head`` maps its last hidden
     states (M, D) to logits (M, V); ``padding_sides`` is (teacher side, student side). No gradient.
     Example:
-        >>> loss, tokens = label_loss(student_view, items, "student", heads.student_logits, 8, ("left", "right"))  # doctest: +SKIP
+        >>> loss, tokens = label_loss(
+        ...     student_view, items, "student", heads.student_logits, 8, ("left", "right")
+        ... )  # doctest: +SKIP
     """
     last = n_layers(model) - 1
     device = next(model.model.parameters()).device

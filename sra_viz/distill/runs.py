@@ -438,7 +438,8 @@ def read_config(run_dir: str | os.PathLike) -> DistillConfig:
 
 
 def read_status(run_dir: str | os.PathLike) -> dict[str, Any]:
-    """status.json, with state "interrupted" when a "running" run's writer lock is free (its process is gone)."""
+    """status.json, with state "interrupted" when a "running" run's writer lock is free (its process is
+    gone)."""
     try:
         status = json.loads((Path(run_dir) / "status.json").read_text(encoding="utf-8"))
         if not isinstance(status, dict):

@@ -14,7 +14,9 @@ loss or gradient stops the run before the update is applied; non-finite weights 
 any error inside a step, end it as "failed" too, the last good checkpoint kept.
 
 Example:
-    >>> session = DistillSession(DistillConfig(student_variant="truncated", steps=30), pair=load_pair())  # doctest: +SKIP
+    >>> session = DistillSession(
+    ...     DistillConfig(student_variant="truncated", steps=30), pair=load_pair()
+    ... )  # doctest: +SKIP
     >>> status = session.run(callback=print)  # doctest: +SKIP
     >>> again = DistillSession.resume(session.run_dir.path)  # continues where it stopped  # doctest: +SKIP
 """
@@ -243,7 +245,8 @@ class DistillSession:
         return self.heads.teacher_logits(hidden)
 
     def teacher_shared_logits(self, hidden: torch.Tensor, tau: float = 1.0) -> torch.Tensor:
-        """The teacher's head on V∩ over ``tau``, in student vocabulary order, masked outside V∩ (see VocabHeads)."""
+        """The teacher's head on V∩ over ``tau``, in student vocabulary order, masked outside V∩ (see
+        VocabHeads)."""
         return self.heads.teacher_shared_logits(hidden, tau)
 
     def student_shared_logits(self, logits: torch.Tensor) -> torch.Tensor:
@@ -586,7 +589,8 @@ class DistillSession:
             done = int(saved.state.get("step", 0)) if saved is not None else 0
             if steps is not None and int(steps) < done:
                 raise SraVizError(
-                    f"--steps {steps} is below the {done} steps {str(run_dir)!r} has done; give at least {done}"
+                    f"--steps {steps} is below the {done} steps {str(run_dir)!r} has done; give at least "
+                    f"{done}"
                 )
             changes: dict[str, Any] = {"out": str(run_dir)}
             if steps is not None:

@@ -63,7 +63,9 @@ def run_side(
 
     Only the attentions named in ``mass_layers`` are kept, and each is dropped once reduced to masses.
     Example:
-        >>> out = run_side(pair.teacher, batch, "teacher", [17], {17: 17}, "last_token", True, grad=False)  # doctest: +SKIP
+        >>> out = run_side(
+        ...     pair.teacher, batch, "teacher", [17], {17: 17}, "last_token", True, grad=False
+        ... )  # doctest: +SKIP
     """
     device = next(loaded.model.parameters()).device
     blocks = sorted({b for b in mass_layers.values() if b is not None}) if mass_mode != "uniform" else []
@@ -110,7 +112,9 @@ def pool_spans(
     computes anyway. Each token is in at most one span, so this is one weighted ``index_add`` (B·L·V
     multiply-adds), not a matmul. span_index, pool_mass (B, L); span_valid (B, N).
         >>> v = torch.tensor([[[1.0, 0.0], [0.0, 1.0], [5.0, 5.0]]])
-        >>> pool_spans(v, torch.tensor([[0, 0, 1]]), torch.tensor([[0.25, 0.75, 0.0]]), torch.tensor([[True, True]]))
+        >>> pool_spans(
+        ...     v, torch.tensor([[0, 0, 1]]), torch.tensor([[0.25, 0.75, 0.0]]), torch.tensor([[True, True]])
+        ... )
         tensor([[0.2500, 0.7500],
                 [5.0000, 5.0000]])
     """

@@ -117,7 +117,9 @@ def alignment_diagram(
 
     ``teacher``/``student``: TokenizedText-like objects or dicts with ``ids``, ``tokens``, ``byte_spans``;
     ``spans``: Span-like objects or ``(t_start, t_end, s_start, s_end[, text])`` tuples.
-        >>> fig = alignment_diagram("hi", {"ids": [7], "tokens": ["hi"]}, {"ids": [9], "tokens": ["hi"]}, [(0, 1, 0, 1)])
+        >>> fig = alignment_diagram(
+        ...     "hi", {"ids": [7], "tokens": ["hi"]}, {"ids": [9], "tokens": ["hi"]}, [(0, 1, 0, 1)]
+        ... )
     """
     sides = {"teacher": token_side(teacher), "student": token_side(student)}
     labels = {name: token_labels(side, text, max_label) for name, side in sides.items()}
@@ -284,7 +286,8 @@ def _add_side(fig, name, row, cols, side, labels, widths, owner, text, span_text
 
 
 def alignment_figure(alignment, **options) -> go.Figure:
-    """Alignment diagram of a ``SpanAlignment`` (anything with ``.text``, ``.teacher``, ``.student``, ``.spans``).
+    """Alignment diagram of a ``SpanAlignment`` (anything with ``.text``, ``.teacher``, ``.student``,
+    ``.spans``).
 
     >>> alignment_figure(align_spans("Hi there", tt, st))  # doctest: +SKIP
     """

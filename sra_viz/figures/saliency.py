@@ -253,7 +253,8 @@ def _span_texts(alignment) -> list[str]:
 
 
 def saliency_figure(features, alignment=None, **options) -> go.Figure:
-    """Span-mass text view of ``SpanFeatures`` (``.teacher/.student.span_mass``); alignment defaults to its own.
+    """Span-mass text view of ``SpanFeatures`` (``.teacher/.student.span_mass``); alignment defaults to
+    its own.
 
     >>> saliency_figure(analyze_text("The cat sat.", pair))  # doctest: +SKIP
     """

@@ -138,7 +138,8 @@ def token_side(side) -> dict:
     spans = list(spans) if spans is not None else [None] * len(ids)
     if not (len(ids) == len(tokens) == len(spans)):
         raise SraVizError(
-            f"a tokenized side needs equal-length ids/tokens/byte_spans, got {len(ids)}/{len(tokens)}/{len(spans)}"
+            "a tokenized side needs equal-length ids/tokens/byte_spans, got "
+            f"{len(ids)}/{len(tokens)}/{len(spans)}"
         )
     return {"ids": ids, "tokens": tokens, "byte_spans": spans}
 

@@ -116,7 +116,9 @@ def convergence_curves(
 
     ``smoothing`` in [0, 1): exponential moving average weight; the raw curve stays as a faint line.
     Metrics logged only at some steps (probes) are drawn with markers at those steps.
-        >>> fig = convergence_curves([{"step": 0, "loss": 3.0, "method": "sra"}, {"step": 1, "loss": 2.0, "method": "sra"}])
+        >>> fig = convergence_curves(
+        ...     [{"step": 0, "loss": 3.0, "method": "sra"}, {"step": 1, "loss": 2.0, "method": "sra"}]
+        ... )
     """
     frame = metrics_frame(metrics)
     if "step" not in frame:
@@ -239,7 +241,8 @@ def _add_curve(fig, y, smoothing, mode, color, run, metric, show_legend, common)
 
 
 def run_metrics_figure(run_dirs: Sequence, labels: Sequence[str] | None = None, **options) -> go.Figure:
-    """Convergence curves of run directories (``metrics.jsonl``), labelled "<method> · <folder>" or ``labels``.
+    """Convergence curves of run directories (``metrics.jsonl``), labelled "<method> · <folder>" or
+    ``labels``.
 
     >>> run_metrics_figure(["runs/sra", "runs/uld"])  # doctest: +SKIP
     """

@@ -340,7 +340,8 @@ def status_line(p: WorkerProgress) -> None:
         )
     elif p.status == "stopped" and not p.saved:
         st.warning(
-            "Run stopped while preparing: no step was taken and nothing was saved. Press **Start** for a new run."
+            "Run stopped while preparing: no step was taken and nothing was saved. Press **Start** for a "
+            "new run."
         )
     elif p.status == "stopped":
         st.warning(f"Run stopped at step {p.steps_done}: its checkpoint is saved; press **Resume** to go on.")
@@ -439,8 +440,8 @@ def past_runs(root: Path) -> None:
 st.title("Distill")
 teacher_spec, student_spec = state.selected_specs()
 st.markdown(
-    f"Distill **{teacher_spec}** into a copy of **{student_spec}** with SRA or a token-level baseline. "
-    "Every few steps a fixed probe set measures how the student's span geometry approaches the teacher's."
+    f"Distill **{teacher_spec}** into a copy of **{student_spec}** with SRA or a token-level baseline. Every "
+    "few steps a fixed probe set measures how the student's span geometry approaches the teacher's."
 )
 pair = None
 with state.reported("loading the models"):

@@ -72,8 +72,8 @@ def step_brittle(alignment, feats) -> None:
         "Classic knowledge distillation compares the teacher's and the student's next-token distributions "
         "**position by position**. That needs one vocabulary and one tokenization. Here the teacher "
         "(SentencePiece-style BPE with byte fallback, adds `<bos>`) and the student (byte-level BPE) cut "
-        "the same text differently, so position *i* of one is rarely the same piece of text as position *i* of "
-        "the other: a token-level method must guess a matching (edit distance, exact strings, or sorted "
+        "the same text differently, so position *i* of one is rarely the same piece of text as position *i* "
+        "of the other: a token-level method must guess a matching (edit distance, exact strings, or sorted "
         "probabilities as in ULD) and silently loses what does not match."
     )
     stats = alignment.stats()
@@ -96,10 +96,10 @@ def step_brittle(alignment, feats) -> None:
 def step_spans(alignment, feats) -> None:
     st.markdown(
         "A **span** is the shortest stretch of text that both tokenizations start and end on. Walk the two "
-        "lists of token end offsets (in UTF-8 bytes) with two pointers: every place where a teacher token and "
-        "a student token end at the same byte is a boundary, and the tokens between two boundaries form a span. "
-        "Both sides of a span cover exactly the same bytes, special tokens belong to no span, and the spans "
-        "partition the text. Spans are the common units on which SRA compares the two models."
+        "lists of token end offsets (in UTF-8 bytes) with two pointers: every place where a teacher token "
+        "and a student token end at the same byte is a boundary, and the tokens between two boundaries form "
+        "a span. Both sides of a span cover exactly the same bytes, special tokens belong to no span, and "
+        "the spans partition the text. Spans are the common units on which SRA compares the two models."
     )
     st.plotly_chart(figures.alignment_figure(alignment), key="learn_alignment")
     st.dataframe(alignment.to_frame().head(40), height=260)
@@ -113,7 +113,8 @@ def step_mass(alignment, feats) -> None:
         "one vector per span and per model, whatever the number of tokens in it."
     )
     st.latex(
-        r"m_t = \frac{\sum_h A[h, q, t]}{\sum_{t'} \sum_h A[h, q, t']}, \qquad c_k = \frac{\sum_{t \in k} m_t h_t}{\sum_{t \in k} m_t}"
+        r"m_t = \frac{\sum_h A[h, q, t]}{\sum_{t'} \sum_h A[h, q, t']}, \qquad c_k = \frac{\sum_{t \in k} "
+        r"m_t h_t}{\sum_{t \in k} m_t}"
     )
     st.plotly_chart(figures.saliency_figure(feats, feats.alignment), key="learn_mass")
 
@@ -121,7 +122,8 @@ def step_mass(alignment, feats) -> None:
 def step_saliency(alignment, feats) -> None:
     st.markdown(
         "A span's mass $M_k = \\sum_{t\\in k} m_t$ says how much the model attends to it. Normalising the "
-        "**teacher's** span masses gives the saliency weights $\\hat w_k$: SRA spends its effort on the spans "
+        "**teacher's** span masses gives the saliency weights $\\hat w_k$: SRA spends its effort on the "
+        "spans "
         "the teacher finds important, both when pooling and in every loss. The ablation below shows this "
         "weighting matters most for small students."
     )
@@ -131,14 +133,14 @@ def step_saliency(alignment, feats) -> None:
 
 def step_geometry(alignment, feats) -> None:
     st.markdown(
-        "The teacher (640 dimensions here) and the student (576) live in different spaces, but the **shape** "
-        "of a set of spans can still be compared: the cosine Gram matrix of the span centers is N×N on both "
-        "sides. The geometric regularizer makes the student's Gram match the teacher's, weighting each pair "
-        "of spans by both saliencies; no projector is needed."
+        "The teacher (640 dimensions here) and the student (576) live in different spaces, but the "
+        "**shape** of a set of spans can still be compared: the cosine Gram matrix of the span centers is "
+        "N×N on both sides. The geometric regularizer makes the student's Gram match the teacher's, "
+        "weighting each pair of spans by both saliencies; no projector is needed."
     )
     st.latex(
-        r"L_{geo} = \sum_{k \neq k'} \pi_{kk'} \left(\langle \hat c_k^S, \hat c_{k'}^S\rangle - "
-        r"\langle \hat c_k^T, \hat c_{k'}^T\rangle\right)^2, \quad \pi_{kk'} \propto \hat w_k \hat w_{k'}"
+        r"L_{geo} = \sum_{k \neq k'} \pi_{kk'} \left(\langle \hat c_k^S, \hat c_{k'}^S\rangle - \langle \hat "
+        r"c_k^T, \hat c_{k'}^T\rangle\right)^2, \quad \pi_{kk'} \propto \hat w_k \hat w_{k'}"
     )
     teacher = feats.teacher.centers[next(iter(feats.teacher.centers))]
     student = feats.student.centers[next(iter(feats.student.centers))]
@@ -153,16 +155,18 @@ def step_geometry(alignment, feats) -> None:
 
 def step_logits(alignment, feats) -> None:
     st.markdown(
-        "Each model's own LM head can read a span center as if it were a hidden state: it gives a next-token "
-        "distribution per span. The two vocabularies differ, so both distributions are restricted to **V∩**, "
-        "the tokens that stand for the same bytes on both sides, and the student is pulled towards the "
-        "teacher with a KL divergence at temperature τ = 2 (teacher head frozen)."
+        "Each model's own LM head can read a span center as if it were a hidden state: it gives a "
+        "next-token distribution per span. The two vocabularies differ, so both distributions are "
+        "restricted to **V∩**, the tokens that stand for the same bytes on both sides, and the student is "
+        "pulled towards the teacher with a KL divergence at temperature τ = 2 (teacher head frozen)."
     )
     st.latex(
-        r"L_{KD} = \sum_k \mathrm{KL}\left(\mathrm{softmax}(z_k^T[V_\cap]/\tau)\,\|\,\mathrm{softmax}(z_k^S[V_\cap]/\tau)\right)"
+        r"L_{KD} = \sum_k "
+        r"\mathrm{KL}\left(\mathrm{softmax}(z_k^T[V_\cap]/\tau)\,\|\,\mathrm{softmax}(z_k^S[V_\cap]/\tau)\right)"
     )
     st.latex(
-        r"L = \alpha L_{CE} + (1-\alpha)\,(L_{span} + \lambda_{geo} L_{geo} + L_{KD}), \quad \alpha = 0.5,\ \lambda_{geo} = 50"
+        r"L = \alpha L_{CE} + (1-\alpha)\,(L_{span} + \lambda_{geo} L_{geo} + L_{KD}), \quad \alpha = "
+        r"0.5,\ \lambda_{geo} = 50"
     )
     st.caption(
         "λ_geo = 50 is the default of the public DSKD port of SRA, which calls it the paper's value (an "
@@ -195,8 +199,8 @@ def step_logits(alignment, feats) -> None:
 def step_paper(alignment, feats) -> None:
     st.markdown(
         "Reported in *SRA: Span Representation Alignment for Large Language Model Distillation* (ACL 2026): "
-        "students trained on databricks-dolly-15k, average ROUGE-L over Dolly, VicunaEval, SelfInst, S-NI and "
-        "DialogSum, 5 seeds."
+        "students trained on databricks-dolly-15k, average ROUGE-L over Dolly, VicunaEval, SelfInst, S-NI "
+        "and DialogSum, 5 seeds."
     )
     st.subheader("Average ROUGE-L: best baseline vs SRA")
     st.dataframe(RESULTS, hide_index=True)

@@ -125,8 +125,8 @@ if release_col.button(
 teacher_now, student_now = state.selected_specs()
 loaded = state.loaded_specs()
 st.caption(
-    f"Selected pair: teacher **{teacher_now}**, student **{student_now}** · in memory: {', '.join(loaded) or 'none'}"
-    f" · {state.memory_readout()}"
+    f"Selected pair: teacher **{teacher_now}**, student **{student_now}** · in memory: "
+    f"{', '.join(loaded) or 'none'} · {state.memory_readout()}"
 )
 
 if state.is_loaded(teacher_now) and state.is_loaded(student_now):
