@@ -27,7 +27,7 @@ def _optimizer_step(session, terms) -> None:
 
     from sra_viz.losses import total_loss
 
-    loss = total_loss(terms, session.config.alpha, session.config.lambda_geo)
+    loss = total_loss(terms, alpha=session.config.alpha, lambda_geo=session.config.lambda_geo)
     session.optimizer.zero_grad(set_to_none=True)
     loss.backward()
     torch.nn.utils.clip_grad_norm_(session.params, session.config.max_grad_norm)

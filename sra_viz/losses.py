@@ -317,16 +317,16 @@ def dynamics_loss(
     return torch.stack(terms).mean()
 
 
-def total_loss(
-    terms: Mapping[str, Tensor],
-    alpha: float = 0.5,
-    lambda_geo: float = 3.0,
-) -> Tensor:
+def total_loss(terms: Mapping[str, Tensor], *, alpha: float, lambda_geo: float) -> Tensor:
     """Combine the terms that are present (switched-off terms are simply absent):
 
     L = α·ce + (1−α)·(span + λ_geo·geo + kd + dynamics + uld + exact)
 
-    >>> float(total_loss({"ce": torch.tensor(2.0), "span": torch.tensor(1.0), "geo": torch.tensor(0.5)}))
+    ``alpha`` and ``lambda_geo`` have no defaults here: the session passes its config's
+    (``DistillConfig.alpha``, ``DistillConfig.lambda_geo``), the one place their defaults live.
+
+    >>> terms = {"ce": torch.tensor(2.0), "span": torch.tensor(1.0), "geo": torch.tensor(0.5)}
+    >>> float(total_loss(terms, alpha=0.5, lambda_geo=3.0))
     2.25
     """
     unknown = set(terms) - {"ce", "span", "geo", "kd", "dynamics", "uld", "exact"}

@@ -226,9 +226,9 @@ def test_total_loss_combines_present_terms():
     assert float(total_loss(terms, alpha=0.25, lambda_geo=2.0)) == pytest.approx(
         0.25 * 4 + 0.75 * (1 + 1 + 2)
     )
-    assert float(total_loss({"uld": torch.tensor(2.0)}, alpha=0.5)) == pytest.approx(1.0)
+    assert float(total_loss({"uld": torch.tensor(2.0)}, alpha=0.5, lambda_geo=3.0)) == pytest.approx(1.0)
     with pytest.raises(SraVizError, match="unknown terms"):
-        total_loss({"bogus": torch.tensor(1.0)})
+        total_loss({"bogus": torch.tensor(1.0)}, alpha=0.5, lambda_geo=3.0)
 
 
 # ------------------------------------------------------------------ shared vocabulary

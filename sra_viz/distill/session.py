@@ -406,7 +406,7 @@ class DistillSession:
         batch = collate(items, self.teacher_padding_side, self.student_padding_side)
         parts = self.loss_terms(batch)
         alpha = 1.0 if self.config.method == "ce" else self.config.alpha  # ce: L = CE, at full weight
-        loss = total_loss(parts, alpha, self.config.lambda_geo)
+        loss = total_loss(parts, alpha=alpha, lambda_geo=self.config.lambda_geo)
         values = torch.stack([loss.detach().float()] + [v.detach().float() for v in parts.values()])
         dist.all_reduce_mean_([values], self.dist)
         names = ["loss", *parts]
