@@ -1,7 +1,7 @@
 """PCA and UMAP time on 2,000 real span CoMs of the teacher (Gemma-3-270M, last layer, 640-d).
 
 Every measurement runs in a fresh subprocess: PCA; UMAP with an empty numba cache (cold); UMAP again
-with the cache kept (warm, every kernel cached by ``sra_viz.geometry.import_umap``); and, for
+with the cache kept (warm, every kernel cached by ``sra_viz.projection.import_umap``); and, for
 comparison, umap-learn as shipped (``cache_all_kernels=False``) on the same kept cache.
 The 2,000 vectors are computed once (real corpus through the default pair via
 ``sra_viz.extraction.extract_corpus`` when available, else token hidden states) and cached in
@@ -72,22 +72,22 @@ CHILD = r"""
 import json, sys, time
 t0 = time.perf_counter()
 import numpy as np
-from sra_viz import geometry
+from sra_viz import geometry, projection
 X = np.load(sys.argv[2])
 mode = sys.argv[1]
 row = {"mode": mode, "rows": len(X)}
 if mode == "pca":
-    t1 = time.perf_counter(); geometry.project_pca(X); row["fit_s"] = time.perf_counter() - t1
+    t1 = time.perf_counter(); projection.project_pca(X); row["fit_s"] = time.perf_counter() - t1
     t1 = time.perf_counter()
-    geometry.project_pca(X[:200], fit_on=X)
+    projection.project_pca(X[:200], fit_on=X)
     row["transform_s"] = time.perf_counter() - t1
     row["import_s"] = t1 - t0 - row["fit_s"]
 else:
     t1 = time.perf_counter()
-    geometry.import_umap(cache_all_kernels=(mode != "umap-shipped"))
+    projection.import_umap(cache_all_kernels=(mode != "umap-shipped"))
     row["import_s"] = time.perf_counter() - t1
     epochs = None if mode == "umap-500" else 200
-    proj = geometry.UmapProjector(random_state=0, n_epochs=epochs)
+    proj = projection.UmapProjector(random_state=0, n_epochs=epochs)
     t1 = time.perf_counter(); proj.fit(X[200:]); row["fit_s"] = time.perf_counter() - t1
     t1 = time.perf_counter(); proj.transform(X[:200]); row["transform_s"] = time.perf_counter() - t1
 row["total_s"] = time.perf_counter() - t0

@@ -13,7 +13,7 @@ import pandas as pd
 import plotly.graph_objects as go
 import pytest
 
-from sra_viz import export, geometry
+from sra_viz import export, geometry, projection
 from sra_viz import figures as F
 from sra_viz.errors import SraVizError
 from sra_viz.figures.style import visible_bytes, visible_text
@@ -166,7 +166,7 @@ def test_com_scatter_real_centers_2d_and_3d(real):
     s_al, t_al = geometry.procrustes_align(S, T)
     texts = [sp.text for sp in real.alignment.spans]
     for k, kind in ((2, go.Scatter), (3, go.Scatter3d)):
-        xy = geometry.project_pca(np.vstack([t_al, s_al]), n_components=k)
+        xy = projection.project_pca(np.vstack([t_al, s_al]), n_components=k)
         fig = F.com_scatter(
             xy[: len(T)], xy[len(T) :], texts, color_by=real.saliency.numpy(), color_title="saliency"
         )
@@ -215,7 +215,7 @@ def test_geometry_over_training_real_frames(real):
     snaps = [
         t_al + (1 - a) * (s_al - t_al) for a in np.linspace(0, 1, len(steps))
     ]  # student moving to teacher
-    proj = geometry.project_snapshots(t_al, snaps, steps=steps)
+    proj = projection.project_snapshots(t_al, snaps, steps=steps)
     fig = F.snapshots_figure(proj, [sp.text for sp in real.alignment.spans])
     assert [f.name for f in fig.frames] == [str(s) for s in steps]
     n = len(real)

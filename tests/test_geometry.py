@@ -10,7 +10,7 @@ import math
 import numpy as np
 import pytest
 
-from sra_viz import geometry
+from sra_viz import geometry, projection
 from sra_viz.errors import SraVizError
 
 
@@ -142,26 +142,26 @@ def test_pca_matches_sklearn_up_to_sign_and_is_deterministic():
     rng = np.random.default_rng(0)
     for shape in ((200, 12), (10, 50)):  # eigh path (tall) and SVD path (wide)
         X = rng.normal(size=shape) * np.linspace(5, 0.5, shape[1])
-        ours = geometry.project_pca(X, 3)
+        ours = projection.project_pca(X, 3)
         ref = decomposition.PCA(3).fit_transform(X)
         np.testing.assert_allclose(np.abs(ours), np.abs(ref), atol=1e-8)
-        np.testing.assert_array_equal(ours, geometry.project_pca(X.copy(), 3))
+        np.testing.assert_array_equal(ours, projection.project_pca(X.copy(), 3))
         # the sign convention depends on the data, not on the row order
         perm = rng.permutation(shape[0])
-        np.testing.assert_allclose(geometry.project_pca(X[perm], 3), ours[perm], atol=1e-8)
+        np.testing.assert_allclose(projection.project_pca(X[perm], 3), ours[perm], atol=1e-8)
 
 
 def test_pca_fit_on_reference_and_explained_variance():
     rng = np.random.default_rng(3)
     ref = rng.normal(size=(100, 4)) * [10, 1, 0.1, 0.01]
-    p = geometry.PcaProjector(2).fit(ref)
+    p = projection.PcaProjector(2).fit(ref)
     assert p.explained_variance_ratio_[0] > 0.95
     new = rng.normal(size=(5, 4))
-    np.testing.assert_allclose(geometry.project_pca(new, 2, fit_on=ref), p.transform(new))
+    np.testing.assert_allclose(projection.project_pca(new, 2, fit_on=ref), p.transform(new))
     with pytest.raises(SraVizError, match="before fit"):
-        geometry.PcaProjector().transform(new)
+        projection.PcaProjector().transform(new)
     with pytest.raises(SraVizError, match="4 features"):
-        geometry.PcaProjector(5).fit(ref)
+        projection.PcaProjector(5).fit(ref)
 
 
 def test_fit_linear_map_recovers_a_linear_relation():
@@ -175,22 +175,22 @@ def test_project_snapshots_pca_student_equal_to_teacher_lands_on_teacher():
     T = rng.normal(size=(20, 8))
     snaps = [T + rng.normal(size=T.shape), T + 0.1 * rng.normal(size=T.shape), T]
     for fit_on in ("all", "teacher+first", "teacher"):
-        p = geometry.project_snapshots(T, snaps, steps=[0, 5, 10], fit_on=fit_on)
+        p = projection.project_snapshots(T, snaps, steps=[0, 5, 10], fit_on=fit_on)
         assert p.student.shape == p.teacher.shape == (3, 20, 2)
         np.testing.assert_allclose(p.student[2], p.teacher[2], atol=1e-9)  # same vectors, same place
         np.testing.assert_array_equal(p.teacher[0], p.teacher[1])  # fitted once: teacher fixed
         dist = np.linalg.norm(p.student - p.teacher, axis=2).mean(1)
         assert dist[0] > dist[1] > dist[2]
     with pytest.raises(SraVizError, match="fit_on"):
-        geometry.project_snapshots(T, snaps, fit_on="everything")
+        projection.project_snapshots(T, snaps, fit_on="everything")
 
 
 @pytest.mark.slow
 def test_umap_same_seed_same_inputs_is_reproducible():
     rng = np.random.default_rng(0)
     X = np.vstack([rng.normal(loc=c, size=(40, 16)) for c in (-3, 0, 3)]).astype(np.float32)
-    a = geometry.UmapProjector(n_neighbors=10, random_state=7, n_epochs=50)
-    b = geometry.UmapProjector(n_neighbors=10, random_state=7, n_epochs=50)
+    a = projection.UmapProjector(n_neighbors=10, random_state=7, n_epochs=50)
+    b = projection.UmapProjector(n_neighbors=10, random_state=7, n_epochs=50)
     np.testing.assert_array_equal(a.fit_transform(X), b.fit_transform(X))
     np.testing.assert_array_equal(a.transform(X[:10] + 0.01), b.transform(X[:10] + 0.01))
     assert a.fit_transform(X).shape == (120, 2)
@@ -200,18 +200,18 @@ def test_umap_same_seed_same_inputs_is_reproducible():
 @pytest.mark.slow
 def test_warm_up_and_umap_snapshots_reporting_progress():
     messages: list[str] = []
-    assert geometry.warm_up_umap(progress=messages.append) > 0
+    assert projection.warm_up_umap(progress=messages.append) > 0
     assert any("warm-up done" in m for m in messages)
     rng = np.random.default_rng(2)
     T = rng.normal(size=(40, 8))
     snaps = [T + rng.normal(size=T.shape), T + 0.2 * rng.normal(size=T.shape)]
-    p = geometry.project_snapshots(
+    p = projection.project_snapshots(
         T, snaps, method="umap", fit_on="teacher+first", n_neighbors=8, n_epochs=30
     )
     assert p.student.shape == (2, 40, 2) and np.isfinite(p.student).all()
     np.testing.assert_array_equal(p.teacher[0], p.teacher[1])
     with pytest.raises(SraVizError, match="at least 3 points"):
-        geometry.UmapProjector().fit(T[:2])
+        projection.UmapProjector().fit(T[:2])
 
 
 @pytest.mark.slow
@@ -220,13 +220,13 @@ def test_aligned_umap_sequence_is_reproducible_and_shaped():
     T = rng.normal(size=(30, 8))
     frames = [np.vstack([T, T + s * rng.normal(size=T.shape)]) for s in (1.0, 0.5, 0.1)]
     runs = [
-        geometry.UmapProjector(n_neighbors=8, aligned=True, n_epochs=30).fit_sequence(frames)
+        projection.UmapProjector(n_neighbors=8, aligned=True, n_epochs=30).fit_sequence(frames)
         for _ in range(2)
     ]
     assert [f.shape for f in runs[0]] == [(60, 2)] * 3
     for x, y in zip(*runs, strict=True):
         np.testing.assert_array_equal(x, y)
-    p = geometry.project_snapshots(
+    p = projection.project_snapshots(
         T, [f[30:] for f in frames], method="aligned_umap", n_neighbors=8, n_epochs=30
     )
     assert p.teacher.shape == p.student.shape == (3, 30, 2)

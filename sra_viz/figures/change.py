@@ -304,7 +304,7 @@ def change_figures(snapshots: Any, text: int = 0, step: int | None = None) -> di
         >>> sorted(change_figures(load_snapshots("runs/sra")))  # doctest: +SKIP
         ['displacement', 'distances', 'gram']
     """
-    from ..geometry import PcaProjector
+    from ..projection import PcaProjector
 
     if snapshots is None or not snapshots.steps:
         raise SraVizError("the run has no probe snapshots yet")

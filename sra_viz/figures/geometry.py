@@ -10,7 +10,7 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from .. import geometry
+from .. import geometry, projection
 from ..errors import SraVizError
 from .style import DIVERGING, PALETTE, SEQUENTIAL, category_color, esc, styled, visible_text
 
@@ -239,15 +239,15 @@ def snapshots_figure(
     **options,
 ) -> go.Figure:
     """Geometry over training of a run's ``RunSnapshots`` (teacher (N, D_T), student [(N, D_T)] per step),
-    or of an already projected ``geometry.SnapshotProjection``.
+    or of an already projected ``projection.SnapshotProjection``.
 
     ``metrics`` (the run's metrics frame) puts the probe cosine/CKA of each step in the frame title.
         >>> snapshots_figure(load_run("runs/sra")[2], method="umap")  # doctest: +SKIP
     """
-    if isinstance(snapshots, geometry.SnapshotProjection):
+    if isinstance(snapshots, projection.SnapshotProjection):
         proj = snapshots
     else:
-        proj = geometry.project_snapshots(
+        proj = projection.project_snapshots(
             snapshots.teacher, snapshots.student, snapshots.steps, method, fit_on
         )
         span_texts = span_texts if span_texts is not None else getattr(snapshots, "span_text", None)
@@ -384,9 +384,9 @@ def corpus_scatter(
         S_proj, how = S @ np.asarray(student_map, dtype=np.float64), "given projector"  # (N, D_T)
     both = np.vstack([T, S_proj])
     if method == "pca":
-        xy = geometry.project_pca(both)
+        xy = projection.project_pca(both)
     elif method == "umap":
-        xy = geometry.UmapProjector(random_state=random_state).fit_transform(both)
+        xy = projection.UmapProjector(random_state=random_state).fit_transform(both)
     else:
         raise SraVizError(f"method={method!r}; expected 'pca' or 'umap'")
     colors = frame[color_by].to_numpy() if color_by in frame else None

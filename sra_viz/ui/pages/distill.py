@@ -16,7 +16,7 @@ from typing import Any
 
 import streamlit as st
 
-from sra_viz import figures, geometry, paths
+from sra_viz import figures, paths, projection
 from sra_viz.distill import DistillConfig, DistillSession, list_runs, load_run
 from sra_viz.distill import config as config_module
 from sra_viz.distill.runs import checkpoint_dir, is_locked, load_snapshots
@@ -298,8 +298,8 @@ def run_views(run_dir: str, step: int | None = None) -> dict[str, Any]:
     key = f"{run_dir}@{step}"
     entry = cache.get(key)
     if entry is None or entry[0] != steps:
-        projection = geometry.project_snapshots(snaps.teacher, snaps.student, snaps.steps, method="pca")
-        views = {"animation": figures.snapshots_figure(projection, snaps.span_text)}
+        projected = projection.project_snapshots(snaps.teacher, snaps.student, snaps.steps, method="pca")
+        views = {"animation": figures.snapshots_figure(projected, snaps.span_text)}
         views.update(change_figures(snaps, step=step if step in steps else None))
         cache[key] = entry = (steps, views)
     return entry[1]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import streamlit as st
 
-from sra_viz import export, figures, geometry
+from sra_viz import export, figures, geometry, projection
 from sra_viz.alignment import align_spans
 from sra_viz.data import Example, load_bundled_corpus, load_examples
 from sra_viz.errors import SraVizError
@@ -65,7 +65,7 @@ def compute(examples: list[Example], mode: str, responses_only: bool) -> dict:
             "cosine (fitted map)": geometry.mean_matched_cosine(mapped, teacher),
             "retrieval@1 (fitted map)": geometry.retrieval_accuracy(mapped, teacher),
         },
-        pca=geometry.project_snapshots(teacher, [mapped], method="pca"),
+        pca=projection.project_snapshots(teacher, [mapped], method="pca"),
     )
 
 
@@ -152,7 +152,7 @@ if "umap" not in store:
             st.spinner("Fitting UMAP (the first fit compiles numba kernels: up to a minute)…"),
         ):
             teacher = result["corpus"].teacher_centers[-1]
-            store["umap"] = geometry.project_snapshots(teacher, [result["mapped"]], method="umap")
+            store["umap"] = projection.project_snapshots(teacher, [result["mapped"]], method="umap")
 if "umap" in store:
     st.plotly_chart(scatter(result, store["umap"], color), key="geometry_umap_chart")
 
