@@ -1,5 +1,6 @@
-"""The layer plan on the tiny seeded pair: pairs validated and ordered by depth, per-layer masses checked
-against a hand computation from the raw attentions that Hugging Face returns (``output_attentions``).
+"""The layer plan and the heads on the tiny seeded pair: pairs validated and ordered by depth, per-layer
+masses checked against a hand computation from the raw attentions that Hugging Face returns
+(``output_attentions``); the V∩ mask at any τ; a softcapped student head applied to the CoMs.
 """
 
 from __future__ import annotations
@@ -168,3 +169,81 @@ def test_extract_features_pools_each_layer_with_its_own_masses(tiny_pair):
         )  # layer 0 pooled with layer 1's masses
         assert torch.allclose(old.centers[0], centers, atol=1e-5)
         assert not torch.allclose(old.centers[0], got.centers[0], atol=1e-4)
+
+
+# ----------------------------------------------------------------------------- the heads on V∩
+
+
+def _multi_token_data(tmp_path) -> str:
+    data = tmp_path / "spans.jsonl"
+    data.write_text("".join(json.dumps({"text": f"{i}. {MULTI_TOKEN_TEXT}"}) + "\n" for i in range(12)))
+    return str(data)
+
+
+def test_the_shared_vocabulary_mask_holds_at_any_temperature(tiny_pair, tmp_path):
+    """Both KD paths divide by τ before masking: at τ = 1000 the columns outside V∩ still get probability
+    exactly 0 on both sides (masked first, −1e4/1000 = −10 would let them back in), and the KL equals the
+    one over the V∩ columns alone."""
+    from sra_viz.distill.loss_terms import exact_pair_logits, student_forward, student_span_logits
+    from sra_viz.losses import exact_token_kd
+
+    tau = 1000.0
+    cfg = _cfg(tmp_path, "tau", data=_multi_token_data(tmp_path), tau=tau, teacher_head_dtype="float32")
+    session = DistillSession(cfg, pair=tiny_pair)
+    heads, plan = session.heads, session.plan
+    ids = heads.shared.student_ids
+    outside = torch.ones(heads.shared_mask.shape[0], dtype=torch.bool)
+    outside[ids] = False
+    assert outside.any() and (~outside).any()
+    gen = torch.Generator().manual_seed(0)
+    student_logits = 30 * torch.randn(6, outside.shape[0], generator=gen)  # (M, V_S)
+    teacher_hidden = 10 * torch.randn(6, session.teacher.model.config.hidden_size, generator=gen)  # (M, D_T)
+    with torch.no_grad():
+        z_s, z_t = exact_pair_logits(heads, student_logits, teacher_hidden, tau)
+        for z in (z_s, z_t):
+            assert float(torch.softmax(z, -1)[:, outside].max()) == 0.0
+        teacher_full = session.teacher.model.get_output_embeddings()(teacher_hidden)  # (M, V_T)
+        on_shared = exact_token_kd(
+            (student_logits[:, ids] / tau).double(),
+            (teacher_full[:, heads.shared.teacher_ids] / tau).double(),
+        )
+        masked = exact_token_kd(z_s.double(), z_t.double())
+        assert float(masked) == pytest.approx(float(on_shared), rel=1e-5)
+        # span KD: pooled student span logits at τ = 1000, masked after scaling
+        last = plan.student_last
+        batch = _batch(session)
+        masses = plan.mass_layers_of("student", [last])
+        s, logits = student_forward(
+            session.student_view, heads, batch, session.config, [last], masses, last, [last]
+        )
+        z_span = student_span_logits(heads, logits, s, last, batch.span_valid, tau)
+        assert float(torch.softmax(z_span, -1)[:, outside].max()) == 0.0
+
+
+def test_a_softcapped_student_head_is_applied_to_the_centers(tiny_pair, tmp_path):
+    """Span logits are head(CoM). A linear head gives the CoM's pooled token logits (what the engine pools);
+    a softcapped head s·tanh(Wh/s) does not, so it runs on the CoMs: pooling capped token logits differs."""
+    from sra_viz.distill.loss_terms import student_forward, student_span_logits
+    from sra_viz.distill.side_pass import pool_spans
+
+    session = DistillSession(_cfg(tmp_path, "cap", data=_multi_token_data(tmp_path)), pair=tiny_pair)
+    heads, plan = session.heads, session.plan
+    last, tau, cap = plan.student_last, 2.0, 0.05
+    ids = heads.shared.student_ids
+    with torch.no_grad():
+        batch = _batch(session)
+        masses = plan.mass_layers_of("student", [last])
+        s, logits = student_forward(
+            session.student_view, heads, batch, session.config, [last], masses, last, [last]
+        )
+        valid = batch.span_valid
+        direct = session.student.model.get_output_embeddings()(s.centers[last][valid]).float()  # (M, V_S)
+        linear = student_span_logits(heads, logits, s, last, valid, tau)
+        assert torch.allclose(linear[:, ids], direct[:, ids] / tau, atol=1e-4)
+        heads.student_softcap = cap
+        capped_tokens = heads.student_logits(s.forward.hidden[last])  # (B, L_S, V_S)
+        capped = student_span_logits(heads, capped_tokens, s, last, valid, tau)
+        want = cap * torch.tanh(direct / cap) / tau
+        assert torch.allclose(capped[:, ids], want[:, ids], atol=1e-6)
+        pooled = pool_spans(capped_tokens.float(), s.span_index, s.pool_mass[last], valid)[:, ids] / tau
+        assert (pooled - want[:, ids]).abs().max() > 1e-3  # pooling capped logits is not head(CoM)

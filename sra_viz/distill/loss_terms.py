@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from ..errors import SraVizError
 from ..features import saliency_weights
 from ..losses import (
     aligned_response_positions,
@@ -101,6 +102,50 @@ def ce_term(batch: Batch, logits: torch.Tensor) -> torch.Tensor:
     return causal_lm_loss(logits[rows.to(dev), pos.to(dev)], targets.to(dev))
 
 
+def student_span_logits(
+    heads: VocabHeads,
+    logits: torch.Tensor,
+    student: SideOutput,
+    last: int,
+    valid: torch.Tensor,
+    tau: float,
+) -> torch.Tensor:
+    """``z/τ`` of the student's span CoMs, (M, V_S) over the M valid spans, V∩ live and the rest masked.
+
+    The head is linear, so head(CoM) = the CoM's mass-pooled token logits: these are pooled from the
+    token ``logits`` (B, L_S, V_S) the CE term computes anyway (scaled by 1/τ, starting from the mask),
+    and no head runs on the CoMs. A softcapped head ``s·tanh(Wh/s)`` is not linear: then the head runs
+    on the last layer's CoMs (``student.centers[last]``, which the caller must have asked for).
+    """
+    if heads.student_softcap:
+        if last not in student.centers:
+            raise SraVizError(f"a softcapped student head needs the CoMs of block {last}; none were pooled")
+        z = heads.student_logits(student.centers[last][valid]).float()  # (M, V_S) softcap(W c)
+        return heads.student_shared_logits(z / tau)
+    return pool_spans(
+        logits.float(),
+        student.span_index,
+        student.pool_mass[last],
+        valid,
+        scale=1.0 / tau,
+        offset=heads.shared_mask,
+    )
+
+
+def exact_pair_logits(
+    heads: VocabHeads, student_logits: torch.Tensor, teacher_hidden: torch.Tensor, tau: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(z_S/τ, z_T/τ)`` at the exact-token positions, each (M, V_S) in student order, V∩ live.
+
+    The mask is added after dividing by τ: masked first, a column outside V∩ at ``MASKED_LOGIT/τ``
+    would come back into the softmax at large τ (−1e4/1000 = −10). ``student_logits`` (M, V_S),
+    ``teacher_hidden`` (M, D_T).
+    """
+    z_s = heads.student_shared_logits(student_logits.float() / tau)
+    z_t = heads.teacher_shared_logits(teacher_hidden, tau=tau)
+    return z_s, z_t
+
+
 def sra_terms(
     batch: Batch,
     config: DistillConfig,
@@ -120,8 +165,9 @@ def sra_terms(
     t_masses = plan.mass_layers_of("teacher", sorted(set(t_pooled)))
     t = teacher_forward(teacher, batch, cfg, sorted(set(t_masses)), t_masses)
     s_masses = plan.mass_layers_of("student", sorted(set(plan.student_layers) | {plan.student_last}))
+    s_centers = plan.student_layers + ([plan.student_last] if cfg.use_kd and heads.student_softcap else [])
     s, logits = student_forward(
-        student, heads, batch, cfg, sorted(s_masses), s_masses, plan.student_last, plan.student_layers
+        student, heads, batch, cfg, sorted(s_masses), s_masses, plan.student_last, s_centers
     )
     valid = batch.span_valid.to(logits.device)  # (B, N)
     deepest_t = plan.deepest[0]
@@ -138,17 +184,8 @@ def sra_terms(
     if cfg.use_geo:
         terms["geo"] = geometric_loss(s_list[-1], t_list[-1], weights, valid)  # the deepest pair
     if cfg.use_kd:
-        # z/τ of the CoMs on both sides, V∩ columns live, the rest masked: the student's from the token
-        # logits the CE term computes anyway (pooling scaled by 1/τ, starting from the mask), so the
-        # KL below runs at τ = 1 without dividing or masking (M, V_S) tensors again
-        z_s = pool_spans(
-            logits.float(),
-            s.span_index,
-            s.pool_mass[plan.student_last],
-            valid,
-            scale=1.0 / cfg.tau,
-            offset=heads.shared_mask,
-        )[None]  # (1, M, V_S)
+        # z/τ of the CoMs on both sides, V∩ columns live, the rest masked, so the KL runs at τ = 1
+        z_s = student_span_logits(heads, logits, s, plan.student_last, valid, cfg.tau)[None]  # (1, M, V_S)
         z_t = heads.teacher_shared_logits(t.centers[plan.teacher_last][valid], tau=cfg.tau)[None]
         kd_w = weights[valid][None] if cfg.kd_weighting == "saliency" else None
         # (1, M) holds every valid span once; dividing by B keeps span_logit_kd's (1/B) Σ_b Σ_k
@@ -201,9 +238,10 @@ def token_terms(
             for tp, sp in item.exact_pairs
         ]
         idx = torch.tensor(pairs, dtype=torch.long, device=dev).reshape(-1, 3)  # (M, 3) text, t pos, s pos
-        z_s = heads.student_shared_logits(logits[idx[:, 0], idx[:, 2]])  # (M, V_S) V∩ live, rest masked
-        z_t = heads.teacher_shared_logits(t_hidden[idx[:, 0], idx[:, 1]])  # (M, V_S)
-        terms["exact"] = exact_token_kd(z_s, z_t, cfg.tau)
+        z_s, z_t = exact_pair_logits(
+            heads, logits[idx[:, 0], idx[:, 2]], t_hidden[idx[:, 0], idx[:, 1]], cfg.tau
+        )  # each (M, V_S), already divided by τ
+        terms["exact"] = exact_token_kd(z_s, z_t, 1.0)
     if cfg.use_ce:
         terms["ce"] = ce_term(batch, logits)
     return terms
