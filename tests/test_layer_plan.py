@@ -247,3 +247,34 @@ def test_a_softcapped_student_head_is_applied_to_the_centers(tiny_pair, tmp_path
         assert torch.allclose(capped[:, ids], want[:, ids], atol=1e-6)
         pooled = pool_spans(capped_tokens.float(), s.span_index, s.pool_mass[last], valid)[:, ids] / tau
         assert (pooled - want[:, ids]).abs().max() > 1e-3  # pooling capped logits is not head(CoM)
+
+
+# ----------------------------------------------------------------------------- layer schedule
+
+
+def test_uniform_layer_schedule_spaces_pairs_evenly_with_weights_growing_with_depth(tiny_pair, tmp_path):
+    from sra_viz.distill.config import scheduled_pairs
+
+    assert scheduled_pairs("last", 18, 30) == ([[-1, -1]], None)
+    assert scheduled_pairs("uniform:3", 18, 30) == ([[5, 9], [11, 19], [17, 29]], [1 / 3, 2 / 3, 1.0])
+    for teacher_blocks, student_blocks in ((18, 30), (18, 6), (7, 7), (26, 2), (3, 40)):
+        for k in range(1, min(teacher_blocks, student_blocks) + 1):
+            pairs, weights = scheduled_pairs(f"uniform:{k}", teacher_blocks, student_blocks)
+            assert len(pairs) == k and pairs[-1] == [teacher_blocks - 1, student_blocks - 1]
+            for side in (0, 1):
+                blocks = [p[side] for p in pairs]
+                assert blocks == sorted(set(blocks)) and 0 <= blocks[0]  # distinct, shallow -> deep
+                gaps = [b - a for a, b in zip([-1, *blocks], blocks, strict=False)]
+                assert max(gaps) - min(gaps) <= 1  # evenly spaced to within rounding
+            assert weights == sorted(weights) and weights[-1] == 1.0
+    with pytest.raises(SraVizError, match="K <= 2"):
+        scheduled_pairs("uniform:3", 2, 30)
+    with pytest.raises(SraVizError, match="not both"):
+        DistillConfig(layer_schedule="uniform:2", layer_pairs=[[0, 0]])
+    with pytest.raises(SraVizError, match="uniform:K"):
+        DistillConfig(layer_schedule="uniform:x")
+    session = DistillSession(_cfg(tmp_path, "schedule", layer_schedule="uniform:2"), pair=tiny_pair)
+    assert session.plan.pairs == ((0, 0), (1, 1)) and session.plan.weights == (0.5, 1.0)
+    assert session.config.layer_pairs == [[-1, -1]]  # the config keeps what the user asked for
+    span = session.loss_terms(_batch(session))["span"]
+    assert torch.isfinite(span)

@@ -35,6 +35,8 @@ HEAD_DTYPES = ("auto", "float32", "bfloat16")
 # 1e-45 is not even a normal float): the softmax is one-hot or NaN and the KD term means nothing.
 MIN_TEMPERATURE = 0.01
 DEVICE_PATTERN = r"cpu|mps|cuda(:\d+)?"
+LAYER_SCHEDULE_PATTERN = r"last|uniform:[1-9]\d*"
+LAST_PAIR = [[-1, -1]]  # layer_pairs' default: the last block of each model
 
 
 def _opt(
@@ -126,6 +128,36 @@ def _layer_pairs(value: list) -> list[list[int]]:
     return pairs
 
 
+def scheduled_pairs(schedule: str, teacher_blocks: int, student_blocks: int) -> tuple[list, list | None]:
+    """``(layer_pairs, layer_weights)`` of a layer schedule (``DistillConfig.layer_schedule``).
+
+    ``last``: ``[[-1, -1]]``, no weights. ``uniform:K``: for k = 1..K the student block
+    ``⌊k·S/K + ½⌋ − 1`` maps to the teacher block ``⌊k·T/K + ½⌋ − 1`` (S, T blocks; the last pair is the
+    two last blocks), with weight λ_k = k/K, growing with depth.
+
+    Example:
+        >>> scheduled_pairs("uniform:3", 18, 30)
+        ([[5, 9], [11, 19], [17, 29]], [0.3333333333333333, 0.6666666666666666, 1.0])
+    """
+    if schedule == "last":
+        return [[-1, -1]], None
+    kind, _, count = schedule.partition(":")
+    if kind != "uniform" or not count.isdigit() or int(count) < 1:
+        raise SraVizError(f"layer_schedule={schedule!r} is not understood; expected last or uniform:K")
+    k = int(count)
+    if k > min(teacher_blocks, student_blocks):
+        raise SraVizError(
+            f"layer_schedule={schedule!r} maps {k} layers, but the teacher has {teacher_blocks} blocks and "
+            f"the student {student_blocks}: use uniform:K with K <= {min(teacher_blocks, student_blocks)}"
+        )
+
+    def block(i: int, n: int) -> int:
+        return (2 * i * n + k) // (2 * k) - 1  # ⌊i·n/k + ½⌋ − 1 in integers
+
+    pairs = [[block(i, teacher_blocks), block(i, student_blocks)] for i in range(1, k + 1)]
+    return pairs, [i / k for i in range(1, k + 1)]
+
+
 @dataclass
 class DistillConfig:
     """Options of one distillation run (SRA or a token-level baseline). Defaults follow the method
@@ -173,13 +205,22 @@ class DistillConfig:
     tau: float = _opt(2.0, "softmax temperature τ of span logit KD and exact-token KD", min=MIN_TEMPERATURE)
     uld_tau: float = _opt(1.0, "softmax temperature of ULD", min=MIN_TEMPERATURE)
     layer_pairs: list = _opt(
-        lambda: [[-1, -1]],
+        lambda: [list(p) for p in LAST_PAIR],
         "mapped layers as [teacher, student] pairs (block index, -1 = last), any order: they are sorted by "
         "depth and the deepest pair gives L_geo, the probe and the saliency",
         flag_type="pairs",
     )
     layer_weights: list | None = _opt(
         None, "weight λ_ℓ of each layer pair in L_span (None = all 1)", flag=False
+    )
+    layer_schedule: str = _opt(
+        "last",
+        "which layers to map when layer_pairs is left at the last pair: last, or uniform:K (K student "
+        "blocks evenly spaced, each mapped to the teacher block at the same relative depth, both ending at "
+        "the last block, with weights λ = k/K growing with depth, as the public SRA code maps several "
+        "layers)",
+        pattern=LAYER_SCHEDULE_PATTERN,
+        pattern_help="last or uniform:K with K >= 1, e.g. uniform:3",
     )
     mass_mode: str = _opt(
         "last_token", "token mass: last_token (SRA), received or uniform", choices=MASS_MODES
@@ -294,6 +335,12 @@ class DistillConfig:
             self.layer_weights = [_check_type("layer_weights", w, "float") for w in self.layer_weights]
             for w in self.layer_weights:
                 _check_range("layer_weights", w, {"min": 0.0})
+        explicit = self.layer_pairs != LAST_PAIR or self.layer_weights is not None
+        if self.layer_schedule != "last" and explicit:
+            raise SraVizError(
+                f"layer_schedule={self.layer_schedule!r} picks the layer pairs and their weights itself; "
+                f"give it or layer_pairs/layer_weights (got {self.layer_pairs}), not both"
+            )
         if self.student_variant != "full" and self.student_k < 1:
             raise SraVizError(f"student_variant={self.student_variant!r} needs student_k >= 1")
         if self.method == "sra" and not (self.use_span or self.use_geo or self.use_kd or self.use_ce):

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import SraVizError
-from .config import DistillConfig
+from .config import DistillConfig, scheduled_pairs
 
 
 @dataclass
@@ -80,6 +80,8 @@ def check_against_models(config: DistillConfig) -> None:
         note = f" (truncated to its first {config.student_k})"
     else:
         note = ""
+    if config.layer_schedule != "last" and teacher is not None and student is not None:
+        scheduled_pairs(config.layer_schedule, teacher.blocks, student.blocks)  # K within both depths
     for t, s in config.layer_pairs:
         if teacher is not None:
             _check_layer("teacher", t, teacher)

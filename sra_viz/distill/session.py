@@ -37,10 +37,11 @@ import numpy as np
 import torch
 
 from ..errors import SraVizError
+from ..forward import n_layers
 from ..losses import SpanProjector, total_loss
 from . import checkpoint, dist, loss_terms, perf, preflight, probe
 from .batch import Batch, PreparedExample, collate, prepare_example
-from .config import DistillConfig
+from .config import DistillConfig, scheduled_pairs
 from .plan import LayerPlan, VocabHeads
 from .runs import (
     EVALUATION,
@@ -136,9 +137,14 @@ class DistillSession:
         self.teacher_padding_side = pair.teacher.tokenizer.padding_side or "right"
         self.student_padding_side = pair.student.tokenizer.padding_side or "right"
         attention = cfg.mass_mode != "uniform"
+        layer_pairs, layer_weights = cfg.layer_pairs, cfg.layer_weights
+        if cfg.layer_schedule != "last":
+            layer_pairs, layer_weights = scheduled_pairs(
+                cfg.layer_schedule, n_layers(self.teacher), n_layers(self.student_view)
+            )
         self.plan = LayerPlan.build(
-            cfg.layer_pairs,
-            cfg.layer_weights,
+            layer_pairs,
+            layer_weights,
             self.teacher,
             self.student_view,
             mass_layers=cfg.mass_layers,

@@ -204,6 +204,19 @@ def draw_config(student_layers: int) -> None:
             ),
             weightings,
         )
+        schedules = ["last", "uniform:2", "uniform:3", "uniform:4"]
+        _widget(
+            "layer_schedule",
+            lambda **kw: st.selectbox(
+                "Mapped layers",
+                schedules,
+                format_func=lambda v: (
+                    "last layer of each" if v == "last" else f"{v[8:]} layers, evenly spaced"
+                ),
+                **kw,
+            ),
+            schedules,
+        )
         st.caption(
             "ULD and exact-token KD use L_CE and their own token-level term; the other switches are SRA's. "
             "L_KD summed over spans is the public code's form; our saliency weighting and λ_geo = 50 (the "
