@@ -290,6 +290,27 @@ def exact_token_kd(student_logits: Tensor, teacher_logits: Tensor, tau: float = 
     return _kl_rows(teacher_logits, student_logits, tau).mean()
 
 
+def target_kd(student_logits: Tensor, target: Tensor, tau: float = 1.0) -> Tensor:
+    """KL from a given target distribution (MinED's mapped teacher, :mod:`sra_viz.mined`) to the student:
+
+        L = (1/M) Σ_m Σ_j p̃_mj (log p̃_mj − log softmax(z^S_m/τ)_j)
+
+    ``student_logits`` (M, V_S); ``target`` (M, V_S), rows summing to 1 (zeros allowed: 0·log 0 = 0).
+        >>> z = torch.randn(3, 5); round(float(target_kd(z, torch.softmax(z, -1))), 6)
+        0.0
+    """
+    if student_logits.shape != target.shape:
+        raise SraVizError(
+            f"target_kd: student logits {tuple(student_logits.shape)} and target {tuple(target.shape)} "
+            "must both be (M, V_S)"
+        )
+    if student_logits.shape[0] == 0:
+        return student_logits.sum() * 0.0
+    log_q = torch.log_softmax(student_logits.float() / tau, dim=-1)  # (M, V_S)
+    target = target.float()
+    return (torch.xlogy(target, target) - target * log_q).sum(-1).mean()
+
+
 def dynamics_loss(
     student_centers: Sequence[Tensor],
     teacher_centers: Sequence[Tensor],
@@ -320,7 +341,7 @@ def dynamics_loss(
 def total_loss(terms: Mapping[str, Tensor], *, alpha: float, lambda_geo: float) -> Tensor:
     """Combine the terms that are present (switched-off terms are simply absent):
 
-    L = α·ce + (1−α)·(span + λ_geo·geo + kd + dynamics + uld + exact)
+    L = α·ce + (1−α)·(span + λ_geo·geo + kd + dynamics + uld + exact + mined)
 
     ``alpha`` and ``lambda_geo`` have no defaults here: the session passes its config's
     (``DistillConfig.alpha``, ``DistillConfig.lambda_geo``), the one place their defaults live.
@@ -329,7 +350,7 @@ def total_loss(terms: Mapping[str, Tensor], *, alpha: float, lambda_geo: float) 
     >>> float(total_loss(terms, alpha=0.5, lambda_geo=3.0))
     2.25
     """
-    unknown = set(terms) - {"ce", "span", "geo", "kd", "dynamics", "uld", "exact"}
+    unknown = set(terms) - {"ce", "span", "geo", "kd", "dynamics", "uld", "exact", "mined"}
     if unknown:
         raise SraVizError(f"total_loss got unknown terms {sorted(unknown)}")
     if not terms:

@@ -99,10 +99,10 @@ def token_bytes(token: str, family: str) -> bytes | None:
     """The UTF-8 bytes a vocabulary entry stands for, or None when it cannot be read that way.
 
     Example:
-        >>> token_bytes(
-        ...     "Ġthe", "byte_level"), token_bytes("▁the", "metaspace"), token_bytes("<0x41>", "metaspace"
-        ... )
-        (b' the', b' the', b'A')
+        >>> token_bytes("Ġthe", "byte_level"), token_bytes("▁the", "metaspace")
+        (b' the', b' the')
+        >>> token_bytes("<0x41>", "metaspace")
+        b'A'
     """
     if family == "byte_level":
         try:
@@ -119,7 +119,7 @@ def token_bytes(token: str, family: str) -> bytes | None:
     return token.encode("utf-8")
 
 
-def _special_ids(tokenizer: Any) -> set[int]:
+def special_ids(tokenizer: Any) -> set[int]:
     ids = set(getattr(tokenizer, "all_special_ids", []) or [])
     for token_id, added in (getattr(tokenizer, "added_tokens_decoder", None) or {}).items():
         if getattr(added, "special", False):
@@ -130,7 +130,7 @@ def _special_ids(tokenizer: Any) -> set[int]:
 def _keyed(tokenizer: Any) -> dict[bytes, int]:
     """bytes -> smallest token id decoding to them, special tokens left out."""
     family = tokenizer_family(tokenizer)
-    special = _special_ids(tokenizer)
+    special = special_ids(tokenizer)
     out: dict[bytes, int] = {}
     for token, token_id in sorted(tokenizer.get_vocab().items(), key=lambda kv: kv[1]):
         if token_id in special:
@@ -154,7 +154,7 @@ def vocab_hash(tokenizer: Any) -> str:
         pass
     digest = hashlib.sha256()
     digest.update(tokenizer_family(tokenizer).encode())
-    digest.update(json.dumps(sorted(_special_ids(tokenizer))).encode())
+    digest.update(json.dumps(sorted(special_ids(tokenizer))).encode())
     for token, token_id in sorted(tokenizer.get_vocab().items(), key=lambda kv: kv[1]):
         digest.update(f"{token_id}\x00{token}\x01".encode("utf-8", "surrogatepass"))
     result = digest.hexdigest()

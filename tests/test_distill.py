@@ -63,7 +63,7 @@ def test_config_json_round_trip_and_validation():
     assert DistillConfig.from_json(cfg.to_json()) == cfg
     assert set(field_defaults()) == set(cfg.to_dict())
     for bad, match in (
-        (dict(method="mined"), "method"),
+        (dict(method="bogus"), "method"),
         (dict(alpha=1.5), "alpha"),
         (dict(steps=0), "steps"),
         (dict(layer_pairs=[]), "layer_pairs"),

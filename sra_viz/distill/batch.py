@@ -13,12 +13,13 @@ Example:
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
 
 from ..alignment import align_spans
+from ..mined import edit_distance_pairs, token_texts
 
 SIDES = ("teacher", "student")
 
@@ -36,6 +37,8 @@ class PreparedExample:
     teacher_label_start: int  # first teacher token that is a training target (>= 1)
     student_label_start: int
     exact_pairs: list[tuple[int, int]]  # (teacher pos, student pos) of spans one token on both sides
+    # (teacher pos, student pos) of MinED's one-to-one edit-distance pairs among the labels (method mined)
+    mined_pairs: list[tuple[int, int]] = field(default_factory=list)
 
     def ids(self, side: str) -> list[int]:
         return self.teacher_ids if side == "teacher" else self.student_ids
@@ -61,12 +64,18 @@ def trim_prompt(example, student_tokenizer, max_prompt_tokens: int):
 
 
 def prepare_example(
-    example, teacher_tokenizer, student_tokenizer, max_length: int, max_prompt_fraction: float = 0.5
+    example,
+    teacher_tokenizer,
+    student_tokenizer,
+    max_length: int,
+    max_prompt_fraction: float = 0.5,
+    mined: bool = False,
 ) -> PreparedExample:
     """Align one ``Example`` (prompt/response or plain text) and truncate it to ``max_length`` per side.
 
     When the text does not fit, a prompt longer than ``max_prompt_fraction·max_length`` tokens is cut
-    from the left first (our choice), so the response keeps room.
+    from the left first (our choice), so the response keeps room. ``mined``: also pair the tokens by
+    edit distance (:mod:`sra_viz.mined`), for the MinED baseline.
     Example:
         >>> p = prepare_example(Example("Q: hi", " A: yo"), t_tok, s_tok, 64)  # doctest: +SKIP
     """
@@ -104,6 +113,13 @@ def prepare_example(
         and sp.teacher_start >= 1
         and sp.student_start >= 1
     ]
+    mined_pairs = []
+    if mined:
+        t_label, s_label = max(1, t_first), max(1, s_first)
+        t_texts, s_texts = token_texts(al.teacher)[: len(t_ids)], token_texts(al.student)[: len(s_ids)]
+        mined_pairs = [
+            (tp, sp) for tp, sp in edit_distance_pairs(t_texts, s_texts) if tp >= t_label and sp >= s_label
+        ]
     return PreparedExample(
         teacher_ids=t_ids,
         student_ids=s_ids,
@@ -114,6 +130,7 @@ def prepare_example(
         teacher_label_start=max(1, t_first),
         student_label_start=max(1, s_first),
         exact_pairs=exact,
+        mined_pairs=mined_pairs,
     )
 
 

@@ -9,7 +9,7 @@ Example:
     >>> DistillConfig.from_json(cfg.to_json()) == cfg
     True
     >>> field_choices("method")
-    ('sra', 'uld', 'exact', 'ce')
+    ('sra', 'uld', 'exact', 'mined', 'ce')
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from typing import Any
 from ..errors import SraVizError
 from ..fetch import DEFAULT_STUDENT, DEFAULT_TEACHER
 
-METHODS = ("sra", "uld", "exact", "ce")
+METHODS = ("sra", "uld", "exact", "mined", "ce")
 VARIANTS = ("full", "last_k", "truncated")
 MASS_MODES = ("last_token", "received", "uniform")
 MASS_LAYERS = ("per_layer", "last_pair")
@@ -175,8 +175,8 @@ class DistillConfig:
     student: str = _opt(DEFAULT_STUDENT, "student model: default name, folder, .gguf file or HF id")
     method: str = _opt(
         "sra",
-        "distillation method: sra (span alignment), uld or exact (token-level baselines), or ce (the "
-        "student's own next-token loss alone, no teacher: the plain fine-tuning control)",
+        "distillation method: sra (span alignment), uld, exact or mined (token-level baselines), or ce "
+        "(the student's own next-token loss alone, no teacher: the plain fine-tuning control)",
         choices=METHODS,
     )
     student_variant: str = _opt(
@@ -356,10 +356,10 @@ class DistillConfig:
         """Returns self: every check already ran at construction (kept for callers that chain it).
 
         Example:
-            >>> DistillConfig(method="x")
+            >>> DistillConfig(method="x")  # doctest: +ELLIPSIS
             Traceback (most recent call last):
             ...
-            sra_viz.errors.SraVizError: method='x' is unknown; expected one of ('sra', 'uld', 'exact', 'ce')
+            sra_viz.errors.SraVizError: method='x' is unknown; expected one of ('sra', 'uld', ...)
         """
         return self
 
@@ -372,14 +372,13 @@ class DistillConfig:
         """
         if self.method == "ce":
             return ["ce"]
-        if self.method == "uld":
-            terms = ["uld"]
-        elif self.method == "exact":
-            terms = ["exact"]
+        if self.method in ("uld", "exact", "mined"):
+            terms = [self.method]
         else:
             flags = (("span", self.use_span), ("geo", self.use_geo), ("kd", self.use_kd))
             terms = [name for name, on in flags if on]
-            if self.use_dynamics and len(self.layer_pairs) > 1:
+            several = len(self.layer_pairs) > 1 or self.layer_schedule not in ("last", "uniform:1")
+            if self.use_dynamics and several:
                 terms.append("dynamics")
         return terms + (["ce"] if self.use_ce else [])
 

@@ -31,9 +31,11 @@ from ..losses import (
     geometric_loss,
     span_logit_kd,
     span_loss,
+    target_kd,
     uld_loss,
     uniform_weights,
 )
+from ..mined import mapped_teacher_target
 from .batch import Batch, label_positions
 from .config import DistillConfig
 from .plan import LayerPlan, VocabHeads
@@ -211,6 +213,17 @@ def _uld_positions(batch: Batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tens
     return aligned_response_positions(*bounds["student"], *bounds["teacher"])
 
 
+def _predicting_positions(batch: Batch, kind: str, device: torch.device) -> torch.Tensor:
+    """(M, 3) long: text, teacher position, student position of the predictions of each paired token
+    (``kind`` "exact": one-token spans; "mined": MinED's edit-distance pairs), in padded coordinates."""
+    rows = [
+        (b, int(batch.teacher_offset[b]) + tp - 1, int(batch.student_offset[b]) + sp - 1)
+        for b, item in enumerate(batch.items)
+        for tp, sp in (item.exact_pairs if kind == "exact" else item.mined_pairs)
+    ]
+    return torch.tensor(rows, dtype=torch.long, device=device).reshape(-1, 3)
+
+
 def token_terms(
     batch: Batch,
     config: DistillConfig,
@@ -219,7 +232,7 @@ def token_terms(
     teacher: LoadedModel,
     student: SideView,
 ) -> dict[str, torch.Tensor]:
-    """uld or exact (+ ce): the token-level baselines (last layers only, no attention, no CoMs)."""
+    """uld, exact or mined (+ ce): the token-level baselines (last layers only, no attention, no CoMs)."""
     cfg = config
     t = teacher_forward(teacher, batch, cfg, [plan.teacher_last], {}, centers_for=[])
     t_hidden = t.forward.hidden[plan.teacher_last]  # (B, L_T, D_T)
@@ -231,13 +244,14 @@ def token_terms(
         with autocast_for(dev, cfg.dtype):
             z_t = heads.teacher_logits(t_hidden[rows, t_pos])  # (M, V_T): ULD needs the full head
         terms["uld"] = uld_loss(logits[rows, s_pos], z_t, cfg.uld_tau)
+    elif cfg.method == "mined":
+        idx = _predicting_positions(batch, "mined", dev)  # (M, 3) text, teacher pos, student pos
+        with autocast_for(dev, cfg.dtype):
+            z_t = heads.teacher_logits(t_hidden[idx[:, 0], idx[:, 1]])  # (M, V_T): top-k needs the full head
+        target = mapped_teacher_target(z_t, heads.vocab_map, logits.shape[-1], cfg.tau)  # (M, V_S)
+        terms["mined"] = target_kd(logits[idx[:, 0], idx[:, 2]], target, cfg.tau)
     else:
-        pairs = [
-            (b, int(batch.teacher_offset[b]) + tp - 1, int(batch.student_offset[b]) + sp - 1)
-            for b, item in enumerate(batch.items)
-            for tp, sp in item.exact_pairs
-        ]
-        idx = torch.tensor(pairs, dtype=torch.long, device=dev).reshape(-1, 3)  # (M, 3) text, t pos, s pos
+        idx = _predicting_positions(batch, "exact", dev)  # (M, 3) text, teacher pos, student pos
         z_s, z_t = exact_pair_logits(
             heads, logits[idx[:, 0], idx[:, 2]], t_hidden[idx[:, 0], idx[:, 1]], cfg.tau
         )  # each (M, V_S), already divided by τ

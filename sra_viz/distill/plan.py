@@ -169,6 +169,7 @@ class VocabHeads:
     shared: Any = None  # sra_viz.vocab.SharedVocab, when V∩ is used
     teacher_shared_rows: torch.Tensor | None = None  # (V_S, D_T) teacher head rows, zero outside V∩
     shared_mask: torch.Tensor | None = None  # (V_S,) 0 on V∩, MASKED_LOGIT elsewhere
+    vocab_map: Any = None  # sra_viz.mined.VocabMap (teacher id -> nearest student id), for MinED
 
     @classmethod
     def build(
@@ -180,6 +181,7 @@ class VocabHeads:
         *,
         shared_vocab: bool,
         teacher_head_dtype: str = "auto",
+        min_edit_map: bool = False,
     ) -> VocabHeads:
         """The heads of ``teacher`` (LoadedModel) and ``student_model``; V∩ rows copied once if asked.
 
@@ -191,6 +193,10 @@ class VocabHeads:
         heads = cls(
             student_model, teacher.model, _final_softcap(student_model), _final_softcap(teacher.model)
         )
+        if min_edit_map:
+            from ..mined import VocabMap
+
+            heads.vocab_map = VocabMap(teacher.tokenizer, student_tokenizer)
         if not shared_vocab:
             return heads
         from ..vocab import shared_vocab as find_shared

@@ -158,6 +158,7 @@ class DistillSession:
             self.device,
             shared_vocab=(cfg.method == "sra" and cfg.use_kd) or cfg.method == "exact",
             teacher_head_dtype=cfg.teacher_head_dtype,
+            min_edit_map=cfg.method == "mined",
         )
         self.projectors = None  # one per layer pair, in the plan's order (shallow -> deep)
         if cfg.method == "sra" and (cfg.use_span or "dynamics" in cfg.distill_terms()):
@@ -237,6 +238,7 @@ class DistillSession:
                 self.pair.student.tokenizer,
                 self.config.max_length,
                 self.config.max_prompt_fraction,
+                mined=self.config.method == "mined",
             )
         return self._prepared[key]
 

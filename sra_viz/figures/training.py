@@ -23,6 +23,7 @@ METRIC_TITLES: dict[str, str] = {
     "dynamics": "L_dyn (CoM dynamics)",
     "uld": "ULD (sorted-prob L1)",
     "exact": "exact-token KD on V∩",
+    "mined": "MinED (edit-distance token KD)",
     "probe_cos": "probe: mean matched cosine ↑",
     "probe_cos_projector": "probe: cosine via own projector ↑",
     "probe_cka": "probe: linear CKA ↑",

@@ -51,6 +51,7 @@ METHOD_NAMES = {
     "sra": "SRA (span alignment)",
     "uld": "ULD (token level)",
     "exact": "Exact-token KD (token level)",
+    "mined": "MinED (edit-distance token KD)",
     "ce": "CE only (plain fine-tuning)",
 }
 VARIANT_NAMES = {
@@ -67,6 +68,7 @@ CURVES = [
     "ce",
     "uld",
     "exact",
+    "mined",
     "dynamics",
     "probe_cos",
     "probe_cka",
