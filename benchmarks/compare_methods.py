@@ -10,7 +10,7 @@ Two students, because a short CPU run cannot make one student serve every measur
 * the **last-k** student (the whole base model, only its last blocks train) for ROUGE-L of greedy
   generations: a truncated student generates nothing meaningful.
 
-    python benchmarks/compare_methods.py                          # 4 methods x 3 seeds (~25 min on 2 cores)
+    python benchmarks/compare_methods.py                      # every method x 3 seeds (~30 min, 2 cores)
     python benchmarks/compare_methods.py --seeds 0 1 --steps 10 --no-rouge
     python benchmarks/compare_methods.py --set lambda_geo=3 --set kd_weighting=sum   # the published scales
     # seeds in parallel processes (one thread each), then one table from their results:
@@ -35,7 +35,11 @@ from pathlib import Path
 
 from _common import add_session_options, overrides, session_config
 
-METHODS = ("sra", "uld", "exact", "ce")
+from sra_viz.distill.config import field_choices
+
+METHODS = field_choices(
+    "method"
+)  # every method the engine has (the README table: --methods sra uld exact ce)
 COLUMNS = (  # (key, header, better)
     ("heldout_loss", "held-out CE", "lower"),
     ("teacher_agreement", "agreement", "higher"),
