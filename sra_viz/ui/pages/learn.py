@@ -22,13 +22,14 @@ STEPS = [
 ]
 STEP_KEY = "learn_step"
 
+NOT_NAMED = "not named in the public sources"
 RESULTS = pd.DataFrame(
     [
         ("Qwen1.5-1.8B", "GPT2-120M", 15.35, "DSKD", 17.97),
-        ("Qwen1.5-1.8B", "GPT2-340M", 15.57, "", 18.10),
-        ("Qwen2.5-7B", "GPT2-1.5B", 19.27, "", 20.99),
-        ("Qwen2.5-7B", "OPT-2.7B", 20.15, "", 20.92),
-        ("Mistral-7B", "TinyLlama-1.1B", 21.33, "", 22.52),
+        ("Qwen1.5-1.8B", "GPT2-340M", 15.57, NOT_NAMED, 18.10),
+        ("Qwen2.5-7B", "GPT2-1.5B", 19.27, NOT_NAMED, 20.99),
+        ("Qwen2.5-7B", "OPT-2.7B", 20.15, NOT_NAMED, 20.92),
+        ("Mistral-7B", "TinyLlama-1.1B", 21.33, NOT_NAMED, 22.52),
     ],
     columns=["teacher", "student", "best baseline", "baseline name", "SRA"],
 ).assign(gain=lambda f: (f["SRA"] - f["best baseline"]).round(2))
@@ -82,14 +83,19 @@ def step_brittle(alignment, feats) -> None:
     cols[1].metric("student tokens", stats["student_tokens"], help="text tokens, without special tokens")
     cols[2].metric("spans", stats["spans"])
     cols[3].metric("one-to-one spans", f"{stats['one_to_one_share']:.0%}")
-    width = max(len(alignment.teacher.tokens), len(alignment.student.tokens))
+    teacher = figures.token_labels(alignment.teacher, alignment.text)  # ␣ for a space, as on other pages
+    student = figures.token_labels(alignment.student, alignment.text)
+    width = max(len(teacher), len(student))
     side_by_side = pd.DataFrame(
         {
-            "teacher token": alignment.teacher.tokens + [""] * (width - len(alignment.teacher.tokens)),
-            "student token": alignment.student.tokens + [""] * (width - len(alignment.student.tokens)),
+            "teacher token": teacher + [""] * (width - len(teacher)),
+            "student token": student + [""] * (width - len(student)),
         }
     )
-    st.caption("The two token sequences of the current text, position by position: the drift is the problem.")
+    st.caption(
+        "The two token sequences of the current text, position by position (␣ is a space): the drift is "
+        "the problem."
+    )
     st.dataframe(side_by_side.head(60), height=260)
 
 
@@ -132,11 +138,13 @@ def step_saliency(alignment, feats) -> None:
 
 
 def step_geometry(alignment, feats) -> None:
+    d_teacher = next(iter(feats.teacher.centers.values())).shape[-1]
+    d_student = next(iter(feats.student.centers.values())).shape[-1]
     st.markdown(
-        "The teacher (640 dimensions here) and the student (576) live in different spaces, but the "
-        "**shape** of a set of spans can still be compared: the cosine Gram matrix of the span centers is "
-        "N×N on both sides. The geometric regularizer makes the student's Gram match the teacher's, "
-        "weighting each pair of spans by both saliencies; no projector is needed."
+        f"The teacher ({d_teacher} dimensions here) and the student ({d_student}) live in different spaces, "
+        "but the **shape** of a set of spans can still be compared: the cosine Gram matrix of the span "
+        "centers is N×N on both sides. The geometric regularizer makes the student's Gram match the "
+        "teacher's, weighting each pair of spans by both saliencies; no projector is needed."
     )
     st.latex(
         r"L_{geo} = \sum_{k \neq k'} \pi_{kk'} \left(\langle \hat c_k^S, \hat c_{k'}^S\rangle - \langle \hat "
