@@ -8,6 +8,7 @@ short observable runs.
     plan.py        LayerPlan (mapped layers by depth, their masses) and VocabHeads (LM heads, V∩)
     side_pass.py   one side's forward, masses and span CoMs
     loss_terms.py  the loss terms of one batch, per method
+    sra_loss.py    SRALoss: the objective as an nn.Module (plan, heads, projectors), shared with the session
     probe.py       probe metrics, measured the same way for every method
     runs.py        run directory I/O: list_runs, load_run, the writer lock (one writer per run)
     checkpoint.py  what a checkpoint holds (safetensors + JSON, no pickle) and how it is put back
@@ -27,6 +28,7 @@ Example:
 from .config import DistillConfig
 from .runs import RunSnapshots, RunSummary, list_runs, load_run
 from .session import DistillSession, NonFiniteLossError, resume
+from .sra_loss import SRALoss
 
 __all__ = [
     "DistillConfig",
@@ -34,6 +36,7 @@ __all__ = [
     "NonFiniteLossError",
     "RunSnapshots",
     "RunSummary",
+    "SRALoss",
     "list_runs",
     "load_run",
     "resume",

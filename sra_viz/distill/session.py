@@ -2,9 +2,9 @@
 
 One ``step()`` = one optimizer step on one batch: the teacher's pass runs once under ``no_grad``
 (hidden states of the mapped layers and the attentions that give their masses, no LM head), the
-student's pass keeps the graph, the loss terms of the method (:mod:`.loss_terms`, given the session's
-:class:`~.plan.LayerPlan` and :class:`~.plan.VocabHeads`, built once) are combined by
-:func:`sra_viz.losses.total_loss`, then
+student's pass keeps the graph, the loss terms of the method are computed and combined by the
+session's :class:`~.sra_loss.SRALoss` (its plan, heads and projectors built once; the same module
+trains SRA in one's own loop or ``transformers.Trainer``), then
 AdamW (warm-up + cosine; projectors with their own lr and no weight decay). Every ``log_every`` steps
 the probe metrics are measured (:mod:`sra_viz.distill.probe`); at step 0, every ``eval_every`` steps
 and at the end (or stop) the held-out evaluation (:mod:`sra_viz.evaluation`). Everything is written to the run
@@ -35,11 +35,9 @@ import numpy as np
 import torch
 
 from ..errors import SraVizError
-from ..losses import SpanProjector, total_loss
-from . import checkpoint, dist, loss_terms, perf, preflight, probe
-from .batch import Batch, PreparedExample, collate, prepare_example
+from . import checkpoint, dist, perf, preflight, probe
+from .batch import Batch, PreparedExample, collate
 from .config import DistillConfig
-from .plan import LayerPlan, VocabHeads
 from .runs import (
     EVALUATION,
     RunDir,
@@ -50,6 +48,7 @@ from .runs import (
     read_metrics_rows,
 )
 from .side_pass import SideView
+from .sra_loss import SRALoss
 from .student import make_student
 
 if TYPE_CHECKING:
@@ -60,12 +59,6 @@ Progress = Callable[[str], None]
 
 class NonFiniteLossError(SraVizError):
     """The run failed: a loss term, the gradient or the weights became NaN/inf, or a step raised."""
-
-
-def _hidden_size(loaded: Any) -> int:
-    cfg = loaded.model.config
-    cfg = getattr(cfg, "text_config", None) or cfg
-    return int(getattr(cfg, "hidden_size", 0) or cfg.n_embd)
 
 
 def _lr_factor(step: int, warmup: int, total: int) -> float:
@@ -131,32 +124,14 @@ class DistillSession:
         self.student_view = SideView(
             self.student.model, pair.student.tokenizer, f"{pair.student.name} (student copy)"
         )
-        self.teacher_padding_side = pair.teacher.tokenizer.padding_side or "right"
-        self.student_padding_side = pair.student.tokenizer.padding_side or "right"
-        attention = cfg.mass_mode != "uniform"
-        self.plan = LayerPlan.build(
-            cfg.layer_pairs,
-            cfg.layer_weights,
-            self.teacher,
-            self.student_view,
-            mass_layers=cfg.mass_layers,
-            teacher_masses=attention and (cfg.weighted_pooling or cfg.weighted_loss),
-            student_masses=attention and cfg.weighted_pooling,
-        )
-        self.heads = VocabHeads.build(
-            self.teacher,
-            self.student.model,
-            pair.student.tokenizer,
-            self.device,
-            shared_vocab=(cfg.method == "sra" and cfg.use_kd) or cfg.method == "exact",
-            teacher_head_dtype=cfg.teacher_head_dtype,
-        )
-        self.projectors = None  # one per layer pair, in the plan's order (shallow -> deep)
-        if cfg.method == "sra" and (cfg.use_span or "dynamics" in cfg.distill_terms()):
-            d_s, d_t = _hidden_size(self.student_view), _hidden_size(self.teacher)
-            self.projectors = torch.nn.ModuleList(
-                [SpanProjector(d_s, d_t, cfg.projector_init) for _ in self.plan.pairs]
-            ).to(self.device)
+        # the objective: plan, heads and projectors, built once (SRALoss is the one loss code path)
+        self.objective = SRALoss(self.teacher, self.student_view, cfg)
+        self.teacher_padding_side = self.objective.teacher_padding_side
+        self.student_padding_side = self.objective.student_padding_side
+        self.plan, self.heads = self.objective.plan, self.objective.heads
+        self.projectors = (
+            self.objective.projectors
+        )  # one per layer pair, in the plan's order (shallow -> deep)
         self._build_optimizer()
         dist.broadcast_(
             [p for p in self.projectors.parameters()] if self.projectors is not None else [], self.dist
@@ -223,13 +198,7 @@ class DistillSession:
     def _prepare(self, example) -> PreparedExample:
         key = (example.text, int(example.prompt_end or 0))
         if key not in self._prepared:
-            self._prepared[key] = prepare_example(
-                example,
-                self.teacher.tokenizer,
-                self.pair.student.tokenizer,
-                self.config.max_length,
-                self.config.max_prompt_fraction,
-            )
+            self._prepared[key] = self.objective.prepare(example)
         return self._prepared[key]
 
     # ------------------------------------------------------------------ heads and layers (the plan's)
@@ -300,10 +269,7 @@ class DistillSession:
 
     def loss_terms(self, batch: Batch) -> dict[str, torch.Tensor]:
         """Every active loss term of the method on one collated batch (graph kept on the student side)."""
-        projectors = list(self.projectors) if self.projectors is not None else []
-        return loss_terms.loss_terms(
-            batch, self.config, self.plan, self.heads, self.teacher, self.student_view, projectors
-        )
+        return self.objective.terms(batch)
 
     # ------------------------------------------------------------------ stepping
 
@@ -402,8 +368,7 @@ class DistillSession:
         items = [self._prepare(e) for e in self._next_examples()]
         batch = collate(items, self.teacher_padding_side, self.student_padding_side)
         parts = self.loss_terms(batch)
-        alpha = 1.0 if self.config.method == "ce" else self.config.alpha  # ce: L = CE, at full weight
-        loss = total_loss(parts, alpha, self.config.lambda_geo)
+        loss = self.objective.total(parts)  # α·CE + (1−α)·terms; the ce control: CE at full weight
         values = torch.stack([loss.detach().float()] + [v.detach().float() for v in parts.values()])
         dist.all_reduce_mean_([values], self.dist)
         names = ["loss", *parts]

@@ -1,0 +1,80 @@
+"""SRA in one's own training code: ``SRALoss`` (the engine's objective as a module) and ``SRATrainer``."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from sra_viz.distill import DistillConfig, DistillSession, SRALoss
+from sra_viz.errors import SraVizError
+
+TEXTS = [
+    "The quick brown fox jumps over the lazy dog near the river bank.",
+    "Photosynthesis turns light, water and carbon dioxide into sugar and oxygen.",
+    "A prime number has exactly two divisors: one and itself.",
+]
+
+
+def _cfg(tmp_path, **over) -> DistillConfig:
+    base = dict(
+        steps=2,
+        batch_size=2,
+        max_length=32,
+        student_variant="truncated",
+        student_k=2,
+        probe_size=2,
+        heldout_size=1,
+        eval_size=0,
+        checkpoint_every=0,
+        out=str(tmp_path / "run"),
+        seed=3,
+    )
+    return DistillConfig(**{**base, **over})
+
+
+def test_sra_loss_on_a_bare_hf_student_equals_the_session_terms(tiny_pair, tmp_path):
+    cfg = _cfg(tmp_path)
+    session = DistillSession(cfg, pair=tiny_pair)
+    student = session.student.model  # a bare HF model: the tokenizer is passed separately
+    sra = SRALoss(tiny_pair.teacher, student, cfg, student_tokenizer=tiny_pair.student.tokenizer)
+    assert sra.projectors is not None and session.projectors is not None
+    sra.projectors.load_state_dict(session.projectors.state_dict())
+    batch = sra.collate([sra.prepare(t) for t in TEXTS])
+    expected = session.loss_terms(batch)
+    got = sra(TEXTS)  # from plain texts: prepared and collated by the module
+    assert sorted(expected) == ["ce", "geo", "kd", "span"]
+    assert sorted(got) == ["ce", "geo", "kd", "loss", "span"]
+    for name, value in expected.items():
+        torch.testing.assert_close(got[name], value)
+    a = cfg.alpha
+    by_hand = a * expected["ce"] + (1 - a) * (
+        expected["span"] + cfg.lambda_geo * expected["geo"] + expected["kd"]
+    )
+    torch.testing.assert_close(got["loss"], by_hand)
+
+
+def test_sra_loss_gradients_reach_the_student_and_projectors_not_the_teacher(tiny_pair, tmp_path):
+    cfg = _cfg(tmp_path, out=None)
+    from sra_viz.distill.student import make_student
+
+    student = make_student(tiny_pair.student.model, "truncated", 2).model
+    sra = SRALoss(tiny_pair.teacher, student, cfg, student_tokenizer=tiny_pair.student.tokenizer)
+    assert [p for p in sra.parameters()] == list(sra.projectors.parameters())  # only the projectors
+    out = sra([{"prompt": "Name a colour.", "response": "Blue, like the sky."}, TEXTS[0]])
+    out["loss"].backward()
+    grads = [p.grad for p in student.parameters() if p.requires_grad]
+    assert grads and all(g is not None for g in grads)
+    assert any(float(g.abs().sum()) > 0 for g in grads)
+    assert all(p.grad is not None and float(p.grad.abs().sum()) > 0 for p in sra.parameters())
+    assert all(p.grad is None for p in tiny_pair.teacher.model.parameters())
+
+
+def test_sra_loss_bad_input_is_one_clear_line(tiny_pair, tmp_path):
+    student = tiny_pair.student.model
+    with pytest.raises(SraVizError, match="student_tokenizer="):
+        SRALoss(tiny_pair.teacher, student, _cfg(tmp_path))
+    sra = SRALoss(tiny_pair.teacher, tiny_pair.student, _cfg(tmp_path, method="ce"))
+    with pytest.raises(SraVizError, match=r"fields \['question'\]; give 'text'"):
+        sra([{"question": "why?"}])
+    with pytest.raises(SraVizError, match="empty batch"):
+        sra([])
