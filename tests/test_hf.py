@@ -78,3 +78,55 @@ def test_sra_loss_bad_input_is_one_clear_line(tiny_pair, tmp_path):
         sra([{"question": "why?"}])
     with pytest.raises(SraVizError, match="empty batch"):
         sra([])
+
+
+def test_sra_trainer_two_steps_write_a_checkpoint_that_from_pretrained_loads(tiny_pair, tmp_path):
+    import copy
+
+    from transformers import AutoModelForCausalLM, TrainingArguments
+
+    from sra_viz.hf_trainer import PROJECTORS_FILE, SRATrainer
+
+    student = copy.deepcopy(tiny_pair.student.model)
+    before = {n: p.detach().clone() for n, p in student.named_parameters()}
+    args = TrainingArguments(
+        str(tmp_path / "trainer"),
+        max_steps=2,
+        per_device_train_batch_size=2,
+        learning_rate=1e-3,
+        logging_steps=1,
+        save_steps=2,
+        report_to="none",
+        use_cpu=True,
+        seed=0,
+    )
+    trainer = SRATrainer(
+        model=student,
+        args=args,
+        teacher=tiny_pair.teacher,
+        processing_class=tiny_pair.student.tokenizer,
+        train_dataset=[*TEXTS, {"prompt": "Name a colour.", "response": "Blue, like the sky."}],
+        sra_config=DistillConfig(max_length=32),
+        probe_texts=TEXTS[:2],
+        heldout_texts=TEXTS[2:],
+    )
+    teacher_before = [p.detach().clone() for p in tiny_pair.teacher.model.parameters()]
+    projector_before = [p.detach().clone() for p in trainer.sra_loss.parameters()]
+    trainer.train()
+    assert trainer.state.global_step == 2
+    rows = trainer.state.log_history
+    trained = [r for r in rows if "loss" in r]
+    assert len(trained) == 2 and all(r["sra_span"] > 0 and r["sra_kd"] >= 0 for r in trained)
+    probed = [r for r in rows if "probe_cos" in r]
+    assert [r["step"] for r in probed] == [1, 2] and all("heldout_loss" in r for r in probed)
+    # the student and its projectors moved, the teacher did not
+    assert any(not torch.equal(before[n], p) for n, p in student.named_parameters())
+    projectors_after = list(trainer.sra_loss.parameters())
+    assert any(not torch.equal(a, b) for a, b in zip(projector_before, projectors_after, strict=True))
+    teacher_after = list(tiny_pair.teacher.model.parameters())
+    assert all(torch.equal(a, b) for a, b in zip(teacher_before, teacher_after, strict=True))
+    folder = tmp_path / "trainer" / "checkpoint-2"
+    assert (folder / PROJECTORS_FILE).is_file()
+    loaded = AutoModelForCausalLM.from_pretrained(folder)
+    for name, param in loaded.named_parameters():
+        torch.testing.assert_close(param, dict(student.named_parameters())[name])
