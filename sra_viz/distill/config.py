@@ -22,6 +22,7 @@ from typing import Any
 
 from ..errors import SraVizError
 from ..fetch import DEFAULT_STUDENT, DEFAULT_TEACHER
+from .tracking import REPORT_TO
 
 METHODS = ("sra", "uld", "exact", "ce")
 VARIANTS = ("full", "last_k", "truncated")
@@ -244,6 +245,12 @@ class DistillConfig:
     out: str | None = _opt(None, "run directory (None = a new folder under sra_viz.paths.runs_dir())")
     checkpoint_every: int = _opt(
         50, "write a checkpoint every N steps (0 = only at the end / on stop)", min=0
+    )
+    report_to: str = _opt(
+        "none",
+        "where the metrics rows also go besides metrics.jsonl (the source of truth): none, or tensorboard "
+        "(event files under RUN/tensorboard)",
+        choices=REPORT_TO,
     )
 
     # ------------------------------------------------------------------ system

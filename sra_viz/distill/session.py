@@ -35,7 +35,7 @@ import numpy as np
 import torch
 
 from ..errors import SraVizError
-from . import checkpoint, dist, perf, preflight, probe
+from . import checkpoint, dist, perf, preflight, probe, tracking
 from .batch import Batch, PreparedExample, collate
 from .config import DistillConfig
 from .runs import (
@@ -90,6 +90,7 @@ class DistillSession:
         self._data_iter: Iterator[list[Example]] | None = None
         self._prepared: dict[tuple[str, int], PreparedExample] = {}
         self.run_dir: RunDir | None = None
+        self._reporter: tracking.TensorBoardReporter | None = None  # opened at the first row (report_to)
         if not _resuming and dist.env_dist_info().is_main:  # rank 0 makes the folder; others never look
             check_run_folder(cfg.out, new=True)
         preflight.check_against_models(cfg)
@@ -193,6 +194,7 @@ class DistillSession:
         if self.dist.is_main:
             self.run_dir = RunDir(cfg.out).create(cfg)
             self._say(f"run directory {cfg.out}")
+            self._reporter = tracking.open_reporter(cfg.report_to, self.run_dir.path)  # fails before step 0
         dist.barrier(self.dist)
 
     def _prepare(self, example) -> PreparedExample:
@@ -343,7 +345,11 @@ class DistillSession:
     def _log(self, row: dict[str, Any]) -> None:
         self.history.append(row)
         if self.run_dir is not None:
-            self.run_dir.append_metrics(row)
+            self.run_dir.append_metrics(row)  # the source of truth; a reporter gets a copy
+            if self._reporter is None and self.config.report_to != "none":
+                self._reporter = tracking.open_reporter(self.config.report_to, self.run_dir.path)
+            if self._reporter is not None:
+                self._reporter.log(row)
 
     def _due(self, every: int) -> bool:
         return every > 0 and (self.step_count % every == 0 or self.step_count == self.config.steps)
@@ -501,6 +507,9 @@ class DistillSession:
         """Release the run folder's writer lock (``run()`` does so when it ends; it takes it again)."""
         if self.run_dir is not None:
             self.run_dir.close()
+        if self._reporter is not None:
+            self._reporter.close()
+            self._reporter = None
 
     # ------------------------------------------------------------------ checkpoints
 
