@@ -234,7 +234,17 @@ class DistillConfig:
     )
 
     # ------------------------------------------------------------------ I/O
-    data: str | None = _opt(None, "JSONL/CSV file of prompt/response or text rows (None = bundled corpus)")
+    data: str | None = _opt(
+        None,
+        "JSONL/JSON/CSV/TSV or Parquet file, or a folder of them, of prompt/response or text rows (None = "
+        "the bundled corpus)",
+    )
+    prompt_field: str | None = _opt(
+        None, "column of --data holding the prompts (with --response-field; None = detect the columns)"
+    )
+    response_field: str | None = _opt(
+        None, "column of --data holding the responses (alone: plain texts; None = detect the columns)"
+    )
     max_length: int = _opt(64, "tokens kept per text on each side (longer texts are truncated)", min=4)
     max_prompt_fraction: float = _opt(
         0.5,

@@ -101,7 +101,12 @@ class DistillSession:
         from ..evaluation import eval_split
         from ..models import load_pair, pick_device
 
-        examples = load_bundled_corpus() if cfg.data is None else load_examples(cfg.data)
+        if cfg.data is None:
+            examples = load_bundled_corpus()
+        else:
+            examples = load_examples(
+                cfg.data, prompt_field=cfg.prompt_field, response_field=cfg.response_field
+            )
         examples, held_out = eval_split(examples)  # fixed, seed-free: never trained or probed on
         self.eval_examples = held_out[: cfg.eval_size]
         self._evaluator: Any = None  # sra_viz.evaluation.Evaluator, built at the first evaluation
