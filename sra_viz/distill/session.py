@@ -124,7 +124,7 @@ class DistillSession:
         self._seed_everything(cfg.seed)
 
         self.student = make_student(
-            pair.student.model, cfg.student_variant, cfg.student_k, cfg.freeze_embeddings
+            pair.student.model, cfg.student_variant, cfg.student_k, cfg.freeze_embeddings, cfg.lora_spec()
         )
         self.student.model.to(self.device)
         self.student_view = SideView(
