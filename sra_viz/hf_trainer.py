@@ -13,8 +13,10 @@ own optimizer group (``projector_lr``, no weight decay) and are saved next to ea
 ``probe_cka``, ``heldout_loss``, ...: :mod:`sra_viz.distill.probe`) every ``logging_steps``.
 
 Rows of the training set: plain texts, ``{"text": ...}`` or ``{"prompt": ..., "response": ...}``
-mappings (a ``datasets.Dataset`` works), or ``sra_viz.Example``s. One process per model for now: under
-DDP the student's pass would have to go through the wrapped module.
+mappings (a ``datasets.Dataset`` works), or ``sra_viz.Example``s. One process for now (a launch of
+several is refused): under DDP the student's pass would have to go through the wrapped module. A LoRA
+student: :func:`sra_viz.distill.lora.add_lora` on it first (only the adapters train), and
+:func:`~sra_viz.distill.lora.merge_lora` before ``save_model`` for a plain folder.
 
 Example:
     >>> trainer = SRATrainer(  # doctest: +SKIP
@@ -90,6 +92,11 @@ class SRATrainer(Trainer):
         if args is not None:
             args.remove_unused_columns = False  # the collator reads the rows' own fields
         super().__init__(model=student_model, args=args, **kwargs)
+        if self.args.world_size > 1:  # DDP would not see the student's pass: gradients would not sync
+            raise SraVizError(
+                f"SRATrainer runs in one process for now ({self.args.world_size} were launched): the "
+                "student's SRA pass does not go through the DDP wrapper; launch a single process"
+            )
         self.loss_is_scaled_for_ga = False  # a mean per batch: the Trainer divides by accumulation steps
         if self.sra_loss.projectors is not None:
             self.sra_loss.projectors.to(self.args.device)

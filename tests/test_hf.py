@@ -130,3 +130,49 @@ def test_sra_trainer_two_steps_write_a_checkpoint_that_from_pretrained_loads(tin
     loaded = AutoModelForCausalLM.from_pretrained(folder)
     for name, param in loaded.named_parameters():
         torch.testing.assert_close(param, dict(student.named_parameters())[name])
+
+
+def test_sra_trainer_trains_a_lora_student_and_saves_it_merged(tiny_pair, tmp_path):
+    import copy
+
+    from transformers import AutoModelForCausalLM, TrainingArguments
+
+    from sra_viz.distill.lora import add_lora, merge_lora
+    from sra_viz.hf_trainer import SRATrainer
+
+    student = copy.deepcopy(tiny_pair.student.model)
+    adapters = add_lora(student, 2, 4, "q_proj,v_proj")
+    base = {n: p.detach().clone() for n, p in student.named_parameters() if "lora_" not in n}
+    args = TrainingArguments(
+        str(tmp_path / "lora"),
+        max_steps=1,
+        per_device_train_batch_size=2,
+        learning_rate=1e-2,
+        save_strategy="no",
+        report_to="none",
+        use_cpu=True,
+    )
+    trainer = SRATrainer(
+        model=student,
+        args=args,
+        teacher=tiny_pair.teacher,
+        processing_class=tiny_pair.student.tokenizer,
+        train_dataset=TEXTS,
+        sra_config=DistillConfig(max_length=32),
+    )
+    in_optimizer = {id(p) for g in trainer.create_optimizer().param_groups for p in g["params"]}
+    named = dict(student.named_parameters())
+    assert {id(named[n]) for n in adapters} <= in_optimizer  # the adapters are in the optimizer
+    trainer.train()
+    assert all(torch.equal(base[n], p) for n, p in student.named_parameters() if "lora_" not in n)
+    assert any(float(named[n].detach().abs().sum()) > 0 for n in adapters if ".lora_B." in n)
+    ids = torch.tensor([[2, 651, 4320, 8426]])
+    student.eval()
+    with torch.no_grad():
+        expected = student(ids).logits
+    assert merge_lora(student) == 2 * len(student.model.layers)
+    trainer.save_model(str(tmp_path / "merged"))
+    plain = AutoModelForCausalLM.from_pretrained(tmp_path / "merged")
+    assert not any("lora" in n for n, _ in plain.named_parameters())
+    with torch.no_grad():
+        torch.testing.assert_close(plain(ids).logits, expected, rtol=1e-4, atol=1e-4)
