@@ -4,6 +4,7 @@ short observable runs.
     config.py      DistillConfig (every option, one documented field each, JSON round-trip)
     session.py     DistillSession: step() / run() / stop() / resume(), metrics, checkpoints
     student.py     student variants (full, last_k, truncated), always a deep copy
+    lora.py        LoRA adapters on the student copy (--peft lora) and their merge for export
     batch.py       aligned, truncated, padded batches
     plan.py        LayerPlan (mapped layers by depth, their masses) and VocabHeads (LM heads, V∩)
     side_pass.py   one side's forward, masses and span CoMs
@@ -11,6 +12,7 @@ short observable runs.
     sra_loss.py    SRALoss: the objective as an nn.Module (plan, heads, projectors), shared with the session
     probe.py       probe metrics, measured the same way for every method
     runs.py        run directory I/O: list_runs, load_run, the writer lock (one writer per run)
+    tracking.py    --report-to: metrics rows also to TensorBoard event files
     checkpoint.py  what a checkpoint holds (safetensors + JSON, no pickle) and how it is put back
     export.py      a run's student rebuilt from its checkpoint, or written as a transformers folder
     preflight.py   config checks against the models' config.json, before anything loads
