@@ -46,6 +46,7 @@ _EXPORTS = {
     "saliency_weights": "features",
     "DistillConfig": "distill",
     "DistillSession": "distill",
+    "SRALoss": "distill",
     "load_examples": "data",
     "load_bundled_corpus": "data",
     "Example": "data",

@@ -1,4 +1,4 @@
-"""Prompt/response examples: the bundled corpus and user files (JSONL, JSON, CSV/TSV).
+"""Prompt/response examples: the bundled corpus and user files (JSONL, JSON, CSV/TSV, Parquet, folders).
 
 An `Example` is one prompt and its response. Its `text` is ``prompt + RESPONSE_SEPARATOR + response``
 (the separator is one newline; an empty prompt gives just the response), and `prompt_end` is the
@@ -32,7 +32,8 @@ from typing import IO
 
 from sra_viz.errors import SraVizError
 
-from .example_files import decode, format_prompt, parse_records, read_source, resolve_format
+from .dataset_files import load_dataset_rows, reads_through_datasets
+from .example_files import FieldMap, decode, format_prompt, parse_records, read_source, resolve_format
 
 RESPONSE_SEPARATOR = "\n"  # between prompt and response in Example.text
 MAX_BYTES = 20_000_000  # default size cap of load_examples (20 MB)
@@ -92,23 +93,35 @@ def _bundled_corpus() -> tuple[Example, ...]:
 
 
 def load_examples(
-    path_or_buffer: Source, fmt: str | None = None, *, max_bytes: int = MAX_BYTES
+    path_or_buffer: Source,
+    fmt: str | None = None,
+    *,
+    max_bytes: int = MAX_BYTES,
+    prompt_field: str | None = None,
+    response_field: str | None = None,
 ) -> list[Example]:
-    """Load examples from a JSONL, JSON or CSV/TSV file: a path, str content, bytes or a file-like object.
+    """Load examples from a JSONL, JSON or CSV/TSV file: a path, str content, bytes or a file-like object;
+    or from a Parquet file or a folder of data files (read with 🤗 datasets, :mod:`sra_viz.dataset_files`).
 
     The format comes from `fmt`, else the file name's extension, else the content (``{`` JSONL,
-    ``[`` JSON array, otherwise CSV). Files over `max_bytes` are refused.
+    ``[`` JSON array, otherwise CSV). Files over `max_bytes` are refused. `prompt_field` /
+    `response_field` name the columns to read instead of the detected schema (the response column
+    alone: plain texts).
 
     Example:
         >>> load_examples('{"prompt": "2+2?", "response": "4"}\\n')[0].text
         '2+2?\\n4'
     """
+    fields = FieldMap(prompt_field, response_field)
+    if fmt is None and reads_through_datasets(path_or_buffer):
+        rows = load_dataset_rows(os.fspath(path_or_buffer), fields, max_bytes)  # type: ignore[arg-type]
+        return [Example(**row) for row in rows]
     raw, name = read_source(path_or_buffer, max_bytes)
     text = raw if isinstance(raw, str) else decode(raw, name)
     text = text.removeprefix("\ufeff")
     if not text.strip():
         raise SraVizError(f"{name} is empty: give a JSONL or CSV file with at least one example")
-    return _parse(text, name, resolve_format(fmt, name, text))
+    return _parse(text, name, resolve_format(fmt, name, text), fields)
 
 
 def split_examples(
@@ -185,8 +198,8 @@ def to_frame(examples: Sequence[Example]):
     )
 
 
-def _parse(text: str, name: str, fmt: str) -> list[Example]:
-    return [Example(**fields) for fields in parse_records(text, name, fmt)]
+def _parse(text: str, name: str, fmt: str, fields: FieldMap | None = None) -> list[Example]:
+    return [Example(**row) for row in parse_records(text, name, fmt, fields)]
 
 
 __all__ = [

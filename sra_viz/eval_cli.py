@@ -100,7 +100,8 @@ def evaluate_target(args: argparse.Namespace) -> dict[str, Any]:
     if args.data is not None:
         updates["data"] = args.data
     config = DistillConfig.from_dict({**config.to_dict(), **updates}).validate()
-    examples = eval_examples(config.data, args.size)  # a bad or too small corpus fails before any loading
+    # a bad or too small corpus fails before any loading
+    examples = eval_examples(config.data, args.size, config.prompt_field, config.response_field)
     before_view = None
     if run:
         from .distill.export import load_run_student

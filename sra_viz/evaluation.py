@@ -73,8 +73,14 @@ def eval_split(
     return rest, held
 
 
-def eval_examples(data: str | None = None, size: int | None = None) -> list[Example]:
-    """The first ``size`` held-out examples (all when None) of a corpus file (None = the bundled corpus).
+def eval_examples(
+    data: str | None = None,
+    size: int | None = None,
+    prompt_field: str | None = None,
+    response_field: str | None = None,
+) -> list[Example]:
+    """The first ``size`` held-out examples (all when None) of a corpus file (None = the bundled corpus),
+    its columns named by ``prompt_field`` / ``response_field`` when given.
 
     Example:
         >>> [ex.id for ex in eval_examples(size=2)]  # doctest: +SKIP
@@ -82,7 +88,10 @@ def eval_examples(data: str | None = None, size: int | None = None) -> list[Exam
     """
     from .data import load_bundled_corpus, load_examples
 
-    corpus = load_bundled_corpus() if data is None else load_examples(data)
+    if data is None:
+        corpus = load_bundled_corpus()
+    else:
+        corpus = load_examples(data, prompt_field=prompt_field, response_field=response_field)
     held = eval_split(corpus)[1]
     if size is not None and size < 1:
         raise SraVizError(f"evaluation size {size} must be at least 1")

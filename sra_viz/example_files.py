@@ -1,5 +1,6 @@
 """Reading example files: bytes from a path, str, bytes or upload (size-capped), UTF-8 decoding, format
-detection (JSONL, JSON, CSV/TSV) and the three accepted column schemas, turned into the fields of
+detection (JSONL, JSON, CSV/TSV) and the three accepted column schemas (or the columns a
+:class:`FieldMap` names), turned into the fields of
 :class:`sra_viz.data.Example` (``prompt``, ``response``, ``id``, ``category``). Every problem is a
 ``SraVizError`` naming the file and line. The public loaders are in :mod:`sra_viz.data`.
 
@@ -15,7 +16,7 @@ import io
 import json
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -132,16 +133,27 @@ def resolve_format(fmt: str | None, name: str, text: str) -> str:
 # ---------------------------------------------------------------- records
 
 
-def parse_records(text: str, name: str, fmt: str) -> list[dict[str, str]]:
-    """The Example fields of every record of ``text`` in format ``fmt``; ``name`` is for messages."""
+def parse_records(text: str, name: str, fmt: str, fields: FieldMap | None = None) -> list[dict[str, str]]:
+    """The Example fields of every record of ``text`` in format ``fmt``; ``name`` is for messages.
+
+    ``fields`` names the prompt/response columns; without it the schema is detected from the columns.
+    """
+    schema = fields.schema() if fields is not None and fields.given else None
     if fmt == "jsonl":
         records = _jsonl_records(text, name)
     elif fmt == "json":
         records = _json_records(text, name)
     else:
-        records = _csv_records(text, name, "\t" if fmt == "tsv" else None)
+        records = _csv_records(text, name, "\t" if fmt == "tsv" else None, schema)
+    return examples_from_records(records, name, schema)
+
+
+def examples_from_records(
+    records: Iterable[tuple[str, dict]], name: str, schema: _Schema | None = None
+) -> list[dict[str, str]]:
+    """The Example fields of ``(where, record)`` pairs: one schema for all (detected from the first
+    record unless given); every problem names ``name`` and the record's ``where``."""
     examples: list[dict[str, str]] = []
-    schema = None
     for where, record in records:
         schema = schema or _Schema.detect(record, name, where)
         examples.append(schema.example(record, name, where))
@@ -186,12 +198,15 @@ def _json_records(text: str, name: str) -> Iterator[tuple[str, dict]]:
         yield f"item {number}", item
 
 
-def _csv_records(text: str, name: str, delimiter: str | None) -> Iterator[tuple[str, dict]]:
+def _csv_records(
+    text: str, name: str, delimiter: str | None, schema: _Schema | None = None
+) -> Iterator[tuple[str, dict]]:
     delimiter = delimiter or _sniff_delimiter(text.split("\n", 1)[0])
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, strict=True)
     try:
         header = [column.strip().lower() for column in next(reader)]
-        _Schema.detect(dict.fromkeys(header), name, "line 1 (header)").check_columns(header, name)
+        schema = schema or _Schema.detect(dict.fromkeys(header), name, "line 1 (header)")
+        schema.check_columns(header, name)
         previous_end = reader.line_num
         for row in reader:
             start, previous_end = previous_end + 1, reader.line_num
@@ -311,6 +326,37 @@ def _short(value: Any, limit: int = 60) -> str:
 
 def _names(record: dict) -> str:
     return ", ".join(str(key) for key in record) or "no columns"
+
+
+@dataclass(frozen=True)
+class FieldMap:
+    """User-named columns (``--prompt-field`` / ``--response-field``) instead of a detected schema:
+    the response column alone is a plain text (empty prompt).
+
+    Example:
+        >>> FieldMap("question", "answer").schema().columns
+        {'prompt': ('question',), 'response': ('answer',)}
+    """
+
+    prompt: str | None = None
+    response: str | None = None
+
+    @property
+    def given(self) -> bool:
+        return self.prompt is not None or self.response is not None
+
+    def schema(self) -> _Schema:
+        if self.response is None:
+            raise SraVizError(
+                f"--prompt-field {self.prompt!r} was given without --response-field; name the response "
+                "column too (or only --response-field for plain texts)"
+            )
+        response = self.response.strip().lower()
+        if self.prompt is None:
+            return _Schema("text", f"{response!r} (--response-field)", {"text": (response,)}, frozenset())
+        prompt = self.prompt.strip().lower()
+        label = f"{prompt!r} and {response!r} (--prompt-field, --response-field)"
+        return _Schema("prompt", label, {"prompt": (prompt,), "response": (response,)}, frozenset())
 
 
 _SCHEMAS = (

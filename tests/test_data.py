@@ -361,8 +361,8 @@ def test_bad_arguments(tmp_path):
         load_examples(str(tmp_path / "missing.csv"))
     with pytest.raises(SraVizError, match="file not found: missing.txt"):  # a bare name, not a one-line CSV
         load_examples("missing.txt")
-    with pytest.raises(SraVizError, match="not a file"):
-        load_examples(tmp_path)
+    with pytest.raises(SraVizError, match="holds no .parquet, .jsonl, .json or .csv file"):
+        load_examples(tmp_path)  # a folder is read through datasets (tests/test_dataset_files.py)
     with pytest.raises(SraVizError, match="unknown format 'xml'"):
         load_examples('{"text": "a"}', fmt="xml")
     with pytest.raises(SraVizError, match="cannot read examples from a int"):

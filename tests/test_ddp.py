@@ -60,3 +60,64 @@ def test_torchrun_two_cpu_processes(tmp_path):
     assert json.loads((out / "status.json").read_text())["state"] == "finished"
     assert (out / "checkpoint" / "student.safetensors").is_file()
     assert done.stderr.count("loading teacher") == 1  # progress messages come from rank 0 only
+
+
+@pytest.mark.slow
+def test_accelerate_launch_two_cpu_processes(tiny_pair_dirs, tmp_path):
+    """``accelerate launch --multi_gpu --num_processes 2`` with ``--device cpu`` (the tiny pair): the same
+    data-parallel run on two CPU processes (gloo). ``--cpu`` would not do: with it accelerate 1.x starts
+    one process unless an MPI host file is given."""
+    out = tmp_path / "acc"
+    teacher, student = (str(d) for d in tiny_pair_dirs)
+    cmd = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--num_processes",
+        "2",
+        "--num_machines",
+        "1",
+        "--multi_gpu",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        "-m",
+        "sra_viz",
+        "distill",
+        "--teacher",
+        teacher,
+        "--student",
+        student,
+        "--steps",
+        "2",
+        "--batch-size",
+        "1",
+        "--max-length",
+        "32",
+        "--probe-size",
+        "2",
+        "--heldout-size",
+        "1",
+        "--eval-size",
+        "0",
+        "--log-every",
+        "100",
+        "--snapshot-every",
+        "100",
+        "--checkpoint-every",
+        "0",
+        "--device",
+        "cpu",
+        "--out",
+        str(out),
+        "--quiet",
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=900, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [0, 1, 2]  # written once, by rank 0
+    assert all(r["texts"] == 2 for r in rows[1:])  # one text per process per step, two processes
+    assert json.loads((out / "status.json").read_text())["state"] == "finished"
+    assert done.stderr.count("loading teacher") == 1  # progress messages come from rank 0 only

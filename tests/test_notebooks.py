@@ -22,7 +22,7 @@ import nbformat
 import pytest
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
-NAMES = ["01_tour.ipynb", "02_your_own_models.ipynb"]
+NAMES = ["01_tour.ipynb", "02_your_own_models.ipynb", "03_sra_in_your_trainer.ipynb"]
 PLOTLY = "application/vnd.plotly.v1+json"
 
 

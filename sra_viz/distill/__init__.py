@@ -4,12 +4,15 @@ short observable runs.
     config.py      DistillConfig (every option, one documented field each, JSON round-trip)
     session.py     DistillSession: step() / run() / stop() / resume(), metrics, checkpoints
     student.py     student variants (full, last_k, truncated), always a deep copy
+    lora.py        LoRA adapters on the student copy (--peft lora) and their merge for export
     batch.py       aligned, truncated, padded batches
     plan.py        LayerPlan (mapped layers by depth, their masses) and VocabHeads (LM heads, V∩)
     side_pass.py   one side's forward, masses and span CoMs
     loss_terms.py  the loss terms of one batch, per method
+    sra_loss.py    SRALoss: the objective as an nn.Module (plan, heads, projectors), shared with the session
     probe.py       probe metrics, measured the same way for every method
     runs.py        run directory I/O: list_runs, load_run, the writer lock (one writer per run)
+    tracking.py    --report-to: metrics rows also to TensorBoard event files
     checkpoint.py  what a checkpoint holds (safetensors + JSON, no pickle) and how it is put back
     export.py      a run's student rebuilt from its checkpoint, or written as a transformers folder
     preflight.py   config checks against the models' config.json, before anything loads
@@ -27,6 +30,7 @@ Example:
 from .config import DistillConfig
 from .runs import RunSnapshots, RunSummary, list_runs, load_run
 from .session import DistillSession, NonFiniteLossError, resume
+from .sra_loss import SRALoss
 
 __all__ = [
     "DistillConfig",
@@ -34,6 +38,7 @@ __all__ = [
     "NonFiniteLossError",
     "RunSnapshots",
     "RunSummary",
+    "SRALoss",
     "list_runs",
     "load_run",
     "resume",

@@ -153,13 +153,13 @@ def config_from_args(args: argparse.Namespace) -> DistillConfig:
     return DistillConfig.from_dict(base)
 
 
-def _check_data(path: str | None) -> None:
+def _check_data(config: DistillConfig) -> None:
     """Fail fast (before loading models) on a missing or malformed data file."""
-    if path is None:
+    if config.data is None:
         return
     from ..data import load_examples
 
-    load_examples(path)
+    load_examples(config.data, prompt_field=config.prompt_field, response_field=config.response_field)
 
 
 def run_distill(args: argparse.Namespace) -> int:
@@ -182,7 +182,7 @@ def run_distill(args: argparse.Namespace) -> int:
             session = DistillSession.resume(args.resume, progress=say, steps=args.steps, device=args.device)
         else:
             config = config_from_args(args)
-            _check_data(config.data)
+            _check_data(config)
             session = DistillSession(config, progress=say)
     except SraVizError as exc:
         print(f"sra-viz distill: error: {exc}", file=sys.stderr)

@@ -22,6 +22,7 @@ from typing import Any
 
 from ..errors import SraVizError
 from ..fetch import DEFAULT_STUDENT, DEFAULT_TEACHER
+from .tracking import REPORT_TO
 
 METHODS = ("sra", "uld", "exact", "mined", "ce")
 VARIANTS = ("full", "last_k", "truncated")
@@ -31,6 +32,7 @@ KD_WEIGHTINGS = ("sum", "saliency")
 DTYPES = ("float32", "bfloat16")
 PROJECTOR_INITS = ("orthogonal", "xavier")
 HEAD_DTYPES = ("auto", "float32", "bfloat16")
+PEFTS = ("none", "lora")
 # Below this, logits / τ overflow float32 for ordinary logits (|z| ~ 30 -> 3e4 / 1e-2 is still finite,
 # 1e-45 is not even a normal float): the softmax is one-hot or NaN and the KD term means nothing.
 MIN_TEMPERATURE = 0.01
@@ -184,6 +186,19 @@ class DistillConfig:
     )
     student_k: int = _opt(6, "k of the last_k / truncated student variants", min=0)
     freeze_embeddings: bool = _opt(True, "keep the (tied) embeddings / LM head frozen")
+    peft: str = _opt(
+        "none",
+        "parameter-efficient training: none, or lora (low-rank adapters on --lora-targets train, every other "
+        "weight stays frozen; export merges them into a plain model)",
+        choices=PEFTS,
+    )
+    lora_rank: int = _opt(8, "rank r of the LoRA adapters", min=1)
+    lora_alpha: int = _opt(16, "LoRA scale numerator: the update is (alpha / r)·B·A", min=1)
+    lora_targets: str = _opt(
+        "all-linear",
+        "linear layers given LoRA adapters: comma-separated names such as q_proj,v_proj, or all-linear "
+        "(every linear layer but the LM head)",
+    )
 
     # ------------------------------------------------------------------ optimizer
     steps: int = _opt(30, "number of optimizer steps of the run", min=1)
@@ -274,7 +289,17 @@ class DistillConfig:
     )
 
     # ------------------------------------------------------------------ I/O
-    data: str | None = _opt(None, "JSONL/CSV file of prompt/response or text rows (None = bundled corpus)")
+    data: str | None = _opt(
+        None,
+        "JSONL/JSON/CSV/TSV or Parquet file, or a folder of them, of prompt/response or text rows (None = "
+        "the bundled corpus)",
+    )
+    prompt_field: str | None = _opt(
+        None, "column of --data holding the prompts (with --response-field; None = detect the columns)"
+    )
+    response_field: str | None = _opt(
+        None, "column of --data holding the responses (alone: plain texts; None = detect the columns)"
+    )
     max_length: int = _opt(64, "tokens kept per text on each side (longer texts are truncated)", min=4)
     max_prompt_fraction: float = _opt(
         0.5,
@@ -285,6 +310,12 @@ class DistillConfig:
     out: str | None = _opt(None, "run directory (None = a new folder under sra_viz.paths.runs_dir())")
     checkpoint_every: int = _opt(
         50, "write a checkpoint every N steps (0 = only at the end / on stop)", min=0
+    )
+    report_to: str = _opt(
+        "none",
+        "where the metrics rows also go besides metrics.jsonl (the source of truth): none, or tensorboard "
+        "(event files under RUN/tensorboard)",
+        choices=REPORT_TO,
     )
 
     # ------------------------------------------------------------------ system
@@ -347,6 +378,11 @@ class DistillConfig:
             raise SraVizError(
                 "every SRA loss term is switched off; switch on at least one of span, geo, kd, ce"
             )
+        if self.peft == "lora" and self.student_variant == "last_k":
+            raise SraVizError(
+                "peft='lora' puts adapters on every block the student keeps; use student_variant full or "
+                "truncated with it, not last_k"
+            )
         if self.method == "ce" and not self.use_ce:
             raise SraVizError(
                 "method='ce' trains on the student's CE alone; --no-ce would leave no loss term"
@@ -381,6 +417,15 @@ class DistillConfig:
             if self.use_dynamics and several:
                 terms.append("dynamics")
         return terms + (["ce"] if self.use_ce else [])
+
+    def lora_spec(self) -> tuple[int, int, str] | None:
+        """(rank, alpha, targets) of the LoRA adapters, or None when the whole student trains.
+
+        Example:
+            >>> DistillConfig(peft="lora", lora_rank=4).lora_spec()
+            (4, 16, 'all-linear')
+        """
+        return (self.lora_rank, self.lora_alpha, self.lora_targets) if self.peft == "lora" else None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -3,7 +3,8 @@ complete transformers folder that loads with ``AutoModelForCausalLM.from_pretrai
 
 The student is rebuilt the way the run built it (base model, variant, k; :func:`.student.make_student`)
 and its trainable weights are read from its checkpoint (safetensors and JSON: no pickle is read). A
-truncated student is written as the k-block model it is. The folder holds ``model.safetensors``,
+truncated student is written as the k-block model it is; a LoRA student's adapters are merged into
+their base weights (a plain model, no peft needed to load it). The folder holds ``model.safetensors``,
 ``config.json``, ``generation_config.json``, the tokenizer files and a model card ``README.md`` (base
 student, teacher, method, every config field, steps, held-out evaluation before/after, licence notes).
 
@@ -60,7 +61,9 @@ def load_run_student(run_dir: str | os.PathLike, device: str | None = None) -> R
             "checkpoint (it writes one at the end, on stop and every checkpoint_every steps)"
         )
     base = load_model(config.student, device=device)
-    student = make_student(base.model, config.student_variant, config.student_k, config.freeze_embeddings)
+    student = make_student(
+        base.model, config.student_variant, config.student_k, config.freeze_embeddings, config.lora_spec()
+    )
     tensors = saved.student
     named = dict(student.model.named_parameters())
     unknown = sorted(set(tensors) - set(named))
@@ -73,6 +76,10 @@ def load_run_student(run_dir: str | os.PathLike, device: str | None = None) -> R
     with torch.no_grad():
         for name, tensor in tensors.items():
             named[name].copy_(tensor.to(named[name].device, named[name].dtype))
+    if config.peft == "lora":  # the adapters folded into their base weights: a plain model
+        from .lora import merge_lora
+
+        merge_lora(student.model)
     student.model.eval()
     step = int(saved.state.get("step", 0))
     name = f"{Path(run_dir).name} ({config.method} student, step {step})"

@@ -2,9 +2,9 @@
 
 One ``step()`` = one optimizer step on one batch: the teacher's pass runs once under ``no_grad``
 (hidden states of the mapped layers and the attentions that give their masses, no LM head), the
-student's pass keeps the graph, the loss terms of the method (:mod:`.loss_terms`, given the session's
-:class:`~.plan.LayerPlan` and :class:`~.plan.VocabHeads`, built once) are combined by
-:func:`sra_viz.losses.total_loss`, then
+student's pass keeps the graph, the loss terms of the method are computed and combined by the
+session's :class:`~.sra_loss.SRALoss` (its plan, heads and projectors built once; the same module
+trains SRA in one's own loop or ``transformers.Trainer``), then
 AdamW (warm-up + cosine; projectors with their own lr and no weight decay). Every ``log_every`` steps
 the probe metrics are measured (:mod:`sra_viz.distill.probe`); at step 0, every ``eval_every`` steps
 and at the end (or stop) the held-out evaluation (:mod:`sra_viz.evaluation`). Everything is written to the run
@@ -37,12 +37,9 @@ import numpy as np
 import torch
 
 from ..errors import SraVizError
-from ..forward import n_layers
-from ..losses import SpanProjector, total_loss
-from . import checkpoint, dist, loss_terms, perf, preflight, probe
-from .batch import Batch, PreparedExample, collate, prepare_example
-from .config import DistillConfig, scheduled_pairs
-from .plan import LayerPlan, VocabHeads
+from . import checkpoint, dist, perf, preflight, probe, tracking
+from .batch import Batch, PreparedExample, collate
+from .config import DistillConfig
 from .runs import (
     EVALUATION,
     RunDir,
@@ -53,6 +50,7 @@ from .runs import (
     read_metrics_rows,
 )
 from .side_pass import SideView
+from .sra_loss import SRALoss
 from .student import make_student
 
 if TYPE_CHECKING:
@@ -63,12 +61,6 @@ Progress = Callable[[str], None]
 
 class NonFiniteLossError(SraVizError):
     """The run failed: a loss term, the gradient or the weights became NaN/inf, or a step raised."""
-
-
-def _hidden_size(loaded: Any) -> int:
-    cfg = loaded.model.config
-    cfg = getattr(cfg, "text_config", None) or cfg
-    return int(getattr(cfg, "hidden_size", 0) or cfg.n_embd)
 
 
 def _lr_factor(step: int, warmup: int, total: int) -> float:
@@ -100,6 +92,7 @@ class DistillSession:
         self._data_iter: Iterator[list[Example]] | None = None
         self._prepared: dict[tuple[str, int], PreparedExample] = {}
         self.run_dir: RunDir | None = None
+        self._reporter: tracking.TensorBoardReporter | None = None  # opened at the first row (report_to)
         if not _resuming and dist.env_dist_info().is_main:  # rank 0 makes the folder; others never look
             check_run_folder(cfg.out, new=True)
         preflight.check_against_models(cfg)
@@ -110,7 +103,12 @@ class DistillSession:
         from ..evaluation import eval_split
         from ..models import load_pair, pick_device
 
-        examples = load_bundled_corpus() if cfg.data is None else load_examples(cfg.data)
+        if cfg.data is None:
+            examples = load_bundled_corpus()
+        else:
+            examples = load_examples(
+                cfg.data, prompt_field=cfg.prompt_field, response_field=cfg.response_field
+            )
         examples, held_out = eval_split(examples)  # fixed, seed-free: never trained or probed on
         self.eval_examples = held_out[: cfg.eval_size]
         self._evaluator: Any = None  # sra_viz.evaluation.Evaluator, built at the first evaluation
@@ -128,44 +126,20 @@ class DistillSession:
         self._seed_everything(cfg.seed)
 
         self.student = make_student(
-            pair.student.model, cfg.student_variant, cfg.student_k, cfg.freeze_embeddings
+            pair.student.model, cfg.student_variant, cfg.student_k, cfg.freeze_embeddings, cfg.lora_spec()
         )
         self.student.model.to(self.device)
         self.student_view = SideView(
             self.student.model, pair.student.tokenizer, f"{pair.student.name} (student copy)"
         )
-        self.teacher_padding_side = pair.teacher.tokenizer.padding_side or "right"
-        self.student_padding_side = pair.student.tokenizer.padding_side or "right"
-        attention = cfg.mass_mode != "uniform"
-        layer_pairs, layer_weights = cfg.layer_pairs, cfg.layer_weights
-        if cfg.layer_schedule != "last":
-            layer_pairs, layer_weights = scheduled_pairs(
-                cfg.layer_schedule, n_layers(self.teacher), n_layers(self.student_view)
-            )
-        self.plan = LayerPlan.build(
-            layer_pairs,
-            layer_weights,
-            self.teacher,
-            self.student_view,
-            mass_layers=cfg.mass_layers,
-            teacher_masses=attention and (cfg.weighted_pooling or cfg.weighted_loss),
-            student_masses=attention and cfg.weighted_pooling,
-        )
-        self.heads = VocabHeads.build(
-            self.teacher,
-            self.student.model,
-            pair.student.tokenizer,
-            self.device,
-            shared_vocab=(cfg.method == "sra" and cfg.use_kd) or cfg.method == "exact",
-            teacher_head_dtype=cfg.teacher_head_dtype,
-            min_edit_map=cfg.method == "mined",
-        )
-        self.projectors = None  # one per layer pair, in the plan's order (shallow -> deep)
-        if cfg.method == "sra" and (cfg.use_span or "dynamics" in cfg.distill_terms()):
-            d_s, d_t = _hidden_size(self.student_view), _hidden_size(self.teacher)
-            self.projectors = torch.nn.ModuleList(
-                [SpanProjector(d_s, d_t, cfg.projector_init) for _ in self.plan.pairs]
-            ).to(self.device)
+        # the objective: plan, heads and projectors, built once (SRALoss is the one loss code path)
+        self.objective = SRALoss(self.teacher, self.student_view, cfg)
+        self.teacher_padding_side = self.objective.teacher_padding_side
+        self.student_padding_side = self.objective.student_padding_side
+        self.plan, self.heads = self.objective.plan, self.objective.heads
+        self.projectors = (
+            self.objective.projectors
+        )  # one per layer pair, in the plan's order (shallow -> deep)
         self._build_optimizer()
         dist.broadcast_(
             [p for p in self.projectors.parameters()] if self.projectors is not None else [], self.dist
@@ -227,19 +201,13 @@ class DistillSession:
         if self.dist.is_main:
             self.run_dir = RunDir(cfg.out).create(cfg)
             self._say(f"run directory {cfg.out}")
+            self._reporter = tracking.open_reporter(cfg.report_to, self.run_dir.path)  # fails before step 0
         dist.barrier(self.dist)
 
     def _prepare(self, example) -> PreparedExample:
         key = (example.text, int(example.prompt_end or 0))
         if key not in self._prepared:
-            self._prepared[key] = prepare_example(
-                example,
-                self.teacher.tokenizer,
-                self.pair.student.tokenizer,
-                self.config.max_length,
-                self.config.max_prompt_fraction,
-                mined=self.config.method == "mined",
-            )
+            self._prepared[key] = self.objective.prepare(example)
         return self._prepared[key]
 
     # ------------------------------------------------------------------ heads and layers (the plan's)
@@ -311,10 +279,7 @@ class DistillSession:
 
     def loss_terms(self, batch: Batch) -> dict[str, torch.Tensor]:
         """Every active loss term of the method on one collated batch (graph kept on the student side)."""
-        projectors = list(self.projectors) if self.projectors is not None else []
-        return loss_terms.loss_terms(
-            batch, self.config, self.plan, self.heads, self.teacher, self.student_view, projectors
-        )
+        return self.objective.terms(batch)
 
     # ------------------------------------------------------------------ stepping
 
@@ -388,7 +353,11 @@ class DistillSession:
     def _log(self, row: dict[str, Any]) -> None:
         self.history.append(row)
         if self.run_dir is not None:
-            self.run_dir.append_metrics(row)
+            self.run_dir.append_metrics(row)  # the source of truth; a reporter gets a copy
+            if self._reporter is None and self.config.report_to != "none":
+                self._reporter = tracking.open_reporter(self.config.report_to, self.run_dir.path)
+            if self._reporter is not None:
+                self._reporter.log(row)
 
     def _due(self, every: int) -> bool:
         return every > 0 and (self.step_count % every == 0 or self.step_count == self.config.steps)
@@ -413,8 +382,7 @@ class DistillSession:
         items = [self._prepare(e) for e in self._next_examples()]
         batch = collate(items, self.teacher_padding_side, self.student_padding_side)
         parts = self.loss_terms(batch)
-        alpha = 1.0 if self.config.method == "ce" else self.config.alpha  # ce: L = CE, at full weight
-        loss = total_loss(parts, alpha=alpha, lambda_geo=self.config.lambda_geo)
+        loss = self.objective.total(parts)  # α·CE + (1−α)·terms; the ce control: CE at full weight
         values = torch.stack([loss.detach().float()] + [v.detach().float() for v in parts.values()])
         dist.all_reduce_mean_([values], self.dist)
         names = ["loss", *parts]
@@ -547,6 +515,9 @@ class DistillSession:
         """Release the run folder's writer lock (``run()`` does so when it ends; it takes it again)."""
         if self.run_dir is not None:
             self.run_dir.close()
+        if self._reporter is not None:
+            self._reporter.close()
+            self._reporter = None
 
     # ------------------------------------------------------------------ checkpoints
 

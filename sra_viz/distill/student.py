@@ -6,7 +6,8 @@
   teacher), all of them train.
 
 In SmolLM2 (and Gemma) the LM head *is* the embedding matrix: training the head would train 28 M
-embedding parameters too, so ``freeze_embeddings=True`` (the default) freezes both.
+embedding parameters too, so ``freeze_embeddings=True`` (the default) freezes both. With LoRA
+(``lora=(rank, alpha, targets)``) only the adapters train, on the blocks the variant keeps.
 
 Example:
     >>> student = make_student(pair.student.model, "truncated", k=6)  # doctest: +SKIP
@@ -68,9 +69,15 @@ def _truncate(model: Any, k: int) -> None:
 
 
 def make_student(
-    base_model: Any, variant: str = "full", k: int = 6, freeze_embeddings: bool = True
+    base_model: Any,
+    variant: str = "full",
+    k: int = 6,
+    freeze_embeddings: bool = True,
+    lora: tuple[int, int, str] | None = None,
 ) -> Student:
     """Deep-copy ``base_model`` and set which weights train; the base model is left untouched.
+
+    ``lora`` = (rank, alpha, targets): LoRA adapters (:mod:`.lora`) are the only weights that train.
 
     Example:
         >>> s = make_student(pair.student.model, "last_k", k=2)  # doctest: +SKIP
@@ -111,6 +118,10 @@ def make_student(
         param.requires_grad_(id(param) in train_ids)
         if id(param) in train_ids:
             names.append(name)
+    if lora is not None:
+        from .lora import add_lora
+
+        names = add_lora(model, *lora)
     if not names:
         raise SraVizError(f"student variant {variant!r} with k={k} leaves no trainable weight")
     return Student(model=model, variant=variant, n_layers=len(blocks), trainable=names)
