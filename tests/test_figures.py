@@ -481,7 +481,9 @@ def test_before_after_figure_draws_each_measure_of_each_model():
     after_ce = [t for t in fig.data if t.name == "student after" and t.xaxis == "x4"][0]
     assert "3.1000" in after_ce.hovertext[0] and "perplexity: 22.2" in after_ce.hovertext[0]
     teacher_kl = [t for t in fig.data if t.name == "teacher" and t.xaxis == "x3"][0]
-    assert teacher_kl.text[0] == "n/a" and "n/a" in teacher_kl.hovertext[0]
+    assert teacher_kl.y[0] is None and "n/a" in teacher_kl.hovertext[0]
+    marked = {(a.xref, a.x) for a in fig.layout.annotations if a.text == "n/a"}
+    assert marked == {("x2", "teacher"), ("x3", "teacher")}  # written where the bar would stand
     assert sum(t.showlegend for t in fig.data) == 3  # one legend entry per model
     # a model not evaluated (None) is left out, not drawn as zero
     partial = before_after_figure(
@@ -502,6 +504,7 @@ def test_runs_heldout_figure_puts_the_teacher_first_and_ticks_step_zero():
     assert [t.y[0] for t in first] == [0.31, 0.18, 0.15]
     assert first[1].marker.color == F.PALETTE["sra"] and first[2].marker.color == F.PALETTE["baseline"]
     ticks = [t for t in fig.data if t.type == "scatter"]
+    assert {t.marker.color for t in ticks} == {F.PALETTE["black"]}
     assert [(t.xaxis, t.x[0], t.y[0]) for t in ticks] == [
         ("x", "sra · seed 0 · a", 0.12),
         ("x2", "sra · seed 0 · a", 0.25),
@@ -509,6 +512,12 @@ def test_runs_heldout_figure_puts_the_teacher_first_and_ticks_step_zero():
         ("x4", "sra · seed 0 · a", 3.5),
     ]
     assert list(fig.layout.xaxis.categoryarray) == ["teacher", *runs]
+    seeds = runs_heldout_figure(
+        {"sra · seed 0": AFTER_EVAL, "sra · seed 1": AFTER_EVAL, "uld · seed 0": AFTER_EVAL}
+    )
+    hatch = {t.name: (t.marker.color, t.marker.pattern.shape) for t in seeds.data if t.xaxis == "x"}
+    assert hatch["sra · seed 0"][0] == hatch["sra · seed 1"][0]  # one method, one colour ...
+    assert len({h for _, h in hatch.values()}) == 2 and hatch["sra · seed 0"][1] != hatch["sra · seed 1"][1]
     with pytest.raises(SraVizError, match="no runs to compare"):
         runs_heldout_figure({})
     with pytest.raises(SraVizError, match="not drawn"):

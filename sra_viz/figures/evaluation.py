@@ -13,6 +13,7 @@ model; teacher blue, student before grey, student after vermillion, runs in the 
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -30,6 +31,7 @@ EVAL_MEASURES: dict[str, str] = {
     "vcap_kl": "KL(teacher ‖ student) on V∩ ↓",
     "heldout_loss": "held-out CE, nats/token ↓",
 }
+HATCHES = ("", "/", "x", ".", "\\", "+")  # the 1st, 2nd, ... bar of one colour
 MODEL_COLORS = {"teacher": PALETTE["teacher"], "before": PALETTE["grey"], "after": PALETTE["student"]}
 
 
@@ -72,13 +74,19 @@ def _bar_grid(
     title: str | None = None,
 ) -> go.Figure:
     """One subplot per measure, one bar per ``(label, colour, figures)``; ``markers``: a tick per label
-    at another value (e.g. the student before training), drawn over the bar of the same label."""
+    at another value (e.g. the student before training), drawn over the bar of the same label. Bars that
+    share a colour (runs of one method) are told apart by a hatch pattern, as in the legend."""
     if not bars:
         raise SraVizError("no held-out results to draw: evaluate at least one model")
     labels = [label for label, _, _ in bars]
     if len(set(labels)) != len(labels):
         raise SraVizError(f"bar labels must be unique, got {labels}")
     fig = make_subplots(1, len(EVAL_MEASURES), subplot_titles=list(EVAL_MEASURES.values()))
+    patterns: dict[str, str] = {}
+    seen: Counter[str] = Counter()
+    for label, color, _ in bars:
+        patterns[label] = HATCHES[seen[color] % len(HATCHES)]
+        seen[color] += 1
     for col, measure in enumerate(EVAL_MEASURES, start=1):
         for label, color, figures in bars:
             value = _value(figures, measure)
@@ -89,7 +97,7 @@ def _bar_grid(
                     name=label,
                     legendgroup=label,
                     showlegend=col == 1,
-                    marker_color=color,
+                    marker=dict(color=color, pattern_shape=patterns[label]),
                     text=["n/a" if value is None else f"{value:.3f}"],
                     textposition="outside",
                     cliponaxis=False,
@@ -99,6 +107,10 @@ def _bar_grid(
                 row=1,
                 col=col,
             )
+            if value is None:  # no bar: say so where it would stand
+                fig.add_annotation(
+                    x=label, y=0, text="n/a", showarrow=False, yshift=10, font_color="#777777", row=1, col=col
+                )
         for label, color, figures in markers:
             value = _value(figures, measure)
             if value is None:
@@ -111,7 +123,7 @@ def _bar_grid(
                     name=marker_name,
                     legendgroup=marker_name,
                     showlegend=col == 1 and label == markers[0][0],
-                    marker=dict(symbol="line-ew-open", size=28, line=dict(width=3, color=color)),
+                    marker=dict(symbol="line-ew-open", size=28, color=color, line=dict(width=3)),
                     hovertext=[_hover(f"{label}: {marker_name}", measure, figures)],
                     hoverinfo="text",
                 ),
