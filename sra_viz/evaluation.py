@@ -245,8 +245,14 @@ class EvalResult:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> EvalResult:
+        """The result a ``to_dict(with_examples=True)`` wrote; missing figures are one clear error."""
         known = {f for f in cls.__dataclass_fields__}
-        return cls(**{k: v for k, v in data.items() if k in known})
+        try:
+            return cls(**{k: v for k, v in data.items() if k in known})
+        except TypeError as exc:
+            raise SraVizError(
+                f"an evaluation record lacks fields ({exc}); it was not written by sra_viz: remove its file"
+            ) from None
 
 
 def _finite(value: Any) -> Any:

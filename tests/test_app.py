@@ -705,6 +705,22 @@ def test_distill_past_run_shows_heldout_before_after_generations_and_comparison(
     assert sum("did not keep the generations" in c.value for c in at.caption) == 1
 
 
+def test_distill_broken_evaluation_file_is_one_line(tiny_pair_dirs, heldout_runs, tmp_path):
+    import shutil
+
+    _, runs, _ = heldout_runs
+    broken = tmp_path / "runs" / "broken-run"
+    shutil.copytree(runs["sra-run"], broken)
+    (broken / "evaluation" / "step_000002.json").write_text('{"model": "student", "n": 2, ')  # torn
+    at = open_tiny(tiny_pair_dirs)
+    _reopen(at, tmp_path / "runs", "broken-run")
+    assert not at.exception
+    errors = [e.value for e in at.error]
+    assert len(errors) == 2, errors  # the comparison and the reopened run's views, one line each
+    assert all("step_000002.json' cannot be read" in e and "remove it" in e for e in errors), errors
+    assert not _titled(at, EVAL_TITLE) and at.button(key="distill_export") is not None  # the rest is drawn
+
+
 def test_distill_export_button_writes_a_loadable_folder(tiny_pair_dirs, heldout_runs, tmp_path):
     import torch
     from transformers import AutoModelForCausalLM

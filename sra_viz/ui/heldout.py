@@ -60,8 +60,9 @@ def _generation(cell: dict | None) -> tuple[str, str]:
     return (f"ROUGE-L {score:.3f}" if score is not None else ""), (cell.get("generation") or "(empty)")
 
 
-def draw_generations(rows: list[dict], key: str) -> None:
-    """One held-out prompt (picked) with the reference and the three generations side by side."""
+def draw_generations(rows: list[dict], key: str, after_step: int | None = None) -> None:
+    """One held-out prompt (picked) with the reference and the three generations side by side
+    (``after_step``: the step of the student after, named in its header)."""
     if not rows:
         st.caption(NOT_KEPT)
         return
@@ -78,7 +79,8 @@ def draw_generations(rows: list[dict], key: str) -> None:
     st.text(row["prompt"])
     for col, column in zip(st.columns(len(SIDE_BY_SIDE)), SIDE_BY_SIDE, strict=True):
         box = col.container(border=True)
-        box.markdown(f"**{column}**")
+        step = f" · step {after_step}" if column == "student after" and after_step is not None else ""
+        box.markdown(f"**{column}**{step}")
         if column == "reference":
             box.caption("the corpus's response")
             box.text(row["reference"])
@@ -110,7 +112,7 @@ def draw_heldout(run_dir: str, key: str) -> bool:
 def draw_generations_of(run_dir: str, key: str) -> None:
     found = run_heldout(run_dir)
     if found is not None:
-        draw_generations(found[2], key)
+        draw_generations(found[2], key, max(found[0].steps) if found[0].after is not None else None)
 
 
 def draw_comparison(runs: list[RunSummary]) -> None:
@@ -128,16 +130,21 @@ def draw_comparison(runs: list[RunSummary]) -> None:
     )
     if not chosen:
         return
-    compared = compare_runs([by_name[n].path for n in chosen])
-    figure = runs_heldout_figure(
-        {label: r.to_dict() for label, r in compared.last.items()},
-        teacher=compared.teacher.to_dict() if compared.teacher is not None else None,
-        before={label: r.to_dict() for label, r in compared.before.items()},
-    )
+    with state.reported("comparing the runs"):  # a broken file: one line, the rest of the page is drawn
+        compared = compare_runs([by_name[n].path for n in chosen])
+        figure = runs_heldout_figure(
+            {label: r.to_dict() for label, r in compared.last.items()},
+            teacher=compared.teacher.to_dict() if compared.teacher is not None else None,
+            before={label: r.to_dict() for label, r in compared.before.items()},
+        )
+        _draw_comparison(figure, compared.notes)
+
+
+def _draw_comparison(figure: Any, notes: list[str]) -> None:
     st.plotly_chart(figure, key="distill_heldout_compare_chart")
     st.caption(
         "Each run's last held-out evaluation (bar; black tick: the same student at step 0), the teacher "
-        "as reference. " + " ".join(note[0].upper() + note[1:] + "." for note in compared.notes)
+        "as reference. " + " ".join(note[0].upper() + note[1:] + "." for note in notes)
     )
 
 

@@ -313,7 +313,9 @@ def draw_views(run_dir: str, key: str, pick_step: bool = False) -> None:
         state.keep(f"{key}_step", snaps_steps[-1], snaps_steps)
         step = st.select_slider("Compare step 0 with step", snaps_steps, key=f"{key}_step")
     views = run_views(run_dir, step)
-    evaluated = heldout.run_heldout(run_dir) is not None
+    evaluated = False
+    with state.reported("reading the held-out evaluation"):
+        evaluated = heldout.run_heldout(run_dir) is not None
     names = (["Change since step 0", "Geometry over training"] if views else []) + (
         ["Held-out: did it help?", "Held-out generations"] if evaluated else []
     )
