@@ -7,7 +7,7 @@ agreement with itself) or an ``EvalResult``. One subplot per measure (their scal
 model; teacher blue, student before grey, student after vermillion, runs in the run colours.
 
     >>> fig = before_after_figure({"teacher": {"rouge_l": 0.3}, "student before": {"rouge_l": 0.1}})
-    >>> [t.name for t in fig.data]
+    >>> [t.name for t in fig.data if t.xaxis == "x"]  # the first subplot (ROUGE-L)
     ['teacher', 'student before']
 """
 
