@@ -96,7 +96,8 @@ def read_evaluation_file(path: Path) -> dict[str, Any]:
         ) from None
     if not isinstance(data, dict):
         raise SraVizError(
-            f"evaluation file {str(path)!r} holds a {type(data).__name__}, not an evaluation object: remove it"
+            f"evaluation file {str(path)!r} holds a {type(data).__name__}, not an evaluation object: "
+            "remove it"
         )
     return data
 

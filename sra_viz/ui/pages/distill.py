@@ -328,8 +328,8 @@ def draw_views(run_dir: str, key: str, pick_step: bool = False) -> None:
                 if name in views:
                     st.plotly_chart(views[name], key=f"{key}_{name}")
             st.caption(
-                "Every view compares with step 0. Scales are fixed by step 0 (the change panel spans at least "
-                "±½ sd of the step-0 distances), so noise is not stretched into a trend."
+                "Every view compares with step 0. Scales are fixed by step 0 (the change panel spans at "
+                "least ±½ sd of the step-0 distances), so noise is not stretched into a trend."
             )
         with tabs["Geometry over training"]:
             st.plotly_chart(views["animation"], key=f"{key}_geometry")
