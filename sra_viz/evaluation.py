@@ -256,8 +256,14 @@ class EvalResult:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> EvalResult:
+        """The result a ``to_dict(with_examples=True)`` wrote; missing figures are one clear error."""
         known = {f for f in cls.__dataclass_fields__}
-        return cls(**{k: v for k, v in data.items() if k in known})
+        try:
+            return cls(**{k: v for k, v in data.items() if k in known})
+        except TypeError as exc:
+            raise SraVizError(
+                f"an evaluation record lacks fields ({exc}); it was not written by sra_viz: remove its file"
+            ) from None
 
 
 def _finite(value: Any) -> Any:
@@ -495,3 +501,87 @@ def load_run_evaluations(run_dir: str | Any) -> RunEvaluations:
         EvalResult.from_dict(teacher) if teacher else None,
         {step: EvalResult.from_dict(data) for step, data in steps.items()},
     )
+
+
+def side_by_side(evaluations: RunEvaluations) -> list[dict[str, Any]]:
+    """The held-out generations of a run side by side, one row per prompt: ``id``, ``prompt``,
+    ``reference``, then ``teacher``, ``student before``, ``student after`` (each a ``{"generation",
+    "rouge_l"}`` dict, or None when that model was not evaluated or kept no generations). Rows follow
+    the order of the evaluation files; empty when no evaluation of the run kept its generations (runs
+    made before they were saved, or held-out examples without prompts).
+
+    Example:
+        >>> rows = side_by_side(load_run_evaluations("runs/sra"))  # doctest: +SKIP
+        >>> rows[0]["reference"], rows[0]["student after"]["generation"]  # doctest: +SKIP
+    """
+    models = {
+        "teacher": evaluations.teacher,
+        "student before": evaluations.before,
+        "student after": evaluations.after,
+    }
+    rows: dict[str, dict[str, Any]] = {}
+    for name, result in models.items():
+        for example in result.examples if result is not None else []:
+            row = rows.setdefault(
+                str(example.get("id")),
+                {
+                    "id": example.get("id"),
+                    "prompt": example.get("prompt"),
+                    "reference": example.get("reference"),
+                }
+                | {model: None for model in models},
+            )
+            row[name] = {"generation": example.get("generation"), "rouge_l": example.get("rouge_l")}
+    return list(rows.values())
+
+
+@dataclass
+class HeldoutComparison:
+    """Runs side by side on held-out data: each run's last evaluation and its step-0 one by label
+    ("<method> · seed <s> · <run folder>"), the teacher's (of the first run that has one), and notes on
+    what makes the runs less comparable (different teachers or held-out sizes)."""
+
+    last: dict[str, EvalResult]
+    before: dict[str, EvalResult]
+    teacher: EvalResult | None
+    notes: list[str]
+
+
+def compare_runs(run_dirs: Sequence[str | Any]) -> HeldoutComparison:
+    """The held-out evaluations of runs for one chart; runs with no student evaluation are left out
+    (and named in a note).
+
+    Example:
+        >>> cmp = compare_runs(["runs/sra-1", "runs/ce-1"])  # doctest: +SKIP
+        >>> {label: r.rouge_l for label, r in cmp.last.items()}  # doctest: +SKIP
+    """
+    from pathlib import Path
+
+    from .distill.runs import read_config
+
+    last: dict[str, EvalResult] = {}
+    before: dict[str, EvalResult] = {}
+    teacher, teachers, sizes, missing = None, set(), set(), []
+    for run_dir in run_dirs:
+        config, evaluations = read_config(run_dir), load_run_evaluations(run_dir)
+        if not evaluations.steps:
+            missing.append(Path(run_dir).name)
+            continue
+        label = f"{config.method} · seed {config.seed} · {Path(run_dir).name}"
+        last[label] = evaluations.steps[max(evaluations.steps)]
+        if evaluations.before is not None and max(evaluations.steps) > 0:
+            before[label] = evaluations.before
+        teachers.add(config.teacher)
+        sizes.add(last[label].n)
+        if teacher is None and evaluations.teacher is not None:
+            teacher = evaluations.teacher
+    notes = []
+    if missing:
+        notes.append(f"no held-out evaluation saved, left out: {', '.join(missing)}")
+    if len(teachers) > 1:
+        notes.append(
+            f"the runs have different teachers ({', '.join(sorted(teachers))}); the bar is the first's"
+        )
+    if len(sizes) > 1:
+        notes.append(f"the runs were evaluated on different numbers of held-out examples ({sorted(sizes)})")
+    return HeldoutComparison(last, before, teacher, notes)

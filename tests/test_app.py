@@ -589,6 +589,194 @@ def test_distill_page_bad_configurations_are_errors(tiny_pair_dirs, tmp_path):
     assert "distill_run" not in at.session_state
 
 
+# ----------------------------------------------------------------------------- Distill page: did it help?
+
+EVAL_TITLE = "Did it help? Held-out evaluation"
+COMPARE_TITLE = "Runs compared on held-out data"
+MEASURES = ("rouge_l", "teacher_agreement", "vcap_kl", "heldout_loss")  # subplot order: x, x2, x3, x4
+
+
+@pytest.fixture(scope="module")
+def heldout_runs(tiny_pair, tiny_pair_dirs, tmp_path_factory):
+    """A folder of finished 2-step tiny-pair runs made by the engine (SRA seed 0, CE seed 1) and a copy of
+    the SRA run whose evaluation files hold no generations, as runs made before they were kept:
+    (folder, {name: run dir}, the SRA session)."""
+    import shutil
+
+    from sra_viz.distill import DistillConfig, DistillSession
+
+    teacher, student = tiny_pair_dirs
+    root = tmp_path_factory.mktemp("heldout_runs")
+    base = dict(
+        teacher=str(teacher),
+        student=str(student),
+        student_variant="truncated",
+        student_k=1,
+        steps=2,
+        batch_size=2,
+        max_length=32,
+        probe_size=2,
+        heldout_size=2,
+        log_every=10,
+        snapshot_every=10,
+        eval_size=2,
+        eval_max_new_tokens=6,
+    )
+    sessions = {}
+    for name, method, seed in (("sra-run", "sra", 0), ("ce-run", "ce", 1)):
+        config = DistillConfig(**base, method=method, seed=seed, out=str(root / name))
+        sessions[name] = DistillSession(config, pair=tiny_pair)
+        assert sessions[name].run() == "finished"
+    old = root / "old-run"
+    shutil.copytree(root / "sra-run", old)
+    for path in (old / "evaluation").glob("*.json"):
+        data = json.loads(path.read_text())
+        data.pop("examples")
+        path.write_text(json.dumps(data))
+    return root, {"sra-run": root / "sra-run", "ce-run": root / "ce-run", "old-run": old}, sessions["sra-run"]
+
+
+def _bars(spec: dict) -> dict[str, dict[str, float | None]]:
+    """measure -> {bar label: value} of a held-out figure's JSON spec."""
+    axes = {("x" if i == 0 else f"x{i + 1}"): m for i, m in enumerate(MEASURES)}
+    out: dict[str, dict[str, float | None]] = {m: {} for m in MEASURES}
+    for trace in spec["data"]:
+        if trace["type"] == "bar":
+            out[axes[trace.get("xaxis", "x")]][trace["x"][0]] = trace["y"][0]
+    return out
+
+
+def _titled(at: AppTest, title: str) -> list[dict]:
+    return [c for c in charts(at) if c["layout"].get("title", {}).get("text") == title]
+
+
+def _reopen(at: AppTest, root: Path, name: str) -> None:
+    at.text_input(key="distill_runs_root").set_value(str(root)).run()
+    at.selectbox(key="distill_reopen").set_value(name).run()
+
+
+def test_distill_past_run_shows_heldout_before_after_generations_and_comparison(tiny_pair_dirs, heldout_runs):
+    from sra_viz.evaluation import load_run_evaluations
+
+    root, runs, _ = heldout_runs
+    at = open_tiny(tiny_pair_dirs)
+    _reopen(at, root, "sra-run")
+    assert_clean(at)
+    evals = load_run_evaluations(runs["sra-run"])
+    # before/after: every measure of the teacher, the student at step 0 and at step 2, as saved
+    (figure,) = _titled(at, EVAL_TITLE)
+    bars = _bars(figure)
+    for m in MEASURES:
+        assert bars[m] == {
+            "teacher": getattr(evals.teacher, m),
+            "student before (step 0)": pytest.approx(getattr(evals.before, m)),
+            "student after (step 2)": pytest.approx(getattr(evals.after, m)),
+        }
+    assert bars["teacher_agreement"]["teacher"] is None and bars["rouge_l"]["teacher"] is not None
+    # the generations side by side: the first held-out prompt's reference and three generations
+    shown = [t.value for t in at.text]
+    first = {
+        name: r.examples[0] for name, r in (("t", evals.teacher), ("b", evals.before), ("a", evals.after))
+    }
+    assert first["t"]["prompt"] in shown and first["t"]["reference"] in shown
+    for example in first.values():
+        assert (example["generation"] or "(empty)") in shown
+    assert at.selectbox(key="distill_reopen_prompt").options[0].startswith(first["t"]["id"])
+    second = evals.after.examples[1]
+    at.selectbox(key="distill_reopen_prompt").select_index(1).run()
+    assert second["reference"] in [t.value for t in at.text]
+    # runs compared: each run's last evaluation, the teacher first, every run that was evaluated
+    (compared,) = _titled(at, COMPARE_TITLE)
+    bars = _bars(compared)
+    ce = load_run_evaluations(runs["ce-run"]).after
+    assert bars["rouge_l"]["teacher"] == evals.teacher.rouge_l
+    assert bars["vcap_kl"]["sra · seed 0 · sra-run"] == pytest.approx(evals.after.vcap_kl)
+    assert bars["heldout_loss"]["ce · seed 1 · ce-run"] == pytest.approx(ce.heldout_loss)
+    assert set(bars["heldout_loss"]) == {
+        "teacher",
+        "sra · seed 0 · sra-run",
+        "ce · seed 1 · ce-run",
+        "sra · seed 0 · old-run",
+    }
+    # a run whose files kept no generations: its figures, and one line saying the generations were not kept
+    at.selectbox(key="distill_reopen").set_value("old-run").run()
+    assert_clean(at)
+    assert len(_titled(at, EVAL_TITLE)) == 1
+    assert sum("did not keep the generations" in c.value for c in at.caption) == 1
+
+
+def test_distill_broken_evaluation_file_is_one_line(tiny_pair_dirs, heldout_runs, tmp_path):
+    import shutil
+
+    _, runs, _ = heldout_runs
+    broken = tmp_path / "runs" / "broken-run"
+    shutil.copytree(runs["sra-run"], broken)
+    (broken / "evaluation" / "step_000002.json").write_text('{"model": "student", "n": 2, ')  # torn
+    at = open_tiny(tiny_pair_dirs)
+    _reopen(at, tmp_path / "runs", "broken-run")
+    assert not at.exception
+    errors = [e.value for e in at.error]
+    assert len(errors) == 2, errors  # the comparison and the reopened run's views, one line each
+    assert all("step_000002.json' cannot be read" in e and "remove it" in e for e in errors), errors
+    assert not _titled(at, EVAL_TITLE) and at.button(key="distill_export") is not None  # the rest is drawn
+
+
+def test_distill_export_button_writes_a_loadable_folder(tiny_pair_dirs, heldout_runs, tmp_path):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    root, runs, session = heldout_runs
+    at = open_tiny(tiny_pair_dirs)
+    _reopen(at, root, "sra-run")
+    folder = at.text_input(key="distill_export_dir:sra-run")
+    assert folder.value == str(runs["sra-run"] / "export")  # the default: beside the run's own files
+    assert not at.button(key="distill_export").disabled
+    out = tmp_path / "student"
+    folder.set_value(str(out)).run()
+    at.button(key="distill_export").click().run()
+    assert_clean(at)
+    assert any(str(out.resolve()) in s.value for s in at.success)
+    model = AutoModelForCausalLM.from_pretrained(out)
+    ids = torch.tensor([[1, 504, 3458, 314, 253, 1789, 30]])
+    session.student.model.eval()
+    with torch.no_grad():
+        assert torch.allclose(
+            model(input_ids=ids).logits, session.student.model(input_ids=ids).logits, atol=1e-5
+        )
+    # a non-empty folder: one line, refused, nothing replaced; with "replace" ticked it is replaced
+    stamp = (out / "model.safetensors").stat().st_mtime_ns
+    at.button(key="distill_export").click().run()
+    assert not at.exception and len(at.error) == 1
+    assert "exists and is not empty" in at.error[0].value and "tick **replace**" in at.error[0].value
+    assert (out / "model.safetensors").stat().st_mtime_ns == stamp
+    at.checkbox(key="distill_export_replace:sra-run").check().run()
+    at.button(key="distill_export").click().run()
+    assert_clean(at)
+    assert (out / "model.safetensors").stat().st_mtime_ns != stamp
+    # the run folder itself (or one of its files) is never an export target, even with "replace"
+    at.text_input(key="distill_export_dir:sra-run").set_value(str(runs["sra-run"] / "checkpoint")).run()
+    at.button(key="distill_export").click().run()
+    assert not at.exception and len(at.error) == 1 and "would overwrite the run" in at.error[0].value
+    assert (runs["sra-run"] / "checkpoint" / "student.safetensors").is_file()
+
+
+def test_distill_live_run_shows_its_heldout_evaluation(tiny_pair_dirs, tmp_path):
+    from sra_viz.evaluation import load_run_evaluations
+
+    at = open_tiny(tiny_pair_dirs)
+    _small_run(at, tmp_path, steps=1, k=1)
+    at.button(key="distill_start").click().run()
+    progress = _wait_until_done(at, 300)
+    assert progress.status == "finished", progress.error
+    assert_clean(at)
+    evals = load_run_evaluations(progress.run_dir)
+    live = [c for c in at.get("plotly_chart") if "distill_live_heldout" in c.proto.id]
+    assert len(live) == 1
+    bars = _bars(json.loads(live[0].proto.spec))
+    assert bars["teacher_agreement"]["student after (step 1)"] == pytest.approx(evals.after.teacher_agreement)
+    assert bars["rouge_l"]["student before (step 0)"] == pytest.approx(evals.before.rouge_l)
+
+
 # ----------------------------------------------------------------------------- Learn page
 
 

@@ -407,3 +407,40 @@ def test_reload_and_second_session_find_the_running_run(tiny_app, browser, page,
     _shot(page, "distill_stopped_elsewhere.png")
     _no_exception(page)
     assert not page.errors, page.errors
+
+
+def test_heldout_panel_of_a_reopened_run(tiny_app, tiny_pair, tiny_pair_dirs, page, tmp_path):
+    """A tiny-pair run made by the engine, reopened: the before/after figure and the generations side by
+    side (screenshots distill_heldout_*.png: look at them)."""
+    from sra_viz.distill import DistillConfig, DistillSession
+
+    url, _ = tiny_app
+    teacher, student = tiny_pair_dirs
+    config = DistillConfig(
+        teacher=str(teacher),
+        student=str(student),
+        student_variant="truncated",
+        student_k=1,
+        steps=2,
+        batch_size=2,
+        max_length=32,
+        probe_size=2,
+        eval_size=3,
+        eval_max_new_tokens=12,
+        out=str(tmp_path / "sra-heldout"),
+    )
+    assert DistillSession(config, pair=tiny_pair).run() == "finished"
+    with _shot_on_failure(page, "distill_heldout"):
+        _open_distill(page, url, str(tmp_path))
+        page.get_by_text(re.compile(r"^sra-heldout: ")).first.wait_for(timeout=120_000)
+        page.get_by_role("tab", name="Held-out: did it help?").last.click()
+        page.get_by_text("Did it help? Held-out evaluation").first.wait_for(timeout=60_000)
+        time.sleep(1.5)  # let plotly finish drawing
+        page.get_by_test_id("stTabs").last.screenshot(path=str(ARTIFACTS / "distill_heldout_figure.png"))
+        page.get_by_role("tab", name="Held-out generations").last.click()
+        page.get_by_text("Held-out prompt").first.wait_for(timeout=60_000)
+        page.get_by_text("student after", exact=True).last.wait_for(timeout=60_000)
+        page.get_by_test_id("stTabs").last.screenshot(path=str(ARTIFACTS / "distill_heldout_generations.png"))
+        assert page.get_by_role("button", name="Export", exact=True).count() == 1
+        _no_exception(page)
+    assert not page.errors, page.errors

@@ -282,3 +282,32 @@ def test_real_pair_generations_and_agreement_mean_something(default_pair):
     assert 0.1 < student.teacher_agreement < 1 and student.vcap_kl > 0
     assert all(ex["generation"] for ex in student.examples)
     assert 1 < student.heldout_ppl < 1000 and 1 < teacher.heldout_ppl < 1000
+
+
+def test_side_by_side_joins_generations_by_prompt_and_says_when_none_were_kept():
+    from sra_viz.evaluation import RunEvaluations, side_by_side
+
+    def result(model: str, generations: list[str] | None) -> EvalResult:
+        examples = [
+            {"id": f"ex-{i}", "prompt": f"p{i}", "reference": f"r{i}", "generation": g, "rouge_l": 0.1 * i}
+            for i, g in enumerate(generations or [])
+        ]
+        figures = dict(n=2, rouge_l=0.1, rouge_on_words=2, rouge_on_chars=0, teacher_agreement=None)
+        figures |= dict(vcap_kl=None, n_spans=5, heldout_loss=2.0, heldout_ppl=7.4)
+        return EvalResult(model=model, **figures, examples=examples)
+
+    evals = RunEvaluations(
+        result("teacher", ["t0", "t1"]), {0: result("s", ["b0", "b1"]), 3: result("s", ["a0", "a1"])}
+    )
+    rows = side_by_side(evals)
+    assert [(r["id"], r["prompt"], r["reference"]) for r in rows] == [
+        ("ex-0", "p0", "r0"),
+        ("ex-1", "p1", "r1"),
+    ]
+    assert [r["teacher"]["generation"] for r in rows] == ["t0", "t1"]
+    assert [r["student before"]["generation"] for r in rows] == ["b0", "b1"]
+    assert [r["student after"]["generation"] for r in rows] == ["a0", "a1"]
+    assert rows[1]["student after"]["rouge_l"] == pytest.approx(0.1)
+    # a run still at step 0: no "after" column yet; a run whose files kept no generations: no rows
+    assert side_by_side(RunEvaluations(evals.teacher, {0: evals.steps[0]}))[0]["student after"] is None
+    assert side_by_side(RunEvaluations(result("teacher", None), {0: result("s", None)})) == []

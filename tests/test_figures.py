@@ -441,3 +441,84 @@ def test_convergence_curves_do_not_stretch_noise():
     lo, hi = fig.layout.yaxis2.range
     assert hi - lo >= 0.05 - 1e-9 and lo <= 0.491 and hi >= 0.494
     assert fig.layout.yaxis.range is None  # the loss moves a lot: autoscaled
+
+
+# ---------------------------------------------------------------- held-out evaluation (no models)
+
+TEACHER_EVAL = {"n": 4, "rouge_l": 0.31, "teacher_agreement": None, "vcap_kl": None, "heldout_loss": 2.0}
+BEFORE_EVAL = {"n": 4, "rouge_l": 0.12, "teacher_agreement": 0.25, "vcap_kl": 1.5, "heldout_loss": 3.5}
+AFTER_EVAL = {"n": 4, "rouge_l": 0.18, "teacher_agreement": 0.4, "vcap_kl": 0.9, "heldout_loss": 3.1}
+
+
+def _bars_by_measure(fig: go.Figure) -> dict[str, dict[str, float | None]]:
+    """measure key -> {bar label: value}, read back from the subplots (x, x2, ... in EVAL_MEASURES order)."""
+    from sra_viz.figures.evaluation import EVAL_MEASURES
+
+    axes = {("x" if i == 0 else f"x{i + 1}"): m for i, m in enumerate(EVAL_MEASURES)}
+    out: dict[str, dict[str, float | None]] = {m: {} for m in EVAL_MEASURES}
+    for trace in fig.data:
+        if trace.type == "bar":
+            out[axes[trace.xaxis]][trace.x[0]] = trace.y[0]
+    return out
+
+
+def test_before_after_figure_draws_each_measure_of_each_model():
+    from sra_viz.figures.evaluation import before_after_figure
+
+    ppl = {**AFTER_EVAL, "heldout_ppl": 22.2, "n_spans": 37}
+    fig = before_after_figure({"teacher": TEACHER_EVAL, "student before": BEFORE_EVAL, "student after": ppl})
+    bars = _bars_by_measure(fig)
+    for key in ("rouge_l", "teacher_agreement", "vcap_kl", "heldout_loss"):
+        assert bars[key]["student before"] == BEFORE_EVAL[key]
+        assert bars[key]["student after"] == AFTER_EVAL[key]
+        assert bars[key]["teacher"] == TEACHER_EVAL[key]  # None where it does not apply
+    colors = {t.name: t.marker.color for t in fig.data}
+    assert colors == {
+        "teacher": F.PALETTE["teacher"],
+        "student before": "#999999",
+        "student after": "#D55E00",
+    }
+    after_ce = [t for t in fig.data if t.name == "student after" and t.xaxis == "x4"][0]
+    assert "3.1000" in after_ce.hovertext[0] and "perplexity: 22.2" in after_ce.hovertext[0]
+    teacher_kl = [t for t in fig.data if t.name == "teacher" and t.xaxis == "x3"][0]
+    assert teacher_kl.y[0] is None and "n/a" in teacher_kl.hovertext[0]
+    marked = {(a.xref, a.x) for a in fig.layout.annotations if a.text == "n/a"}
+    assert marked == {("x2", "teacher"), ("x3", "teacher")}  # written where the bar would stand
+    assert sum(t.showlegend for t in fig.data) == 3  # one legend entry per model
+    # a model not evaluated (None) is left out, not drawn as zero
+    partial = before_after_figure(
+        {"teacher": TEACHER_EVAL, "student before": BEFORE_EVAL, "student after": None}
+    )
+    assert {t.name for t in partial.data} == {"teacher", "student before"}
+    with pytest.raises(SraVizError, match="no held-out results"):
+        before_after_figure({"student after": None})
+
+
+def test_runs_heldout_figure_puts_the_teacher_first_and_ticks_step_zero():
+    from sra_viz.figures.evaluation import runs_heldout_figure
+
+    runs = {"sra · seed 0 · a": AFTER_EVAL, "ce · seed 0 · b": {**AFTER_EVAL, "rouge_l": 0.15}}
+    fig = runs_heldout_figure(runs, teacher=TEACHER_EVAL, before={"sra · seed 0 · a": BEFORE_EVAL})
+    first = [t for t in fig.data if t.xaxis == "x" and t.type == "bar"]
+    assert [t.name for t in first] == ["teacher", "sra · seed 0 · a", "ce · seed 0 · b"]
+    assert [t.y[0] for t in first] == [0.31, 0.18, 0.15]
+    assert first[1].marker.color == F.PALETTE["sra"] and first[2].marker.color == F.PALETTE["baseline"]
+    ticks = [t for t in fig.data if t.type == "scatter"]
+    assert {t.marker.color for t in ticks} == {F.PALETTE["black"]}
+    assert [(t.xaxis, t.x[0], t.y[0]) for t in ticks] == [
+        ("x", "sra · seed 0 · a", 0.12),
+        ("x2", "sra · seed 0 · a", 0.25),
+        ("x3", "sra · seed 0 · a", 1.5),
+        ("x4", "sra · seed 0 · a", 3.5),
+    ]
+    assert list(fig.layout.xaxis.categoryarray) == ["teacher", *runs]
+    seeds = runs_heldout_figure(
+        {"sra · seed 0": AFTER_EVAL, "sra · seed 1": AFTER_EVAL, "uld · seed 0": AFTER_EVAL}
+    )
+    hatch = {t.name: (t.marker.color, t.marker.pattern.shape) for t in seeds.data if t.xaxis == "x"}
+    assert hatch["sra · seed 0"][0] == hatch["sra · seed 1"][0]  # one method, one colour ...
+    assert len({h for _, h in hatch.values()}) == 2 and hatch["sra · seed 0"][1] != hatch["sra · seed 1"][1]
+    with pytest.raises(SraVizError, match="no runs to compare"):
+        runs_heldout_figure({})
+    with pytest.raises(SraVizError, match="not drawn"):
+        runs_heldout_figure(runs, before={"other": BEFORE_EVAL})

@@ -28,7 +28,13 @@ import torch
 
 from ..errors import SraVizError
 from .config import DistillConfig
-from .runs import load_checkpoint, read_config
+from .runs import CHECKPOINT, EVALUATION, load_checkpoint, read_config
+
+# the entries of a run folder (sra_viz.distill.runs) an export may never replace
+RUN_ENTRIES = frozenset(
+    {CHECKPOINT, f"{CHECKPOINT}.old", EVALUATION, "snapshots", "config.json", "status.json"}
+    | {"metrics.jsonl", "run.lock"}
+)
 
 
 @dataclass
@@ -185,24 +191,53 @@ def model_card(run_dir: str | os.PathLike, student: RunStudent) -> str:
     return "\n".join(lines)
 
 
+def check_export_folder(
+    out: Path, force: bool, what: str = "--out", replace_hint: str = "pass --force to replace it"
+) -> None:
+    """Refuse a file, or an existing non-empty folder unless ``force``; ``what`` names the folder's field
+    and ``replace_hint`` says how to replace it (the CLI's flags by default, the app passes its own)."""
+    if out.exists() and not out.is_dir():
+        raise SraVizError(f"{what} {str(out)!r} is a file; give a folder path")
+    if out.is_dir() and any(out.iterdir()) and not force:
+        raise SraVizError(
+            f"{what} {str(out)!r} exists and is not empty; choose a new folder or {replace_hint}"
+        )
+
+
+def _outside_run_files(run_dir: str | os.PathLike, out: Path, what: str) -> None:
+    """Refuse an export folder that is the run folder, holds it, or is one of its own files: replacing
+    it would delete the run (a new sub-folder such as ``<run>/export`` is fine)."""
+    run, target = Path(run_dir).resolve(), out.expanduser().resolve()
+    entry = target.relative_to(run).parts[0] if run in target.parents else None  # first part under the run
+    if target == run or target in run.parents or entry in RUN_ENTRIES:
+        raise SraVizError(
+            f"{what} {str(out)!r} is the run folder, holds it or is one of its own files: exporting there "
+            f"would overwrite the run; give a new folder such as {str(run / 'export')!r}"
+        )
+
+
 def export_run(
-    run_dir: str | os.PathLike, out: str | os.PathLike, force: bool = False, device: str | None = "cpu"
+    run_dir: str | os.PathLike,
+    out: str | os.PathLike,
+    force: bool = False,
+    device: str | None = "cpu",
+    **folder_words: str,
 ) -> Path:
     """Write the run's student to ``out`` as a complete transformers folder (written aside, then moved in).
 
-    An existing non-empty ``out`` is refused unless ``force`` (then it is replaced). Returns ``out``.
+    An existing non-empty ``out`` is refused unless ``force`` (then it is replaced); ``folder_words``
+    (``what``, ``replace_hint``) word that refusal for the caller (:func:`check_export_folder`).
+    Returns ``out``.
     Example:
         >>> export_run("runs/sra", "exported/sra", force=True)  # doctest: +SKIP
         PosixPath('exported/sra')
     """
     out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise SraVizError(f"--out {str(out)!r} is a file; give a folder path")
-    if out.is_dir() and any(out.iterdir()) and not force:
-        raise SraVizError(
-            f"--out {str(out)!r} exists and is not empty; choose a new folder or pass --force to replace it"
-        )
+    check_export_folder(out, force, **folder_words)
     read_config(run_dir)  # a clear line when run_dir is not a run
+    _outside_run_files(
+        run_dir, out, folder_words.get("what", "--out")
+    )  # a clear line when run_dir is not a run
     student = load_run_student(run_dir, device=device)
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))

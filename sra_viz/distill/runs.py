@@ -79,10 +79,27 @@ def read_evaluations(run_dir: str | os.PathLike) -> tuple[dict[str, Any] | None,
     folder = Path(run_dir) / EVALUATION
     teacher, steps = None, {}
     if (folder / "teacher.json").is_file():
-        teacher = json.loads((folder / "teacher.json").read_text(encoding="utf-8"))
+        teacher = read_evaluation_file(folder / "teacher.json")
     for path in sorted(folder.glob("step_*.json")):
-        steps[int(path.stem.split("_")[1])] = json.loads(path.read_text(encoding="utf-8"))
+        if path.stem.split("_", 1)[1].isdigit():  # step_XXXXXX.json only (no temporary or stray names)
+            steps[int(path.stem.split("_", 1)[1])] = read_evaluation_file(path)
     return teacher, steps
+
+
+def read_evaluation_file(path: Path) -> dict[str, Any]:
+    """One evaluation file as a dict; a file that is not a JSON object is one clear error."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise SraVizError(
+            f"evaluation file {str(path)!r} cannot be read ({exc}): remove it; the rest of the run is kept"
+        ) from None
+    if not isinstance(data, dict):
+        raise SraVizError(
+            f"evaluation file {str(path)!r} holds a {type(data).__name__}, not an evaluation object: "
+            "remove it"
+        )
+    return data
 
 
 def _atomic_write(path: Path, mode: str, write: Callable[[Any], None]) -> None:

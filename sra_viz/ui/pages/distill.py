@@ -22,7 +22,7 @@ from sra_viz.distill import config as config_module
 from sra_viz.distill.runs import checkpoint_dir, is_locked, load_snapshots
 from sra_viz.errors import SraVizError
 from sra_viz.figures.change import change_figures
-from sra_viz.ui import state
+from sra_viz.ui import heldout, state
 from sra_viz.ui.worker import TrainingWorker, WorkerProgress, active_workers, launch, run_key, worker_for
 
 PREFIX = "distill."  # widget key of config field f: PREFIX + f
@@ -328,19 +328,31 @@ def draw_views(run_dir: str, key: str, pick_step: bool = False) -> None:
         state.keep(f"{key}_step", snaps_steps[-1], snaps_steps)
         step = st.select_slider("Compare step 0 with step", snaps_steps, key=f"{key}_step")
     views = run_views(run_dir, step)
-    if not views:
+    evaluated = False
+    with state.reported("reading the held-out evaluation"):
+        evaluated = heldout.run_heldout(run_dir) is not None
+    names = (["Change since step 0", "Geometry over training"] if views else []) + (
+        ["Held-out: did it help?", "Held-out generations"] if evaluated else []
+    )
+    if not names:
         return
-    tabs = st.tabs(["Change since step 0", "Geometry over training"])
-    with tabs[0]:
-        for name in ("distances", "gram", "displacement"):
-            if name in views:
-                st.plotly_chart(views[name], key=f"{key}_{name}")
-        st.caption(
-            "Every view compares with step 0. Scales are fixed by step 0 (the change panel spans at least "
-            "±½ sd of the step-0 distances), so noise is not stretched into a trend."
-        )
-    with tabs[1]:
-        st.plotly_chart(views["animation"], key=f"{key}_geometry")
+    tabs = dict(zip(names, st.tabs(names), strict=True))
+    if views:
+        with tabs["Change since step 0"]:
+            for name in ("distances", "gram", "displacement"):
+                if name in views:
+                    st.plotly_chart(views[name], key=f"{key}_{name}")
+            st.caption(
+                "Every view compares with step 0. Scales are fixed by step 0 (the change panel spans at "
+                "least ±½ sd of the step-0 distances), so noise is not stretched into a trend."
+            )
+        with tabs["Geometry over training"]:
+            st.plotly_chart(views["animation"], key=f"{key}_geometry")
+    if evaluated:
+        with tabs["Held-out: did it help?"]:
+            heldout.draw_heldout(run_dir, key)
+        with tabs["Held-out generations"]:
+            heldout.draw_generations_of(run_dir, key)
 
 
 # ----------------------------------------------------------------------------- the live panel
@@ -429,6 +441,7 @@ def past_runs(root: Path) -> None:
             ),
             key="distill_compare_chart",
         )
+    heldout.draw_comparison(runs)
     reopen = st.selectbox("Reopen a run", list(by_name), key="distill_reopen")
     run = by_name[reopen]
     config, _, _ = load_run(run.path)
@@ -450,6 +463,7 @@ def past_runs(root: Path) -> None:
         with state.reported("resuming the run"):
             resume_run(run_key(run.path), run.steps_done + int(more))
             st.rerun(scope="app")
+    heldout.draw_export(run, running)
 
 
 st.title("Distill")
