@@ -51,6 +51,7 @@ from .runs import (
 )
 from .side_pass import SideView
 from .student import make_student
+from .teacher_cache import TeacherCache
 
 if TYPE_CHECKING:
     from ..data import Example
@@ -151,6 +152,11 @@ class DistillSession:
             shared_vocab=(cfg.method == "sra" and cfg.use_kd) or cfg.method == "exact",
             teacher_head_dtype=cfg.teacher_head_dtype,
         )
+        self.teacher_cache: TeacherCache | None = None  # SRA's teacher side, read and written per text
+        if cfg.method == "sra" and cfg.teacher_cache == "on":
+            from .. import paths
+
+            self.teacher_cache = TeacherCache(paths.teacher_cache_dir(), cfg.teacher_cache_mb << 20)
         self.projectors = None  # one per layer pair, in the plan's order (shallow -> deep)
         if cfg.method == "sra" and (cfg.use_span or "dynamics" in cfg.distill_terms()):
             d_s, d_t = _hidden_size(self.student_view), _hidden_size(self.teacher)
@@ -302,7 +308,14 @@ class DistillSession:
         """Every active loss term of the method on one collated batch (graph kept on the student side)."""
         projectors = list(self.projectors) if self.projectors is not None else []
         return loss_terms.loss_terms(
-            batch, self.config, self.plan, self.heads, self.teacher, self.student_view, projectors
+            batch,
+            self.config,
+            self.plan,
+            self.heads,
+            self.teacher,
+            self.student_view,
+            projectors,
+            teacher_cache=self.teacher_cache,
         )
 
     # ------------------------------------------------------------------ stepping
@@ -401,6 +414,7 @@ class DistillSession:
         t0 = time.perf_counter()
         items = [self._prepare(e) for e in self._next_examples()]
         batch = collate(items, self.teacher_padding_side, self.student_padding_side)
+        cached_before = self.teacher_cache.hits if self.teacher_cache is not None else 0
         parts = self.loss_terms(batch)
         alpha = 1.0 if self.config.method == "ce" else self.config.alpha  # ce: L = CE, at full weight
         loss = total_loss(parts, alpha, self.config.lambda_geo)
@@ -445,6 +459,8 @@ class DistillSession:
         )
         if self.projectors is not None:
             row["projector_lr"] = lrs[1]
+        if self.teacher_cache is not None:  # texts of this step whose teacher side came from the cache
+            row["teacher_cached"] = (self.teacher_cache.hits - cached_before) * self.dist.world_size
         if self._due(self.config.log_every) or self._due(self.config.snapshot_every):
             t1 = time.perf_counter()
             row.update(self.evaluate(snapshot=self._due(self.config.snapshot_every)))

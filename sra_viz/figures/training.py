@@ -43,6 +43,7 @@ _NOT_METRICS = {
     "lr",
     "projector_lr",
     "texts",
+    "teacher_cached",
     "seed",
     "time",
     "elapsed_s",
