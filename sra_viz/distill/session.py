@@ -51,7 +51,7 @@ from .runs import (
 )
 from .side_pass import SideView
 from .student import make_student
-from .teacher_cache import TeacherCache
+from .teacher_cache import TeacherCache, open_teacher_cache
 
 if TYPE_CHECKING:
     from ..data import Example
@@ -152,11 +152,8 @@ class DistillSession:
             shared_vocab=(cfg.method == "sra" and cfg.use_kd) or cfg.method == "exact",
             teacher_head_dtype=cfg.teacher_head_dtype,
         )
-        self.teacher_cache: TeacherCache | None = None  # SRA's teacher side, read and written per text
-        if cfg.method == "sra" and cfg.teacher_cache == "on":
-            from .. import paths
-
-            self.teacher_cache = TeacherCache(paths.teacher_cache_dir(), cfg.teacher_cache_mb << 20)
+        # the teacher's span CoMs and masses per text: SRA's steps, the probe and the held-out evaluation
+        self.teacher_cache: TeacherCache | None = open_teacher_cache(cfg)
         self.projectors = None  # one per layer pair, in the plan's order (shallow -> deep)
         if cfg.method == "sra" and (cfg.use_span or "dynamics" in cfg.distill_terms()):
             d_s, d_t = _hidden_size(self.student_view), _hidden_size(self.teacher)
@@ -324,7 +321,9 @@ class DistillSession:
     def probe_teacher(self) -> probe.ProbeTeacher:
         if self._probe_teacher is None:
             self._say("computing the teacher's probe CoMs (once)")
-            self._probe_teacher = probe.teacher_probe(self.teacher, self.probe_texts, self.config, self.plan)
+            self._probe_teacher = probe.teacher_probe(
+                self.teacher, self.probe_texts, self.config, self.plan, self.teacher_cache
+            )
             if self.run_dir is not None:
                 self.run_dir.write_teacher_snapshot(probe.teacher_snapshot(self._probe_teacher))
         return self._probe_teacher
@@ -362,7 +361,12 @@ class DistillSession:
         t0 = time.perf_counter()
         if self._evaluator is None:
             self._evaluator = Evaluator(
-                self.teacher, self.pair.student.tokenizer, self.eval_examples, self.config, progress=False
+                self.teacher,
+                self.pair.student.tokenizer,
+                self.eval_examples,
+                self.config,
+                progress=False,
+                teacher_cache=self.teacher_cache,
             )
         if self.run_dir is not None and not (self.run_dir.path / EVALUATION / "teacher.json").is_file():
             self._say(f"evaluating the teacher on {len(self.eval_examples)} held-out examples (once)")
@@ -459,7 +463,7 @@ class DistillSession:
         )
         if self.projectors is not None:
             row["projector_lr"] = lrs[1]
-        if self.teacher_cache is not None:  # texts of this step whose teacher side came from the cache
+        if self.teacher_cache is not None and self.config.method == "sra":  # texts read from the cache
             row["teacher_cached"] = (self.teacher_cache.hits - cached_before) * self.dist.world_size
         if self._due(self.config.log_every) or self._due(self.config.snapshot_every):
             t1 = time.perf_counter()

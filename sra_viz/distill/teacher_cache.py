@@ -426,6 +426,16 @@ def _record_of(tensors: dict[str, torch.Tensor], key: str, expected: dict[str, t
     return record
 
 
+def open_teacher_cache(config: DistillConfig) -> TeacherCache | None:
+    """The cache a run with ``config`` uses (``teacher_cache="off"``: None), in
+    ``sra_viz.paths.teacher_cache_dir()`` with the run's limit ``teacher_cache_mb``."""
+    if config.teacher_cache != "on":
+        return None
+    from .. import paths
+
+    return TeacherCache(paths.teacher_cache_dir(), config.teacher_cache_mb << 20)
+
+
 # ------------------------------------------------------------------ the hook the SRA terms call
 
 
