@@ -142,7 +142,8 @@ def main(argv=None) -> int:
         print(f"{name:5s} median step {value:.3f} s  (range {spread} s over {len(times[name])} steps)")
     sra_vs_bare, sra_vs_uld = med["sra"] / med["bare"], med["sra"] / med["uld"]
     print(
-        f"SRA / bare = {sra_vs_bare:.3f}x (target <= 1.05)   SRA / ULD = {sra_vs_uld:.3f}x (target <= 1.00)   "
+        f"SRA / bare = {sra_vs_bare:.3f}x (target <= 1.05)   "
+        f"SRA / ULD = {sra_vs_uld:.3f}x (target <= 1.00)   "
         f"ULD / bare = {med['uld'] / med['bare']:.3f}x"
     )
     print(f"SRA with a warm teacher cache / bare = {med['warm'] / med['bare']:.3f}x (target <= 0.70)")

@@ -131,7 +131,8 @@ def _cmd_cache(args: argparse.Namespace) -> int:
     if args.cache_cmd == "clear":
         gone = cache.clear()
         print(
-            f"removed {gone.entries} cached texts in {gone.shards} files ({gone.bytes / 2**20:.1f} MB) from {gone.folder}"
+            f"removed {gone.entries} cached texts in {gone.shards} files ({gone.bytes / 2**20:.1f} MB) "
+            f"from {gone.folder}"
         )
         return 0
     info = cache.info()

@@ -44,7 +44,8 @@ def runs_dir() -> Path:
 
 
 def teacher_cache_dir() -> Path:
-    """The teacher cache (sra_viz.distill.teacher_cache): ``$SRA_VIZ_TEACHER_CACHE`` or ``<home>/teacher_cache``."""
+    """The teacher cache (sra_viz.distill.teacher_cache): ``$SRA_VIZ_TEACHER_CACHE``, else
+    ``<home>/teacher_cache``."""
     root = os.environ.get("SRA_VIZ_TEACHER_CACHE")
     if not root:
         return _sub("teacher_cache")

@@ -268,10 +268,10 @@ class DistillConfig:
     )
     teacher_cache: str = _opt(
         "on",
-        "SRA: read the frozen teacher's span CoMs and masses of each text from the teacher cache "
-        "(sra_viz.paths.teacher_cache_dir(); the span logits are recomputed from the CoMs) and store those it "
-        "lacks; off: run the teacher at every step. ULD and exact need token-level teacher logits and always "
-        "run the teacher",
+        "read the frozen teacher's span CoMs and masses of each text from the teacher cache "
+        "(sra_viz.paths.teacher_cache_dir()) and store those it lacks: SRA's steps (span logits recomputed "
+        "from the CoMs), the probe and the held-out evaluation; off: run the teacher each time. ULD and "
+        "exact steps need token-level teacher logits and always run the teacher",
         choices=ON_OFF,
     )
     teacher_cache_mb: int = _opt(
