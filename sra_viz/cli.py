@@ -7,6 +7,8 @@
     sra-viz distill --method sra --steps 30 --out runs/sra   # see `sra-viz distill --help`
     sra-viz eval runs/sra --size 8 --format table             # held-out evaluation of a run or a model
     sra-viz export runs/sra --out exported/sra                # the student as a transformers folder
+    sra-viz cache info                                        # the teacher cache: folder, texts, size
+    sra-viz cache clear                                       # empty it (runs recompute what they need)
 
 ``python -m sra_viz ...`` is the same. Bad input exits with status 2 and one line saying what was
 wrong; no traceback.
@@ -119,6 +121,29 @@ def _cmd_features(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_cache(args: argparse.Namespace) -> int:
+    from . import paths
+    from .distill.config import field_defaults
+    from .distill.teacher_cache import TeacherCache
+
+    limit_mb = int(field_defaults()["teacher_cache_mb"])
+    cache = TeacherCache(paths.teacher_cache_dir(), limit_mb << 20)
+    if args.cache_cmd == "clear":
+        gone = cache.clear()
+        print(
+            f"removed {gone.entries} cached texts in {gone.shards} files ({gone.bytes / 2**20:.1f} MB) "
+            f"from {gone.folder}"
+        )
+        return 0
+    info = cache.info()
+    print(f"folder\t{info.folder}")
+    print(f"texts\t{info.entries}")
+    print(f"files\t{info.shards}")
+    print(f"size\t{info.bytes / 2**20:.1f} MB")
+    print(f"limit\t{limit_mb} MB (a run's --teacher-cache-mb; the least recently used files go first)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .distill.cli import add_distill_parser
     from .distill.config import field_choices
@@ -157,6 +182,11 @@ def build_parser() -> argparse.ArgumentParser:
                 "--windowed", action="store_true", help="cover long texts with windows, not truncation"
             )
 
+    cache = sub.add_parser("cache", help="the teacher cache of SRA runs: where it is, its size; clear it")
+    csub = cache.add_subparsers(dest="cache_cmd", required=True)
+    csub.add_parser("info", help="folder, cached texts, files and size of the teacher cache")
+    csub.add_parser("clear", help="remove every cached teacher output (runs recompute what they need)")
+
     add_distill_parser(sub)
     add_eval_parser(sub)
     add_export_parser(sub)
@@ -174,6 +204,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cmd_align(args)
         if args.command == "features":
             return _cmd_features(args)
+        if args.command == "cache":
+            return _cmd_cache(args)
         if args.command == "distill":
             from .distill.cli import run_distill
 

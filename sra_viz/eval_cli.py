@@ -77,6 +77,7 @@ def is_run_dir(path: str) -> bool:
 def evaluate_target(args: argparse.Namespace) -> dict[str, Any]:
     """Run the evaluation ``args`` asks for; returns the JSON document (see the module docstring)."""
     from .distill.config import DistillConfig
+    from .distill.teacher_cache import open_teacher_cache
     from .evaluation import Evaluator, eval_examples
     from .models import load_model, pick_device
 
@@ -116,7 +117,14 @@ def evaluate_target(args: argparse.Namespace) -> dict[str, Any]:
     else:
         target = load_model(args.target, device=device)
     teacher = load_model(args.teacher or config.teacher, device=device)
-    evaluator = Evaluator(teacher, target.tokenizer, examples, config, progress=not args.quiet)
+    evaluator = Evaluator(
+        teacher,
+        target.tokenizer,
+        examples,
+        config,
+        progress=not args.quiet,
+        teacher_cache=open_teacher_cache(config),  # the run's teacher_cache setting (default on)
+    )
     result = evaluator.evaluate(target, args.target)
     references = {"teacher": evaluator.evaluate_teacher().to_dict()}
     if before_view is not None:

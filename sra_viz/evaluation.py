@@ -304,7 +304,10 @@ class Evaluator:
         examples: Sequence[Example],
         config: Any = None,
         progress: bool = True,
+        teacher_cache: Any = None,
     ):
+        """``teacher_cache``: a :class:`sra_viz.distill.teacher_cache.TeacherCache` the teacher's span CoMs
+        are read from / stored in (the V∩ logits are computed from them); None computes them."""
         from .distill.batch import prepare_example
         from .distill.config import DistillConfig
         from .vocab import shared_vocab
@@ -315,6 +318,7 @@ class Evaluator:
         self.teacher, self.student_tokenizer = teacher, student_tokenizer
         self.examples = list(examples)
         self.progress = progress
+        self.teacher_cache = teacher_cache
         cfg = self.config
         self.items = [
             prepare_example(ex, teacher.tokenizer, student_tokenizer, cfg.max_length, cfg.max_prompt_fraction)
@@ -335,6 +339,7 @@ class Evaluator:
         """(M, V∩) log-softmax over V∩ of every valid span's CoM logits, text after text (τ = 1)."""
         from .distill.batch import collate
         from .distill.side_pass import pool_spans, run_side
+        from .distill.teacher_cache import teacher_spans
         from .forward import n_layers
 
         cfg, last = self.config, n_layers(model) - 1
@@ -346,20 +351,11 @@ class Evaluator:
         for start in range(0, len(self.items), cfg.batch_size):
             batch = collate(self.items[start : start + cfg.batch_size], *self.sides)
             with torch.no_grad():
-                out = run_side(
-                    model,
-                    batch,
-                    side,
-                    [last],
-                    {last: self._mass_layer(model)},
-                    cfg.mass_mode,
-                    cfg.weighted_pooling,
-                    grad=False,
-                    dtype=cfg.dtype,
-                )
-                valid = batch.span_valid.to(out.centers[last].device)  # (B, N)
-                if side == "teacher":
-                    logits = out.centers[last][valid] @ weight.T  # (M_b, V∩)
+                if side == "teacher":  # its CoMs from the teacher cache where it holds them
+                    masses = {last: self._mass_layer(model)}
+                    centers = teacher_spans(model, batch, cfg, masses, self.teacher_cache).centers[last]
+                    valid = batch.span_valid.to(centers.device)  # (B, N)
+                    logits = centers[valid] @ weight.T  # (M_b, V∩)
                     cap = getattr(
                         getattr(model.model.config, "text_config", None) or model.model.config,
                         "final_logit_softcapping",
@@ -367,6 +363,18 @@ class Evaluator:
                     )
                     logits = cap * torch.tanh(logits / cap) if cap else logits
                 else:  # the student's CoM logits as training pools them: from its token logits
+                    out = run_side(
+                        model,
+                        batch,
+                        side,
+                        [last],
+                        {last: self._mass_layer(model)},
+                        cfg.mass_mode,
+                        cfg.weighted_pooling,
+                        grad=False,
+                        dtype=cfg.dtype,
+                    )
+                    valid = batch.span_valid.to(out.centers[last].device)  # (B, N)
                     tokens = head(out.forward.hidden[last]).float()  # (B, L_S, V_S)
                     pooled = pool_spans(tokens, out.span_index, out.pool_mass[last], valid)  # (M_b, V_S)
                     logits = pooled[:, self.shared.student_ids.to(valid.device)]  # (M_b, V∩)

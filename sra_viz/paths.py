@@ -1,6 +1,7 @@
 """Where sra_viz keeps what it downloads, converts and writes.
 
-Everything lives under one home folder: ``$SRA_VIZ_HOME`` or ``~/.cache/sra_viz``.
+Everything lives under one home folder: ``$SRA_VIZ_HOME`` or ``~/.cache/sra_viz``; the teacher cache may
+live elsewhere (``$SRA_VIZ_TEACHER_CACHE``: the test suite points it at a temporary folder).
 """
 
 from __future__ import annotations
@@ -40,6 +41,17 @@ def tokenizers_dir() -> Path:
 def runs_dir() -> Path:
     """Default parent folder of distillation run directories."""
     return _sub("runs")
+
+
+def teacher_cache_dir() -> Path:
+    """The teacher cache (sra_viz.distill.teacher_cache): ``$SRA_VIZ_TEACHER_CACHE``, else
+    ``<home>/teacher_cache``."""
+    root = os.environ.get("SRA_VIZ_TEACHER_CACHE")
+    if not root:
+        return _sub("teacher_cache")
+    path = Path(root).expanduser()
+    path.mkdir(parents=True, exist_ok=True)
+    return path
 
 
 def numba_cache_dir() -> Path:

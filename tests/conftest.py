@@ -9,6 +9,20 @@ import pytest
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
+@pytest.fixture(scope="session", autouse=True)
+def teacher_cache_folder(tmp_path_factory):
+    """Sessions of the tests (and the processes they start) keep their teacher cache in a temporary
+    folder, never in the user's (sra_viz.paths.teacher_cache_dir reads $SRA_VIZ_TEACHER_CACHE)."""
+    folder = tmp_path_factory.mktemp("teacher_cache")
+    before = os.environ.get("SRA_VIZ_TEACHER_CACHE")
+    os.environ["SRA_VIZ_TEACHER_CACHE"] = str(folder)
+    yield folder
+    if before is None:
+        os.environ.pop("SRA_VIZ_TEACHER_CACHE", None)
+    else:
+        os.environ["SRA_VIZ_TEACHER_CACHE"] = before
+
+
 @pytest.fixture(scope="session")
 def default_pair():
     """Gemma-3-270M teacher + SmolLM2-135M student on CPU, fp32, eager attention."""

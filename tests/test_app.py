@@ -358,6 +358,8 @@ def test_distill_widget_keys_are_config_fields(tiny_pair_dirs, tmp_path):
     assert progress.status == "finished", progress.error
     written = json.loads((Path(progress.run_dir) / "config.json").read_text())
     assert {k: written[k] for k in keys} == shown
+    at.run()  # the finished run's panel says how much of its teacher side the teacher cache held
+    assert any(c.value.startswith("Used the teacher cache: the teacher side of ") for c in at.caption)
     assert (written["lambda_geo"], written["seed"], written["lr"], written["use_geo"]) == (
         3.0,
         7,

@@ -64,3 +64,19 @@ def test_models_info_shows_both_sides():
     assert out.returncode == 0, out.stderr
     assert "teacher" in out.stdout and "student" in out.stdout
     assert "Gemma3ForCausalLM" in out.stdout and "LlamaForCausalLM" in out.stdout
+
+
+def test_cache_info_and_clear_report_the_teacher_cache(tmp_path, monkeypatch):
+    import torch
+
+    from sra_viz.distill.teacher_cache import TeacherCache
+
+    monkeypatch.setenv("SRA_VIZ_TEACHER_CACHE", str(tmp_path))
+    TeacherCache(tmp_path, 1 << 20).put({k: {"centers/0": torch.ones(3, 4)} for k in ("a", "b")})
+    info = run("cache", "info")
+    assert info.returncode == 0, info.stderr
+    lines = dict(line.split("\t", 1) for line in info.stdout.splitlines())
+    assert lines["folder"] == str(tmp_path) and lines["texts"] == "2" and lines["files"] == "1"
+    cleared = run("cache", "clear")
+    assert cleared.returncode == 0 and cleared.stdout.startswith("removed 2 cached texts in 1 files")
+    assert not list(tmp_path.glob("shard-*")) and "texts\t0" in run("cache", "info").stdout

@@ -339,6 +339,38 @@ def test_stopped_run_resumes_exactly_where_it_was(tiny_pair, tmp_path):
                 assert rb[key] == pytest.approx(ra[key], rel=1e-4, abs=1e-6), (ra["step"], key)
 
 
+def test_a_warm_teacher_cache_gives_the_losses_of_a_run_without_one(tiny_pair, tmp_path, monkeypatch):
+    """Same seed, same config: a run whose teacher side is read from the cache (filled by a first run)
+    logs the losses, probe and held-out measures of a run that computes it (teacher_cache="off") to
+    1e-6 relative."""
+    monkeypatch.setenv("SRA_VIZ_TEACHER_CACHE", str(tmp_path / "cache"))
+    quick = dict(
+        steps=3,
+        log_every=10,
+        snapshot_every=10,
+        eval_size=2,
+        eval_max_new_tokens=2,
+        probe_size=2,
+        heldout_size=1,
+    )
+    rows, cached = {}, {}
+    for name, cache in (("cold", "on"), ("warm", "on"), ("off", "off")):
+        session = DistillSession(_cfg(tmp_path, name, teacher_cache=cache, **quick), pair=tiny_pair)
+        assert session.run() == "finished"
+        rows[name] = [r for r in session.history if r["step"] > 0]
+        cached[name] = session.teacher_cache.hits if session.teacher_cache is not None else None
+    assert [r["teacher_cached"] for r in rows["cold"]] == [0, 0, 0]
+    assert [r["teacher_cached"] for r in rows["warm"]] == [2, 2, 2]  # every text of every step
+    assert cached["warm"] == 2 * 3 + 2 + 2  # training texts, probe texts, held-out evaluation texts
+    assert all("teacher_cached" not in r for r in rows["off"])
+    measures = ("loss", "span", "geo", "kd", "ce", "grad_norm", "probe_cka", "probe_cos", "eval_vcap_kl")
+    for warm, off in zip(rows["warm"], rows["off"], strict=True):
+        for key in measures:
+            if key in off:
+                assert warm[key] == pytest.approx(off[key], rel=1e-6, abs=0.0), (warm["step"], key)
+    assert "probe_cka" in rows["off"][-1] and "eval_vcap_kl" in rows["off"][-1]
+
+
 def test_nonfinite_loss_stops_without_applying_the_update(tiny_pair, tmp_path):
     session = DistillSession(
         _cfg(tmp_path, "nan", steps=5, log_every=100, snapshot_every=100, checkpoint_every=1),

@@ -33,6 +33,7 @@ DTYPES = ("float32", "bfloat16")
 PROJECTOR_INITS = ("orthogonal", "xavier")
 HEAD_DTYPES = ("auto", "float32", "bfloat16")
 PEFTS = ("none", "lora")
+ON_OFF = ("on", "off")
 # Below this, logits / τ overflow float32 for ordinary logits (|z| ~ 30 -> 3e4 / 1e-2 is still finite,
 # 1e-45 is not even a normal float): the softmax is one-hot or NaN and the KD term means nothing.
 MIN_TEMPERATURE = 0.01
@@ -336,6 +337,17 @@ class DistillConfig:
         True,
         "glibc: keep freed tensor memory for reuse instead of page-faulting it back every step (~3x faster "
         "large element-wise ops; process-wide, see sra_viz.distill.perf)",
+    )
+    teacher_cache: str = _opt(
+        "on",
+        "read the frozen teacher's span CoMs and masses of each text from the teacher cache "
+        "(sra_viz.paths.teacher_cache_dir()) and store those it lacks: SRA's steps (span logits recomputed "
+        "from the CoMs), the probe and the held-out evaluation; off: run the teacher each time. ULD and "
+        "exact steps need token-level teacher logits and always run the teacher",
+        choices=ON_OFF,
+    )
+    teacher_cache_mb: int = _opt(
+        4096, "size limit of the teacher cache folder in MB (the least recently used files go first)", min=1
     )
     seed: int = _opt(0, "seed of the data order, the probe split and the projector init")
 

@@ -40,6 +40,7 @@ from .batch import Batch, label_positions
 from .config import DistillConfig
 from .plan import LayerPlan, VocabHeads
 from .side_pass import SideOutput, SideView, autocast_for, pool_spans, run_side
+from .teacher_cache import TeacherCache, teacher_spans
 
 if TYPE_CHECKING:
     from ..models import LoadedModel
@@ -156,16 +157,19 @@ def sra_terms(
     teacher: LoadedModel,
     student: SideView,
     projectors: Sequence[torch.nn.Module],
+    teacher_cache: TeacherCache | None = None,
 ) -> dict[str, torch.Tensor]:
     """span / geo / kd / dynamics / ce, as switched on in the config.
 
     Each mapped layer's CoMs are pooled with the masses ``plan`` names for it; ŵ, L_geo and the
-    dynamics weights come from the deepest pair; L_KD pools both last layers.
+    dynamics weights come from the deepest pair; L_KD pools both last layers. The teacher's CoMs and
+    span masses come from ``teacher_cache`` where it holds them (:mod:`.teacher_cache`), the span
+    logits on V∩ are computed from the last-layer CoMs through the frozen head either way.
     """
     cfg = config
     t_pooled = plan.teacher_layers + ([plan.teacher_last] if cfg.use_kd else [])
     t_masses = plan.mass_layers_of("teacher", sorted(set(t_pooled)))
-    t = teacher_forward(teacher, batch, cfg, sorted(set(t_masses)), t_masses)
+    t = teacher_spans(teacher, batch, cfg, t_masses, teacher_cache)
     s_masses = plan.mass_layers_of("student", sorted(set(plan.student_layers) | {plan.student_last}))
     s_centers = plan.student_layers + ([plan.student_last] if cfg.use_kd and heads.student_softcap else [])
     s, logits = student_forward(
@@ -278,10 +282,12 @@ def loss_terms(
     teacher: LoadedModel,
     student: SideView,
     projectors: Sequence[torch.nn.Module] = (),
+    teacher_cache: TeacherCache | None = None,
 ) -> dict[str, torch.Tensor]:
-    """Every active loss term of the config's method on one collated batch."""
+    """Every active loss term of the config's method on one collated batch (``teacher_cache``: SRA's
+    teacher side read from / written to it; the token-level methods always run the teacher)."""
     if config.method == "ce":
         return ce_only_terms(batch, config, plan, heads, student)
     if config.method == "sra":
-        return sra_terms(batch, config, plan, heads, teacher, student, projectors)
+        return sra_terms(batch, config, plan, heads, teacher, student, projectors, teacher_cache)
     return token_terms(batch, config, plan, heads, teacher, student)

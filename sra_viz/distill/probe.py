@@ -38,6 +38,7 @@ from .batch import PreparedExample, collate, label_positions
 from .config import DistillConfig
 from .plan import LayerPlan, VocabHeads
 from .side_pass import SideOutput, SideView, autocast_for, run_side
+from .teacher_cache import TeacherCache, teacher_spans
 
 if TYPE_CHECKING:
     from ..models import LoadedModel
@@ -120,12 +121,22 @@ def _probe_passes(
 
 
 def teacher_probe(
-    teacher: LoadedModel, texts: ProbeTexts, config: DistillConfig, plan: LayerPlan
+    teacher: LoadedModel,
+    texts: ProbeTexts,
+    config: DistillConfig,
+    plan: LayerPlan,
+    teacher_cache: TeacherCache | None = None,
 ) -> ProbeTeacher:
-    """Teacher CoMs and saliency of every probe span at the deepest mapped teacher layer (no grad)."""
+    """Teacher CoMs and saliency of every probe span at the deepest mapped teacher layer (no grad),
+    read from ``teacher_cache`` where it holds them (:func:`.teacher_cache.teacher_spans`)."""
     centers, text_id, span_idx, span_texts, sal = [], [], [], [], []
     layer = plan.deepest[0]
-    for start, items, com, out, valid in _probe_passes(teacher, "teacher", texts, config, plan):
+    masses = plan.mass_layers_of("teacher", [layer])
+    for start, items in _batches(texts.probe, config.batch_size):
+        batch = collate(items, texts.teacher_padding_side, texts.student_padding_side)
+        out = teacher_spans(teacher, batch, config, masses, teacher_cache)
+        com = out.centers[layer]  # (B, N, D_T)
+        valid = batch.span_valid.to(com.device)  # (B, N)
         if layer in out.span_mass:
             w = saliency_weights(out.span_mass[layer], valid, config.saliency_power)
         else:

@@ -52,6 +52,7 @@ from .runs import (
 from .side_pass import SideView
 from .sra_loss import SRALoss
 from .student import make_student
+from .teacher_cache import TeacherCache, open_teacher_cache
 
 if TYPE_CHECKING:
     from ..data import Example
@@ -132,8 +133,10 @@ class DistillSession:
         self.student_view = SideView(
             self.student.model, pair.student.tokenizer, f"{pair.student.name} (student copy)"
         )
+        # the teacher's span CoMs and masses per text: SRA's steps, the probe and the held-out evaluation
+        self.teacher_cache: TeacherCache | None = open_teacher_cache(cfg)
         # the objective: plan, heads and projectors, built once (SRALoss is the one loss code path)
-        self.objective = SRALoss(self.teacher, self.student_view, cfg)
+        self.objective = SRALoss(self.teacher, self.student_view, cfg, teacher_cache=self.teacher_cache)
         self.teacher_padding_side = self.objective.teacher_padding_side
         self.student_padding_side = self.objective.student_padding_side
         self.plan, self.heads = self.objective.plan, self.objective.heads
@@ -287,7 +290,9 @@ class DistillSession:
     def probe_teacher(self) -> probe.ProbeTeacher:
         if self._probe_teacher is None:
             self._say("computing the teacher's probe CoMs (once)")
-            self._probe_teacher = probe.teacher_probe(self.teacher, self.probe_texts, self.config, self.plan)
+            self._probe_teacher = probe.teacher_probe(
+                self.teacher, self.probe_texts, self.config, self.plan, self.teacher_cache
+            )
             if self.run_dir is not None:
                 self.run_dir.write_teacher_snapshot(probe.teacher_snapshot(self._probe_teacher))
         return self._probe_teacher
@@ -325,7 +330,12 @@ class DistillSession:
         t0 = time.perf_counter()
         if self._evaluator is None:
             self._evaluator = Evaluator(
-                self.teacher, self.pair.student.tokenizer, self.eval_examples, self.config, progress=False
+                self.teacher,
+                self.pair.student.tokenizer,
+                self.eval_examples,
+                self.config,
+                progress=False,
+                teacher_cache=self.teacher_cache,
             )
         if self.run_dir is not None and not (self.run_dir.path / EVALUATION / "teacher.json").is_file():
             self._say(f"evaluating the teacher on {len(self.eval_examples)} held-out examples (once)")
@@ -381,6 +391,7 @@ class DistillSession:
         t0 = time.perf_counter()
         items = [self._prepare(e) for e in self._next_examples()]
         batch = collate(items, self.teacher_padding_side, self.student_padding_side)
+        cached_before = self.teacher_cache.hits if self.teacher_cache is not None else 0
         parts = self.loss_terms(batch)
         loss = self.objective.total(parts)  # α·CE + (1−α)·terms; the ce control: CE at full weight
         values = torch.stack([loss.detach().float()] + [v.detach().float() for v in parts.values()])
@@ -424,6 +435,8 @@ class DistillSession:
         )
         if self.projectors is not None:
             row["projector_lr"] = lrs[1]
+        if self.teacher_cache is not None and self.config.method == "sra":  # texts read from the cache
+            row["teacher_cached"] = (self.teacher_cache.hits - cached_before) * self.dist.world_size
         if self._due(self.config.log_every) or self._due(self.config.snapshot_every):
             t1 = time.perf_counter()
             row.update(self.evaluate(snapshot=self._due(self.config.snapshot_every)))

@@ -93,8 +93,10 @@ class SRALoss(torch.nn.Module):
         *,
         teacher_tokenizer: Any = None,
         student_tokenizer: Any = None,
+        teacher_cache: Any = None,
     ):
         super().__init__()
+        self.teacher_cache = teacher_cache  # a TeacherCache: SRA's teacher side read where cached
         cfg = self.config = config if config is not None else DistillConfig()
         self.teacher = as_side(teacher, teacher_tokenizer, "teacher")
         self.student = as_side(student, student_tokenizer, "student")
@@ -173,6 +175,7 @@ class SRALoss(torch.nn.Module):
             self.teacher,
             self.student,
             projectors,
+            teacher_cache=self.teacher_cache,
         )
 
     def total(self, terms: dict[str, torch.Tensor]) -> torch.Tensor:

@@ -44,6 +44,7 @@ _NOT_METRICS = {
     "lr",
     "projector_lr",
     "texts",
+    "teacher_cached",
     "seed",
     "time",
     "elapsed_s",

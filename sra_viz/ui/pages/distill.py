@@ -376,6 +376,20 @@ def status_line(p: WorkerProgress) -> None:
         st.caption(f"{p.message or 'preparing'}…")
 
 
+def teacher_cache_line(records: list[dict]) -> str | None:
+    """ "used the teacher cache for X of Y texts" from the run's rows (None: the run did not use it)."""
+    rows = [
+        r for r in records if isinstance(r.get("teacher_cached"), (int, float)) and r["teacher_cached"] >= 0
+    ]
+    if not rows:  # absent, or NaN in a table of runs mixed with and without the cache
+        return None
+    cached, texts = sum(int(r["teacher_cached"]) for r in rows), sum(int(r.get("texts") or 0) for r in rows)
+    return (
+        f"Used the teacher cache: the teacher side of {cached} of {texts} texts was read from it, "
+        "the rest computed and stored (`sra-viz cache info`)."
+    )
+
+
 def live_panel() -> None:
     """Progress of the watched run; re-run by the fragment every LIVE_EVERY s while a run is active."""
     worker = watched()
@@ -402,6 +416,9 @@ def live_panel() -> None:
         col.metric(label, f"{last[name]:.3f}" if name in last else "–", change)
     cols[4].metric("s / step", f"{last['step_time_s']:.2f}" if "step_time_s" in last else "–")
     status_line(p)
+    cache_line = teacher_cache_line(p.records)
+    if cache_line is not None:
+        st.caption(cache_line)
     fig = live_curves(p)
     if fig is not None:
         st.plotly_chart(fig, key="distill_curves")
@@ -444,10 +461,13 @@ def past_runs(root: Path) -> None:
     heldout.draw_comparison(runs)
     reopen = st.selectbox("Reopen a run", list(by_name), key="distill_reopen")
     run = by_name[reopen]
-    config, _, _ = load_run(run.path)
+    config, metrics, _ = load_run(run.path)
     st.caption(
         f"{run.name}: {config.method}, {config.student_variant} student, {run.state} at step {run.steps_done}"
     )
+    cache_line = teacher_cache_line(metrics.to_dict("records") if "teacher_cached" in metrics else [])
+    if cache_line is not None:
+        st.caption(cache_line)
     if run.message:
         st.caption(run.message)
     draw_views(str(run.path), "distill_reopen", pick_step=True)
