@@ -812,3 +812,19 @@ def test_learn_tour_every_step_on_the_live_models():
     shown = metrics(at)
     assert 0.0 <= float(shown["linear CKA"]) <= 1.0
     assert float(shown["Gram distance (saliency-weighted)"]) >= 0.0
+
+
+def test_runs_of_different_methods_are_not_overlaid_on_one_total_loss(tiny_pair_dirs, heldout_runs):
+    """SRA's and CE-only's total losses are different objectives: overlaid, they leave the loss panel out."""
+    root, _, _ = heldout_runs
+    at = open_tiny(tiny_pair_dirs)
+    at.text_input(key="distill_runs_root").set_value(str(root)).run()
+    at.multiselect(key="distill_compare").set_value(["sra-run", "ce-run"]).run()
+    assert_clean(at)
+    assert any("total loss is left out" in c.value for c in at.caption)
+    (chart,) = _titled(at, "Runs compared")
+    panels = [a["text"] for a in chart["layout"].get("annotations", [])]
+    assert "L_CE (next token)" in panels and "total loss L" not in panels
+    at.multiselect(key="distill_compare").set_value(["sra-run", "old-run"]).run()  # one method: kept
+    (chart,) = _titled(at, "Runs compared")
+    assert "total loss L" in [a["text"] for a in chart["layout"].get("annotations", [])]

@@ -451,6 +451,9 @@ def past_runs(root: Path) -> None:
     logged = [r.name for r in runs if "step" in r.last]  # a run still setting up has no metrics row yet
     chosen = st.multiselect("Overlay curves of", logged, default=logged[:2], key="distill_compare")
     columns = [c for c in CURVES if any(c in by_name[n].last for n in chosen)]
+    if len({by_name[n].method for n in chosen}) > 1 and "loss" in columns:
+        columns.remove("loss")  # each method's total loss is a different objective: not one axis
+        st.caption("The total loss is left out: the chosen runs train different objectives.")
     if chosen and columns:
         st.plotly_chart(
             figures.run_metrics_figure(
