@@ -221,9 +221,13 @@ def test_geometry_page_on_the_bundled_corpus():
     shown = metrics(at)
     assert int(shown["spans"]) >= 3
     assert 0.0 <= float(shown["linear CKA"]) <= 1.0
-    assert -1.0 <= float(shown["cosine (fitted map)"]) <= 1.0
-    assert 0.0 <= float(shown["retrieval@1 (fitted map)"]) <= 1.0
-    assert any("least-squares linear map fitted on this same set" in i.value for i in at.info)
+    assert float(shown["Gram distance"]) >= 0.0 and float(shown["Gram distance (ŵ-weighted)"]) >= 0.0
+    assert -1.0 <= float(shown["cosine (out-of-sample map)"]) < 1.0
+    assert 0.0 <= float(shown["retrieval@1 in text (out-of-sample map)"]) <= 1.0
+    # projector-free measures come first, and the page says the mapped ones are out of sample
+    assert list(shown)[:4] == ["spans", "linear CKA", "Gram distance", "Gram distance (ŵ-weighted)"]
+    assert any("fitted on the other half of the texts" in i.value for i in at.info)
+    assert any("out-of-sample" in i.value for i in at.info)
     figs = charts(at)
     assert len(figs) == 2  # PCA scatter and one text's Gram matrices (UMAP only on request)
     assert "PCA" in figs[0]["layout"]["title"]["text"]
