@@ -6,7 +6,13 @@ import streamlit as st
 
 from sra_viz import export, figures
 from sra_viz.alignment import align_spans
-from sra_viz.ui import state
+from sra_viz.ui import share, state
+
+SHARED = (
+    share.Param("text", state.TEXT_KEY),
+    share.Param("word", "align_word", kind="bool"),
+    *share.PAIR,
+)
 
 
 def aligned(text: str, granularity: str):
@@ -37,6 +43,7 @@ def show_stats(stats: dict) -> None:
 
 
 st.title("Alignment")
+share.restore("alignment", SHARED)
 teacher_spec, student_spec = state.selected_specs()
 st.markdown(
     f"The teacher **{teacher_spec}** and the student **{student_spec}** tokenize the same text differently. "
@@ -77,3 +84,4 @@ with state.reported("alignment"):
         key="alignment_html",
         on_click="ignore",
     )
+share.publish("alignment", SHARED)

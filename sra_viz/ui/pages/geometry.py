@@ -13,11 +13,20 @@ from sra_viz.errors import SraVizError
 from sra_viz.extraction import extract_corpus
 from sra_viz.features import MASS_MODES
 from sra_viz.samples import GEOMETRY_TEXTS
-from sra_viz.ui import state
+from sra_viz.ui import share, state
 
 SOURCES = ["Bundled corpus", "Pasted texts", "Uploaded file"]
 UPLOAD_MB = 20  # matches server.maxUploadSize in .streamlit/config.toml
 MAX_TEXTS = 64  # a 2-core CPU runs both models on ~16 texts in about half a minute
+N_TEXTS = range(2, MAX_TEXTS + 1)  # the "Number of texts" slider
+SHARED = (
+    share.Param("source", "geometry_source", choices=SOURCES),
+    share.Param("texts", "geometry_pasted", when=lambda values: values.get("geometry_source") == SOURCES[1]),
+    share.Param("n", "geometry_n", kind="int", choices=N_TEXTS),
+    share.Param("mode", "geometry_mode", choices=MASS_MODES),
+    share.Param("responses", "geometry_responses", kind="bool"),
+    *share.PAIR,
+)
 PROBE_RIDGE = DistillConfig().probe_ridge  # the distillation probe's ridge strength, same measurement
 FREE_LABELS = {  # projector-free measures: the two clouds compared as they are
     "cka": "linear CKA",
@@ -107,6 +116,7 @@ st.markdown(
     "SRA aligns the **shape** of the span space, not just single spans. Here both models read many texts; "
     "every span gets a teacher and a student center of mass (last layer), and the two clouds are compared."
 )
+share.restore("geometry", SHARED)
 state.keep("geometry_source", SOURCES[0], SOURCES)
 source = st.radio("Texts", SOURCES, horizontal=True, key="geometry_source")
 if source == "Pasted texts":
@@ -122,7 +132,7 @@ elif source == "Uploaded file":
     )
 left, mid, right = st.columns(3)
 state.keep("geometry_n", 12)
-n_texts = left.slider("Number of texts (first N)", 2, MAX_TEXTS, key="geometry_n")
+n_texts = left.slider("Number of texts (first N)", N_TEXTS.start, N_TEXTS.stop - 1, key="geometry_n")
 state.keep("geometry_mode", MASS_MODES[0], MASS_MODES)
 mode = mid.selectbox("Mass mode", list(MASS_MODES), key="geometry_mode")
 state.keep("geometry_responses", True)
@@ -132,6 +142,8 @@ responses_only = right.toggle(
     help="Align only the response of prompt/response examples, as distillation does.",
 )
 
+state.selected_specs()  # the pair is part of the shared view
+share.publish("geometry", SHARED)
 store = state.results("geometry")
 if st.button("Compute span centers", type="primary", icon=":material/play_arrow:", key="geometry_run"):
     with state.reported("geometry"):

@@ -7,7 +7,7 @@ import streamlit as st
 from sra_viz import figures
 from sra_viz.extraction import analyze_text
 from sra_viz.features import MASS_MODES
-from sra_viz.ui import state
+from sra_viz.ui import share, state
 
 MODE_HELP = {
     "last_token": "attention the last real token pays to each token, summed over heads (SRA's choice)",
@@ -15,6 +15,19 @@ MODE_HELP = {
     "uniform": "every token weighs the same: plain mean pooling (the paper's ablation)",
 }
 ALL_HEADS = "all heads"
+TOP_K = range(5, 41)  # the "How many spans" slider
+SHARED = (
+    share.Param("text", state.TEXT_KEY),
+    share.Param("mode", "saliency_mode", choices=MASS_MODES),
+    *(
+        share.Param(f"{role}_{what}", f"saliency_{role}_{what}", kind="int", words=words)
+        for role in ("teacher", "student")
+        for what, words in (("layer", {}), ("head", {"all": ALL_HEADS}))
+    ),
+    share.Param("side", "saliency_side", choices=("teacher", "student")),
+    share.Param("k", "saliency_k", kind="int", choices=TOP_K),
+    *share.PAIR,
+)
 
 
 def layer_and_head(column, role: str, info) -> tuple[int, int | None]:
@@ -60,6 +73,7 @@ st.markdown(
     "of its tokens' masses. The teacher's span masses, normalised, are the **saliency** weights ŵ that "
     "steer pooling and every loss."
 )
+share.restore("saliency", SHARED)
 text = state.text_picker()
 with state.reported("saliency"):
     pair = state.get_pair()
@@ -85,6 +99,7 @@ with state.reported("saliency"):
         )
     with top:
         state.keep("saliency_k", 15)
-        k = st.slider("How many spans", 5, 40, key="saliency_k")
+        k = st.slider("How many spans", TOP_K.start, TOP_K.stop - 1, key="saliency_k")
         st.plotly_chart(figures.top_spans_figure(feats, feats.alignment, k=k), key="saliency_top")
         st.dataframe(feats.to_frame().sort_values("saliency", ascending=False), hide_index=True, height=280)
+share.publish("saliency", SHARED)
