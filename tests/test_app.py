@@ -207,6 +207,38 @@ def test_saliency_page_draws_both_models():
     assert heat["layout"]["title"]["text"].startswith("student attention")
 
 
+def test_saliency_colour_scale_head_and_windowed_controls(
+    tiny_pair_dirs, teacher_tokenizer, student_tokenizer
+):
+    at = open_tiny(tiny_pair_dirs, "saliency")
+    assert_clean(at)
+    text_bars = [t for t in charts(at)[0]["data"] if t["type"] == "bar"]
+    assert "saturate" in text_bars[1]["marker"]["colorbar"]["title"]["text"]  # sinks out of range by default
+    at.segmented_control(key="saliency_scale").set_value("rank").run()
+    text_bars = [t for t in charts(at)[0]["data"] if t["type"] == "bar"]
+    assert (
+        text_bars[0]["marker"]["cmax"] == 1.0
+        and "rank" in text_bars[1]["marker"]["colorbar"]["title"]["text"]
+    )
+    # the page's head picker decides what the heatmap shows: no menu of its own that could contradict it
+    at.selectbox(key="saliency_teacher_head").set_value(1).run()
+    heat = charts(at)[1]
+    assert [t["name"] for t in heat["data"]] == ["head 1"] and not heat["layout"].get("updatemenus")
+    # a long text: cut, with the cure offered as a control, then covered whole by windows
+    long = "The cat sat on the mat, and then it slept. " * 80  # about 900 tokens, 3,440 characters
+    at.text_area(key="shared_text").set_value(long).run()
+    assert_clean(at)
+    (warning,) = [w.value for w in at.warning]
+    assert "text truncated" in warning and "Windowed analysis" in warning and "windowed=True" not in warning
+    cut = len(at.dataframe[0].value)
+    at.toggle(key="saliency_windowed").set_value(True).run()
+    assert_clean(at)
+    assert not at.warning
+    whole = len(align_spans(long, teacher_tokenizer, student_tokenizer))
+    assert len(at.dataframe[0].value) == whole > cut
+    assert any("Windowed analysis" in i.value for i in at.info)  # the heatmap needs one window
+
+
 # ----------------------------------------------------------------------------- Geometry page
 
 
