@@ -100,10 +100,10 @@ with state.reported("saliency"):
     scale_col.caption(SCALE_HELP[scale])
     state.keep("saliency_sinks", True)
     sinks = sinks_col.toggle(
-        "First and last span out of the colour range",
+        "Sinks out of the colour range",
         key="saliency_sinks",
-        help="Attention sinks: the first token and the final one take most of the mass. Left out of the "
-        "colour range, they saturate and the other spans' differences show (the colour bar says so).",
+        help="Attention sinks: the first and the last span take most of the mass. Left out of the colour "
+        "range, they saturate and the other spans' differences show (the colour bar says so).",
     )
     state.keep("saliency_windowed", False)
     windowed = window_col.toggle(
@@ -130,7 +130,11 @@ with state.reported("saliency"):
         else:
             st.plotly_chart(
                 figures.attention_figure(
-                    feats, feats.alignment, side=side, layer_label=f"layer {layer}", head=head
+                    feats,
+                    feats.alignment,
+                    side=side,
+                    layer_label=f"layer {layer}" + ("" if head is None else f" · head {head}"),
+                    head=head,
                 ),
                 key="saliency_heat",
             )
