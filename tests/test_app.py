@@ -133,7 +133,12 @@ def test_alignment_page_shows_the_library_statistics(teacher_tokenizer, student_
     assert len(at.dataframe[0].value) == expected["spans"]
     (diagram,) = charts(at)
     assert diagram["layout"]["title"]["text"] == "Span alignment"
-    assert {b.label for b in at.get("download_button")} == {"Span table (CSV)", "Diagram (offline HTML)"}
+    assert {b.label for b in at.get("download_button")} == {
+        "Span table (CSV)",
+        "Diagram (offline HTML)",
+        "Diagram (PNG)",
+        "Diagram (SVG)",
+    }
 
 
 def test_alignment_page_sample_and_word_level(teacher_tokenizer, student_tokenizer):

@@ -209,7 +209,7 @@ def test_alignment_diagram_in_browser(app_url, page, teacher_tokenizer, student_
         page.screenshot(path=str(ARTIFACTS / "alignment.png"), full_page=True)
         _no_exception(page)
         assert page.get_by_role("heading", name="Span table").count() == 1
-        assert page.get_by_test_id("stDownloadButton").count() == 2
+        assert page.get_by_test_id("stDownloadButton").count() == 4  # CSV, HTML, PNG, SVG
     assert not page.errors, page.errors
 
 
@@ -267,6 +267,27 @@ def test_alignment_view_opens_from_a_shared_link(
             _no_exception(other)
     finally:
         other.context.close()
+    assert not page.errors, page.errors
+
+
+def test_alignment_diagram_downloads_as_png(tiny_app, page, tmp_path):
+    """The Diagram (PNG) button renders the figure with kaleido on the server and downloads a PNG."""
+    import struct
+
+    url, _ = tiny_app
+    with _shot_on_failure(page, "alignment_png"):
+        page.goto(f"{url}/alignment?text=Tokyo%20%E6%9D%B1%E4%BA%AC.", wait_until="networkidle")
+        page.locator(".js-plotly-plot").first.wait_for(state="visible", timeout=300_000)
+        button = page.get_by_test_id("stDownloadButton").filter(has_text="Diagram (PNG)")
+        with page.expect_download(timeout=180_000) as download:
+            button.get_by_role("button").click()
+        assert download.value.suggested_filename == "alignment.png"
+        png = Path(download.value.path()).read_bytes()
+        assert png[:8] == b"\x89PNG\r\n\x1a\n"
+        width, height = struct.unpack(">II", png[16:24])
+        assert width >= 800 and height >= 200  # 2x the figure's layout size
+        (tmp_path / "alignment.png").write_bytes(png)
+        _no_exception(page)
     assert not page.errors, page.errors
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import re
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -396,6 +397,28 @@ def test_html_export_is_offline_and_written(tmp_path):
     assert re.search(autoplay, animated.to_html(include_plotlyjs=False))  # the default plays on load
     assert not re.search(autoplay, export.figure_to_html(animated))  # ours opens on step 0
     assert export.figure_to_html_bytes(fig).lower().startswith(b"<!doctype html>")
+
+
+def test_png_and_svg_export_of_a_real_alignment_diagram(teacher_tokenizer, student_tokenizer, tmp_path):
+    """Static export renders in a headless Chromium (scripts/install_browser.sh installs it)."""
+    import shutil
+    import struct
+
+    if shutil.which("chromium") is None and not Path("/usr/bin/chromium").exists():
+        pytest.skip("no Chromium: run `make browser` (scripts/install_browser.sh)")
+    from sra_viz.alignment import align_spans
+
+    fig = F.alignment_figure(align_spans("Tokyo 東京 & café.", teacher_tokenizer, student_tokenizer))
+    png = export.figure_to_image(fig, tmp_path / "alignment.png", scale=2.0).read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    width, height = struct.unpack(">II", png[16:24])  # the IHDR chunk
+    assert (width, height) == (2 * fig.layout.width, 2 * fig.layout.height)
+    svg = export.figure_to_image_bytes(fig, "svg").decode("utf-8")
+    assert svg.startswith("<svg") and "Span alignment" in svg and "東京" in svg
+    with pytest.raises(SraVizError, match="give a .png or .svg file name"):
+        export.figure_to_image(fig, tmp_path / "alignment.jpg")
+    with pytest.raises(SraVizError, match="'gif' is not one of png, svg"):
+        export.figure_to_image_bytes(fig, "gif")
 
 
 def test_csv_and_parquet_round_trip_of_a_real_alignment(teacher_tokenizer, student_tokenizer, tmp_path):

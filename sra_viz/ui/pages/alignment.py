@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import streamlit as st
 
 from sra_viz import export, figures
@@ -84,4 +86,14 @@ with state.reported("alignment"):
         key="alignment_html",
         on_click="ignore",
     )
+    for fmt in export.IMAGE_FORMATS:  # rendered on click: a few seconds in a headless Chromium
+        downloads.download_button(
+            f"Diagram ({fmt.upper()})",
+            functools.partial(export.figure_to_image_bytes, fig, fmt),
+            file_name=f"alignment.{fmt}",
+            mime="image/png" if fmt == "png" else "image/svg+xml",
+            icon=":material/image:",
+            key=f"alignment_{fmt}",
+            on_click="ignore",
+        )
 share.publish("alignment", SHARED)
