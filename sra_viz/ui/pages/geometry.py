@@ -34,8 +34,8 @@ FREE_LABELS = {  # projector-free measures: the two clouds compared as they are
     "gram_distance_weighted": "Gram distance (ŵ-weighted)",
 }
 MAPPED_LABELS = {  # through the cross-fitted student->teacher map
-    "cos": "cosine (out-of-sample map)",
-    "retrieval": "retrieval@1 in text (out-of-sample map)",
+    "cos": "cosine (out-of-sample)",
+    "retrieval": "retrieval@1 (out-of-sample)",
 }
 
 
