@@ -28,7 +28,7 @@ models: $(STAMP)
 browser:
 	bash scripts/install_browser.sh
 
-app: models
+app: models browser  # the browser: PNG/SVG export of figures (kaleido drives Chromium)
 	$(BIN)/streamlit run app.py --server.port $(PORT)
 
 lint: $(STAMP)

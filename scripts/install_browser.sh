@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Install Debian's headless-capable Chromium for tests/test_browser.py (idempotent).
+# Install Debian's headless-capable Chromium (idempotent): tests/test_browser.py drives it, and the
+# app's PNG/SVG figure export (plotly's kaleido, sra_viz.export.figure_to_image_bytes) renders with it.
 #
 # Run: bash scripts/install_browser.sh
 # A no-op when /usr/bin/chromium already exists. The Noto CJK and colour-emoji fonts make CJK text

@@ -1,4 +1,7 @@
-"""Export figures and tables: offline standalone HTML (plotly.js embedded), CSV and parquet.
+"""Export figures and tables: offline standalone HTML (plotly.js embedded), PNG/SVG images, CSV and parquet.
+
+Images are plotly's static export (kaleido), which renders in a headless Chromium: the one
+``scripts/install_browser.sh`` (``make browser``) installs at /usr/bin/chromium.
 
 Every writer has a ``*_bytes`` twin for Streamlit download buttons.
 
@@ -9,6 +12,7 @@ Every writer has a ``*_bytes`` twin for Streamlit download buttons.
 
 from __future__ import annotations
 
+import importlib.util
 import io
 import os
 from pathlib import Path
@@ -47,6 +51,48 @@ def figure_to_html(fig: go.Figure, path: PathLike | None = None, title: str | No
 def figure_to_html_bytes(fig: go.Figure, title: str | None = None) -> bytes:
     """UTF-8 bytes of :func:`figure_to_html` (for ``st.download_button``)."""
     return figure_to_html(fig, title=title).encode("utf-8")
+
+
+IMAGE_FORMATS = ("png", "svg")
+
+
+def figure_to_image_bytes(fig: go.Figure, fmt: str = "png", scale: float = 2.0) -> bytes:
+    """The figure as a PNG (``scale`` x its layout size, for sharp pictures) or an SVG, via kaleido.
+
+    Takes a few seconds (kaleido starts a headless Chromium). SraVizError when kaleido or the browser is
+    missing, saying how to install them.
+        >>> figure_to_image_bytes(go.Figure(), "png")[:4]  # doctest: +SKIP
+        b'\x89PNG'
+    """
+    if not isinstance(fig, go.Figure):
+        raise SraVizError(f"figure_to_image_bytes needs a plotly go.Figure, got {type(fig).__name__}")
+    if fmt not in IMAGE_FORMATS:
+        raise SraVizError(f"image format {fmt!r} is not one of {', '.join(IMAGE_FORMATS)}")
+    if importlib.util.find_spec("kaleido") is None:  # plotly's static export engine
+        raise SraVizError(
+            "PNG/SVG export needs the kaleido package: pip install 'kaleido>=1.0' (make setup installs it)"
+        )
+    import plotly.io as pio
+
+    try:
+        return pio.to_image(fig, format=fmt, scale=scale if fmt == "png" else 1.0)
+    except Exception as exc:  # kaleido reports a missing or broken browser with its own error types
+        raise SraVizError(
+            f"{fmt.upper()} export failed ({type(exc).__name__}: {str(exc)[:200]}); it renders in a headless "
+            "Chromium: run `make browser` (scripts/install_browser.sh) to install one"
+        ) from None
+
+
+def figure_to_image(fig: go.Figure, path: PathLike, scale: float = 2.0) -> Path:
+    """Write :func:`figure_to_image_bytes` to ``path``; the format is the file's suffix (.png or .svg)."""
+    out = Path(path)
+    fmt = out.suffix.lower().lstrip(".")
+    if fmt not in IMAGE_FORMATS:
+        raise SraVizError(f"{out.name}: give a .png or .svg file name for an image")
+    data = figure_to_image_bytes(fig, fmt, scale)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_bytes(data)
+    return out
 
 
 def _frame(frame) -> pd.DataFrame:

@@ -210,6 +210,89 @@ def fit_linear_map(student, teacher, ridge: float = 1e-2) -> np.ndarray:
     return np.linalg.solve(gram + scale * np.eye(S.shape[1]), S.T @ T)  # (D_S, D_T)
 
 
+RIDGE_FLOOR = 1e-12  # added to the ridge strength, so an all-zero matrix stays solvable
+
+
+@one_blas_thread
+def ridge_crossfit(X, Y, groups, ridge: float = 0.1) -> np.ndarray:
+    """Out-of-fold ridge predictions of Y (N, D_Y) from X (N, D_X), folds = group parity (no bias).
+
+    ``W = (XᵀX + λI)⁻¹XᵀY`` with ``λ = ridge · tr(XᵀX)/D_X``, fitted on the rows of the other fold
+    (groups are texts: no span is predicted by a map that saw its text); with one group it is in-sample.
+        >>> X = np.random.default_rng(0).normal(size=(40, 3)); Y = X @ np.ones((3, 2))
+        >>> bool(np.allclose(ridge_crossfit(X, Y, np.arange(40) % 4, ridge=1e-9), Y, atol=1e-4))
+        True
+    """
+    X, Y = as_matrix(X, "X"), as_matrix(Y, "Y")
+    fold = np.asarray(groups) % 2  # (N,)
+    out = np.zeros_like(Y)
+    for f in (0, 1):
+        test = fold == f
+        train = ~test if (~test).any() else test
+        if not test.any():
+            continue
+        Xt = X[train]
+        gram = Xt.T @ Xt  # (D_X, D_X)
+        lam = ridge * np.trace(gram) / max(X.shape[1], 1) + RIDGE_FLOOR
+        W = np.linalg.solve(gram + lam * np.eye(X.shape[1]), Xt.T @ Y[train])  # (D_X, D_Y)
+        out[test] = X[test] @ W
+    return out
+
+
+def gram_distance_by_text(S, T, text_id, weights=None) -> float:
+    """Mean over texts of :func:`gram_distance` between the spans of one text (NaN if no text has 2)."""
+    S, T = _pair(S, T, same_dim=False, what="gram_distance_by_text")
+    text_id = np.asarray(text_id)
+    values = []
+    for t in np.unique(text_id):
+        rows = text_id == t
+        w = None if weights is None else np.asarray(weights)[rows]
+        if rows.sum() >= 2 and (w is None or np.count_nonzero(w) >= 2):
+            values.append(gram_distance(S[rows], T[rows], weights=w))
+    values = [v for v in values if np.isfinite(v)]
+    return float(np.mean(values)) if values else float("nan")
+
+
+def retrieval_by_text(projected, T, text_id) -> float:
+    """Top-1 retrieval among the spans of the same text, after removing each side's mean.
+
+    Within a text every span is a distinct position (pooled over texts, the many "." spans of other
+    texts would count as misses), and the mean direction that all CoMs share would otherwise make one
+    teacher span the nearest neighbour of almost every projected student span.
+    """
+    P, Q = _pair(projected, T, same_dim=True, what="retrieval_by_text")
+    P, Q = P - P.mean(0), Q - Q.mean(0)
+    text_id = np.asarray(text_id)
+    scores = [retrieval_accuracy(P[text_id == t], Q[text_id == t]) for t in np.unique(text_id)]
+    return float(np.mean(scores)) if scores else float("nan")
+
+
+def crossfit_scores(student, teacher, text_id, ridge: float = 0.1, weights=None):
+    """How close student span CoMs (N, D_S) are to the teacher's (N, D_T), out of sample.
+
+    The measurement of the distillation probe and the Geometry page. Projector-free: ``cka``
+    (:func:`linear_cka` over all spans), ``gram_distance`` (mean over texts of the cosine-Gram distance,
+    the unweighted L_geo) and, with ``weights`` (the teacher's ŵ), ``gram_distance_weighted``. Through
+    the 2-fold cross-fitted ridge map (:func:`ridge_crossfit`, folds by text): ``cos`` (mean matched
+    cosine) and ``retrieval`` (:func:`retrieval_by_text`). Returns (scores, projected student (N, D_T)).
+        >>> rng = np.random.default_rng(0); S = rng.normal(size=(40, 60)); T = rng.normal(size=(40, 8))
+        >>> scores, _ = crossfit_scores(S, T, np.arange(40) // 5)
+        >>> scores["cos"] < 0.5  # unrelated sides; an in-sample fit (60 dims, 40 spans) would give 1.0
+        True
+    """
+    S, T = _pair(student, teacher, same_dim=False, what="crossfit_scores")
+    projected = ridge_crossfit(S, T, text_id, ridge)  # (N, D_T)
+    scores = {
+        "cka": linear_cka(S, T),
+        "gram_distance": gram_distance_by_text(S, T, text_id),
+    }
+    if weights is not None:
+        scores["gram_distance_weighted"] = gram_distance_by_text(S, T, text_id, weights)
+    scores["cos"] = mean_matched_cosine(projected, T)
+    scores["retrieval"] = retrieval_by_text(projected, T, text_id)
+    return scores, projected
+
+
 @one_blas_thread
 def procrustes_align(student, teacher) -> tuple[np.ndarray, np.ndarray]:
     """Put raw student and teacher CoMs in one space by a rigid fit: (student', teacher') both (N, k).

@@ -133,7 +133,12 @@ def test_alignment_page_shows_the_library_statistics(teacher_tokenizer, student_
     assert len(at.dataframe[0].value) == expected["spans"]
     (diagram,) = charts(at)
     assert diagram["layout"]["title"]["text"] == "Span alignment"
-    assert {b.label for b in at.get("download_button")} == {"Span table (CSV)", "Diagram (offline HTML)"}
+    assert {b.label for b in at.get("download_button")} == {
+        "Span table (CSV)",
+        "Diagram (offline HTML)",
+        "Diagram (PNG)",
+        "Diagram (SVG)",
+    }
 
 
 def test_alignment_page_sample_and_word_level(teacher_tokenizer, student_tokenizer):
@@ -207,6 +212,38 @@ def test_saliency_page_draws_both_models():
     assert heat["layout"]["title"]["text"].startswith("student attention")
 
 
+def test_saliency_colour_scale_head_and_windowed_controls(
+    tiny_pair_dirs, teacher_tokenizer, student_tokenizer
+):
+    at = open_tiny(tiny_pair_dirs, "saliency")
+    assert_clean(at)
+    text_bars = [t for t in charts(at)[0]["data"] if t["type"] == "bar"]
+    assert "saturate" in text_bars[1]["marker"]["colorbar"]["title"]["text"]  # sinks out of range by default
+    at.segmented_control(key="saliency_scale").set_value("rank").run()
+    text_bars = [t for t in charts(at)[0]["data"] if t["type"] == "bar"]
+    assert (
+        text_bars[0]["marker"]["cmax"] == 1.0
+        and "rank" in text_bars[1]["marker"]["colorbar"]["title"]["text"]
+    )
+    # the page's head picker decides what the heatmap shows: no menu of its own that could contradict it
+    at.selectbox(key="saliency_teacher_head").set_value(1).run()
+    heat = charts(at)[1]
+    assert [t["name"] for t in heat["data"]] == ["head 1"] and not heat["layout"].get("updatemenus")
+    # a long text: cut, with the cure offered as a control, then covered whole by windows
+    long = "The cat sat on the mat, and then it slept. " * 80  # about 900 tokens, 3,440 characters
+    at.text_area(key="shared_text").set_value(long).run()
+    assert_clean(at)
+    (warning,) = [w.value for w in at.warning]
+    assert "text truncated" in warning and "Windowed analysis" in warning and "windowed=True" not in warning
+    cut = len(at.dataframe[0].value)
+    at.toggle(key="saliency_windowed").set_value(True).run()
+    assert_clean(at)
+    assert not at.warning
+    whole = len(align_spans(long, teacher_tokenizer, student_tokenizer))
+    assert len(at.dataframe[0].value) == whole > cut
+    assert any("Windowed analysis" in i.value for i in at.info)  # the heatmap needs one window
+
+
 # ----------------------------------------------------------------------------- Geometry page
 
 
@@ -221,9 +258,13 @@ def test_geometry_page_on_the_bundled_corpus():
     shown = metrics(at)
     assert int(shown["spans"]) >= 3
     assert 0.0 <= float(shown["linear CKA"]) <= 1.0
-    assert -1.0 <= float(shown["cosine (fitted map)"]) <= 1.0
-    assert 0.0 <= float(shown["retrieval@1 (fitted map)"]) <= 1.0
-    assert any("least-squares linear map fitted on this same set" in i.value for i in at.info)
+    assert float(shown["Gram distance"]) >= 0.0 and float(shown["Gram distance (ŵ-weighted)"]) >= 0.0
+    assert -1.0 <= float(shown["cosine (out-of-sample)"]) < 1.0
+    assert 0.0 <= float(shown["retrieval@1 (out-of-sample)"]) <= 1.0
+    # projector-free measures come first, and the page says the mapped ones are out of sample
+    assert list(shown)[:4] == ["spans", "linear CKA", "Gram distance", "Gram distance (ŵ-weighted)"]
+    assert any("fitted on the other half of the texts" in i.value for i in at.info)
+    assert any("out-of-sample" in i.value for i in at.info)
     figs = charts(at)
     assert len(figs) == 2  # PCA scatter and one text's Gram matrices (UMAP only on request)
     assert "PCA" in figs[0]["layout"]["title"]["text"]
@@ -270,6 +311,115 @@ def test_geometry_page_umap_on_request():
     assert_clean(at)
     titles = [f["layout"]["title"]["text"] for f in charts(at)]
     assert any("UMAP" in t for t in titles) and any("PCA" in t for t in titles)
+
+
+# ----------------------------------------------------------------------------- views shared by URL
+
+
+def open_link(page: str, query: dict[str, str]) -> AppTest:
+    """A fresh session opened on ``page`` with ``query`` as its URL's query string (a shared link)."""
+    at = AppTest.from_file(str(APP), default_timeout=TIMEOUT)
+    at.run()
+    at.query_params.update(query)
+    at.switch_page(f"{PAGES}/{page}.py").run()
+    return at
+
+
+def shared_link(at: AppTest) -> str:
+    (box,) = [c.value for c in at.code if "?" in c.value]
+    return box
+
+
+def test_alignment_view_round_trips_through_the_url():
+    at = open_page("alignment")
+    text = "Shared by link: 東京 & naïve café, 50% off?"
+    at.text_area(key="shared_text").set_value(text).run()
+    at.toggle(key="align_word").set_value(True).run()
+    assert_clean(at)
+    query = dict(at.query_params)
+    assert query["text"] == text and query["word"] == "1"
+    assert query["teacher"] == "gemma3-270m" and query["student"] == "smollm2-135m"
+    assert shared_link(at).startswith("/alignment?text=Shared%20by%20link%3A%20")
+    opened = open_link("alignment", query)
+    assert_clean(opened)
+    assert opened.text_area(key="shared_text").value == text
+    assert opened.toggle(key="align_word").value is True
+    assert metrics(opened) == metrics(at)
+    assert shared_link(opened) == shared_link(at)
+    # the user's later edits win over the link they opened, and the URL follows them
+    opened.toggle(key="align_word").set_value(False).run()
+    assert opened.toggle(key="align_word").value is False and opened.query_params["word"] == "0"
+
+
+def test_a_bad_link_is_one_line_per_parameter_and_the_page_still_works():
+    opened = open_link("alignment", {"text": "Fine text.", "word": "maybe", "colour": "red"})
+    assert not opened.exception
+    problems = [e.value for e in opened.error]
+    assert len(problems) == 2, problems
+    assert any("word='maybe' is not yes/no: use 1 or 0" in p for p in problems)
+    assert any("'colour' is not known on this page" in p and "text, word" in p for p in problems)
+    assert opened.text_area(key="shared_text").value == "Fine text."  # the good parameter is applied
+    assert opened.toggle(key="align_word").value is False
+    assert int(metrics(opened)["spans"]) > 0
+
+
+def test_geometry_options_round_trip_through_the_url():
+    at = open_page("geometry")
+    at.radio(key="geometry_source").set_value("Pasted texts").run()
+    at.text_area(key="geometry_pasted").set_value("First text.\n\nSecond text.").run()
+    at.slider(key="geometry_n").set_value(5).run()
+    at.selectbox(key="geometry_mode").set_value("uniform").run()
+    at.toggle(key="geometry_responses").set_value(False).run()
+    assert_clean(at)
+    query = dict(at.query_params)
+    assert query == {
+        "source": "Pasted texts",
+        "texts": "First text.\n\nSecond text.",
+        "n": "5",
+        "mode": "uniform",
+        "responses": "0",
+        "teacher": "gemma3-270m",
+        "student": "smollm2-135m",
+    }
+    opened = open_link("geometry", query)
+    assert_clean(opened)
+    assert opened.radio(key="geometry_source").value == "Pasted texts"
+    assert opened.text_area(key="geometry_pasted").value == "First text.\n\nSecond text."
+    assert opened.slider(key="geometry_n").value == 5
+    assert opened.selectbox(key="geometry_mode").value == "uniform"
+    assert opened.toggle(key="geometry_responses").value is False
+    out_of_range = open_link("geometry", {"n": "500", "source": "Bundled corpus"})
+    assert not out_of_range.exception
+    assert [e.value for e in out_of_range.error] == [
+        "link parameter n='500' is not allowed: use one of 2 to 64; the page keeps its own value"
+    ]
+    assert out_of_range.slider(key="geometry_n").value == 12
+    assert "texts" not in out_of_range.query_params  # pasted texts travel only with that source
+
+
+def test_saliency_view_and_pair_round_trip_through_the_url(tiny_pair_dirs):
+    teacher_dir, student_dir = tiny_pair_dirs
+    at = open_page("saliency", teacher_spec=str(teacher_dir), student_spec=str(student_dir))
+    at.text_area(key="shared_text").set_value("The cat sat on the mat.").run()
+    at.segmented_control(key="saliency_mode").set_value("received").run()
+    at.selectbox(key="saliency_student_head").set_value(1).run()
+    at.radio(key="saliency_side").set_value("student").run()
+    assert_clean(at)
+    query = dict(at.query_params)
+    assert query["teacher"] == str(teacher_dir) and query["student"] == str(student_dir)
+    assert (query["mode"], query["student_head"], query["teacher_head"], query["side"]) == (
+        "received",
+        "1",
+        "all",
+        "student",
+    )
+    opened = open_link("saliency", query)  # a fresh session: the pair comes from the link too
+    assert_clean(opened)
+    assert opened.session_state["teacher_spec"] == str(teacher_dir)
+    assert opened.segmented_control(key="saliency_mode").value == "received"
+    assert opened.selectbox(key="saliency_student_head").value == 1
+    assert opened.radio(key="saliency_side").value == "student"
+    assert opened.dataframe[0].value.equals(at.dataframe[0].value)
 
 
 # ----------------------------------------------------------------------------- Distill page

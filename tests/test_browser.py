@@ -21,6 +21,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
+SCREENSHOTS = ROOT / "docs" / "screenshots"  # committed pictures of the app
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
     "--no-sandbox",
@@ -208,7 +209,85 @@ def test_alignment_diagram_in_browser(app_url, page, teacher_tokenizer, student_
         page.screenshot(path=str(ARTIFACTS / "alignment.png"), full_page=True)
         _no_exception(page)
         assert page.get_by_role("heading", name="Span table").count() == 1
-        assert page.get_by_test_id("stDownloadButton").count() == 2
+        assert page.get_by_test_id("stDownloadButton").count() == 4  # CSV, HTML, PNG, SVG
+    assert not page.errors, page.errors
+
+
+def test_alignment_view_opens_from_a_shared_link(
+    tiny_app, browser, page, teacher_tokenizer, student_tokenizer
+):
+    """A link with ?text=...&word=1 opens Alignment on that text and option; editing the text moves the
+    address bar with it, and the page's own "Share this view" link opens the same view elsewhere."""
+    from urllib.parse import parse_qs, quote, urlsplit
+
+    from sra_viz.alignment import align_spans
+
+    url, _ = tiny_app
+    shared = "Shared by link: 東京 & naïve café, 50% off?"
+    words = align_spans(shared, teacher_tokenizer, student_tokenizer, granularity="word").stats()
+    with _shot_on_failure(page, "alignment_link"):
+        page.goto(f"{url}/alignment?text={quote(shared)}&word=1", wait_until="networkidle")
+        box = page.get_by_label("Text", exact=True)
+        _wait_for(lambda: box.input_value() == shared, 120)
+        page.get_by_test_id("stMetricValue").first.wait_for(timeout=300_000)  # tokenizers loaded
+        _wait_for(lambda: _metric(page, "spans") == str(words["spans"]), 120)
+        assert page.get_by_role("switch", name="Word-level spans").is_checked()
+        edited = "Edited after opening: 🙂 ok."
+        box.fill(edited)
+        box.press("Control+Enter")
+
+        # the address bar follows the view (read from the page: Playwright's page.url can lag behind)
+        def address() -> dict[str, list[str]]:
+            return parse_qs(urlsplit(page.evaluate("document.location.href")).query)
+
+        _wait_for(lambda: address().get("text") == [edited], 60)
+        assert address()["word"] == ["1"]
+        page.get_by_text("Share this view").first.click()
+        code = page.get_by_test_id("stCode").filter(has_text="/alignment?")
+        code.first.wait_for(timeout=30_000)
+        link = code.first.inner_text().strip().replace("\n", "")
+        assert link.startswith(f"{url}/alignment?text=Edited%20after%20opening"), link
+        time.sleep(1.5)  # plotly's drawing
+        SCREENSHOTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(SCREENSHOTS / "alignment_shared_link.png"), full_page=True, timeout=120_000)
+        _no_exception(page)
+    other = browser.new_context(viewport={"width": 1400, "height": 1000}).new_page()
+    try:
+        with _shot_on_failure(other, "alignment_link_opened"):
+            other.goto(link, wait_until="networkidle")
+            opened = other.get_by_label("Text", exact=True)
+            _wait_for(lambda: opened.input_value() == edited, 120)
+            assert other.get_by_role("switch", name="Word-level spans").is_checked()
+            expected = align_spans(edited, teacher_tokenizer, student_tokenizer, granularity="word").stats()
+            other.get_by_test_id("stMetricValue").first.wait_for(timeout=300_000)
+            _wait_for(lambda: _metric(other, "spans") == str(expected["spans"]), 120)
+            other.locator(".js-plotly-plot").first.wait_for(state="visible", timeout=120_000)
+            time.sleep(1.5)  # plotly's drawing
+            other.screenshot(path=str(SCREENSHOTS / "alignment_link_opened.png"), timeout=120_000)
+            _no_exception(other)
+    finally:
+        other.context.close()
+    assert not page.errors, page.errors
+
+
+def test_alignment_diagram_downloads_as_png(tiny_app, page, tmp_path):
+    """The Diagram (PNG) button renders the figure with kaleido on the server and downloads a PNG."""
+    import struct
+
+    url, _ = tiny_app
+    with _shot_on_failure(page, "alignment_png"):
+        page.goto(f"{url}/alignment?text=Tokyo%20%E6%9D%B1%E4%BA%AC.", wait_until="networkidle")
+        page.locator(".js-plotly-plot").first.wait_for(state="visible", timeout=300_000)
+        button = page.get_by_test_id("stDownloadButton").filter(has_text="Diagram (PNG)")
+        with page.expect_download(timeout=180_000) as download:
+            button.get_by_role("button").click()
+        assert download.value.suggested_filename == "alignment.png"
+        png = Path(download.value.path()).read_bytes()
+        assert png[:8] == b"\x89PNG\r\n\x1a\n"
+        width, height = struct.unpack(">II", png[16:24])
+        assert width >= 800 and height >= 200  # 2x the figure's layout size
+        (tmp_path / "alignment.png").write_bytes(png)
+        _no_exception(page)
     assert not page.errors, page.errors
 
 

@@ -21,11 +21,11 @@ import torch
 from sra_viz.distill import DistillConfig, DistillSession, NonFiniteLossError, list_runs, load_run
 from sra_viz.distill.batch import collate, label_positions
 from sra_viz.distill.config import field_defaults
-from sra_viz.distill.probe import ridge_crossfit
 from sra_viz.distill.side_pass import pool_spans
 from sra_viz.distill.student import make_student
 from sra_viz.errors import SraVizError
 from sra_viz.features import POOL_EPS
+from sra_viz.geometry import ridge_crossfit
 from sra_viz.losses import span_logit_kd
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import re
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -110,6 +111,59 @@ def test_alignment_diagram_wraps_long_texts(teacher_tokenizer, student_tokenizer
     points = list(zip(t_lab.y, t_lab.x, strict=True))
     for a, b in zip(points[:-1], points[1:], strict=True):
         assert b[0] < a[0] - 1e-9 or (abs(b[0] - a[0]) < 1e-9 and b[1] > a[1])
+
+
+# ---------------------------------------------------------------- saliency colours (no models)
+
+SKEWED = np.array([0.62, 0.03, 0.01, 0.05, 0.02, 0.27])  # first and last span hold 89 % (sinks)
+
+
+def test_mass_colours_linear_range_leaves_the_sinks_out():
+    (values,), lo, hi, title = F.saliency.mass_colours([SKEWED], "linear", sinks=F.saliency.sink_spans(6))
+    np.testing.assert_allclose(values, SKEWED)
+    assert (lo, hi) == (0.0, 0.05)  # the largest mass outside spans 0 and 5
+    assert "spans 0 & 5 saturate" in title
+    _, _, hi_all, title_all = F.saliency.mass_colours([SKEWED], "linear")
+    assert hi_all == 0.62 and "saturate" not in title_all
+
+
+def test_mass_colours_log_and_rank_spread_skewed_masses():
+    (logs,), lo, hi, _ = F.saliency.mass_colours([SKEWED], "log", sinks=[0, 5])
+    np.testing.assert_allclose(logs, np.log10(SKEWED))
+    assert lo == pytest.approx(np.log10(0.01)) and hi == pytest.approx(np.log10(0.05))
+    (ranks, other), lo, hi, title = F.saliency.mass_colours([SKEWED, SKEWED[::-1]], "rank")
+    assert ranks.tolist() == [1.0, 0.4, 0.0, 0.6, 0.2, 0.8] and other.tolist() == ranks[::-1].tolist()
+    assert (lo, hi) == (0.0, 1.0) and "rank" in title
+    with pytest.raises(SraVizError, match="'cubic' is not one of linear, log, rank"):
+        F.saliency.mass_colours([SKEWED], "cubic")
+
+
+def test_span_mass_text_draws_the_chosen_scale_for_both_sides():
+    texts = ["The", " cat", " sat", " on", " mats", "."]
+    fig = F.span_mass_text(texts, SKEWED, SKEWED[::-1], scale="rank", exclude_sinks=True)
+    bars = [t for t in fig.data if isinstance(t, go.Bar)]
+    assert np.asarray(bars[0].marker.color).tolist() == [1.0, 0.4, 0.0, 0.6, 0.2, 0.8]
+    assert bars[0].marker.cmax == bars[1].marker.cmax == 1.0
+    linear = F.span_mass_text(texts, SKEWED, SKEWED, exclude_sinks=True)
+    bar = [t for t in linear.data if isinstance(t, go.Bar)][1]
+    assert bar.marker.cmax == pytest.approx(0.05) and "saturate" in bar.marker.colorbar.title.text
+
+
+def test_attention_heatmap_shows_the_chosen_head_and_ranges_without_specials():
+    rng = np.random.default_rng(0)
+    A = rng.random((3, 5, 5)) * 0.1
+    A[:, :, 0] = 0.9  # a <bos> sink column
+    labels = ["<bos>", "a", "b", "c", "d"]
+    one = F.attention_heatmap(A, labels, head=2, special=[True, False, False, False, False])
+    (trace,) = one.data
+    assert trace.name == "head 2" and not one.layout.updatemenus  # no menu that could say otherwise
+    np.testing.assert_allclose(np.asarray(trace.z), np.round(A[2], 5))
+    assert trace.zmax < 0.1 and "without" in trace.colorbar.title.text
+    every = F.attention_heatmap(A, labels)
+    assert [t.name for t in every.data] == ["all heads (mean)", "head 0", "head 1", "head 2"]
+    assert every.data[0].zmax == pytest.approx(0.9) and len(every.layout.updatemenus[0].buttons) == 4
+    with pytest.raises(SraVizError, match="head 3 does not exist"):
+        F.attention_heatmap(A, labels, head=3)
 
 
 # ---------------------------------------------------------------- real features
@@ -343,6 +397,28 @@ def test_html_export_is_offline_and_written(tmp_path):
     assert re.search(autoplay, animated.to_html(include_plotlyjs=False))  # the default plays on load
     assert not re.search(autoplay, export.figure_to_html(animated))  # ours opens on step 0
     assert export.figure_to_html_bytes(fig).lower().startswith(b"<!doctype html>")
+
+
+def test_png_and_svg_export_of_a_real_alignment_diagram(teacher_tokenizer, student_tokenizer, tmp_path):
+    """Static export renders in a headless Chromium (scripts/install_browser.sh installs it)."""
+    import shutil
+    import struct
+
+    if shutil.which("chromium") is None and not Path("/usr/bin/chromium").exists():
+        pytest.skip("no Chromium: run `make browser` (scripts/install_browser.sh)")
+    from sra_viz.alignment import align_spans
+
+    fig = F.alignment_figure(align_spans("Tokyo 東京 & café.", teacher_tokenizer, student_tokenizer))
+    png = export.figure_to_image(fig, tmp_path / "alignment.png", scale=2.0).read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    width, height = struct.unpack(">II", png[16:24])  # the IHDR chunk
+    assert (width, height) == (2 * fig.layout.width, 2 * fig.layout.height)
+    svg = export.figure_to_image_bytes(fig, "svg").decode("utf-8")
+    assert svg.startswith("<svg") and "Span alignment" in svg and "東京" in svg
+    with pytest.raises(SraVizError, match="give a .png or .svg file name"):
+        export.figure_to_image(fig, tmp_path / "alignment.jpg")
+    with pytest.raises(SraVizError, match="'gif' is not one of png, svg"):
+        export.figure_to_image_bytes(fig, "gif")
 
 
 def test_csv_and_parquet_round_trip_of_a_real_alignment(teacher_tokenizer, student_tokenizer, tmp_path):

@@ -170,6 +170,33 @@ def test_fit_linear_map_recovers_a_linear_relation():
     np.testing.assert_allclose(geometry.fit_linear_map(S, S @ W, ridge=1e-10), W, atol=1e-6)
 
 
+def test_crossfit_scores_are_out_of_sample_where_an_in_sample_fit_is_perfect():
+    """More student dims than spans: an in-sample map fits any teacher exactly (cosine and retrieval 1.0),
+    the cross-fitted one (folds by text) cannot for an unrelated teacher, but still finds a real relation."""
+    rng = np.random.default_rng(3)
+    S, text_id = rng.normal(size=(60, 80)), np.arange(60) // 6  # 10 texts of 6 spans, 80 > 60 dims
+    unrelated = rng.normal(size=(60, 16))
+    in_sample = S @ geometry.fit_linear_map(S, unrelated, ridge=1e-9)
+    assert geometry.mean_matched_cosine(in_sample, unrelated) == pytest.approx(1.0, abs=1e-6)
+    scores, projected = geometry.crossfit_scores(S, unrelated, text_id, ridge=1e-3)
+    assert projected.shape == unrelated.shape
+    assert abs(scores["cos"]) < 0.3 and scores["retrieval"] < 0.5
+    assert scores["cka"] == pytest.approx(geometry.linear_cka(S, unrelated))
+    assert "gram_distance_weighted" not in scores
+    related = S @ rng.normal(size=(80, 16))  # an exact linear relation is found out of sample too
+    scores, _ = geometry.crossfit_scores(S, related, text_id, ridge=1e-3, weights=rng.random(60))
+    assert scores["cos"] > 0.5 and scores["retrieval"] > 0.5
+    assert scores["gram_distance_weighted"] >= 0.0
+
+
+def test_gram_distance_by_text_is_the_mean_over_texts_of_each_texts_distance():
+    rng = np.random.default_rng(4)
+    S, T = rng.normal(size=(9, 5)), rng.normal(size=(9, 3))
+    text_id = np.array([0, 0, 0, 1, 1, 1, 1, 2, 2])
+    per_text = [geometry.gram_distance(S[text_id == t], T[text_id == t]) for t in range(3)]
+    assert geometry.gram_distance_by_text(S, T, text_id) == pytest.approx(np.mean(per_text))
+
+
 def test_project_snapshots_pca_student_equal_to_teacher_lands_on_teacher():
     rng = np.random.default_rng(6)
     T = rng.normal(size=(20, 8))
@@ -268,3 +295,31 @@ def test_gram_distance_matches_the_training_loss_l_geo():
         torch.tensor(S)[None], torch.tensor(T)[None], torch.ones(1, 12).double(), valid
     )
     assert geometry.gram_distance(S, T) == pytest.approx(float(uniform), rel=1e-9)
+
+
+@pytest.mark.slow
+def test_geometry_page_numbers_on_the_default_twelve_texts_are_below_one(default_pair):
+    """The Geometry page's default (first 12 bundled examples, responses only, last layer): the cross-fitted
+    cosine and retrieval are below 1.0, while the in-sample fit the page used to show is near-perfect."""
+    from sra_viz.alignment import align_spans
+    from sra_viz.data import load_bundled_corpus
+    from sra_viz.distill.config import DistillConfig
+    from sra_viz.extraction import extract_corpus
+
+    tok_t, tok_s = default_pair.teacher.tokenizer, default_pair.student.tokenizer
+    items = [
+        align_spans(ex.text, tok_t, tok_s, prompt_end=ex.prompt_end) if ex.prompt_end else ex.text
+        for ex in load_bundled_corpus()[:12]
+    ]
+    corpus = extract_corpus(items, default_pair, batch_size=4)
+    T, S = corpus.teacher_centers[-1], corpus.student_centers[-1]
+    text_id = corpus.frame["text_id"].to_numpy()
+    scores, _ = geometry.crossfit_scores(S, T, text_id, DistillConfig().probe_ridge)
+    in_sample = S @ geometry.fit_linear_map(S, T)
+    print(
+        f"{len(T)} spans; out-of-sample cos {scores['cos']:.3f} retrieval {scores['retrieval']:.3f}; "
+        f"in-sample cos {geometry.mean_matched_cosine(in_sample, T):.3f}"
+    )
+    assert len(np.unique(text_id)) == 12
+    assert 0.0 < scores["cos"] < 1.0 and 0.0 <= scores["retrieval"] < 1.0
+    assert scores["cos"] < geometry.mean_matched_cosine(in_sample, T)

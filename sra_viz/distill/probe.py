@@ -9,7 +9,8 @@ student CoMs at each evaluation, at the *deepest* mapped layer pair, pooled exac
 SRA projector would favour SRA, so every method is measured through the same closed-form map: a
 ridge regression student -> teacher (no bias, like the projector) fitted on the probe CoMs of half of
 the probe texts and applied to the other half, and vice versa (2-fold cross-fit by text, so no span
-is projected by a map that saw it). From it: ``probe_cos`` (mean cosine of projected student CoMs vs
+is projected by a map that saw it; :func:`sra_viz.geometry.crossfit_scores`, which the Geometry page
+uses too). From it: ``probe_cos`` (mean cosine of projected student CoMs vs
 teacher CoMs) and ``probe_retrieval`` (is the nearest teacher span of the same text to a projected
 student span its own counterpart? cosine after removing each side's mean, which all CoMs share).
 
@@ -43,8 +44,6 @@ from .teacher_cache import TeacherCache, teacher_spans
 if TYPE_CHECKING:
     from ..models import LoadedModel
 
-RIDGE_FLOOR = 1e-12  # added to the ridge strength, so an all-zero probe matrix stays solvable
-
 
 @dataclass
 class ProbeTexts:
@@ -65,30 +64,6 @@ class ProbeTeacher:
     span_index: np.ndarray  # (N,) span index within its text
     span_text: list[str]
     saliency: np.ndarray  # (N,) teacher ŵ within each text
-
-
-def ridge_crossfit(X: np.ndarray, Y: np.ndarray, groups: np.ndarray, ridge: float = 0.1) -> np.ndarray:
-    """Out-of-fold ridge predictions of Y (N, D_Y) from X (N, D_X), folds = group parity (no bias).
-
-    ``W = (XᵀX + λI)⁻¹XᵀY`` with ``λ = ridge · tr(XᵀX)/D_X``; with one group the fit is in-sample.
-        >>> X = np.random.default_rng(0).normal(size=(40, 3)); Y = X @ np.ones((3, 2))
-        >>> bool(np.allclose(ridge_crossfit(X, Y, np.arange(40) % 4, ridge=1e-9), Y, atol=1e-4))
-        True
-    """
-    X, Y = np.asarray(X, np.float64), np.asarray(Y, np.float64)
-    fold = np.asarray(groups) % 2
-    out = np.zeros_like(Y)
-    for f in (0, 1):
-        test = fold == f
-        train = ~test if (~test).any() else test
-        if not test.any():
-            continue
-        Xt = X[train]
-        gram = Xt.T @ Xt  # (D_X, D_X)
-        lam = ridge * np.trace(gram) / max(X.shape[1], 1) + RIDGE_FLOOR
-        W = np.linalg.solve(gram + lam * np.eye(X.shape[1]), Xt.T @ Y[train])  # (D_X, D_Y)
-        out[test] = X[test] @ W
-    return out
 
 
 def _batches(items: list[PreparedExample], size: int):
@@ -210,29 +185,6 @@ def heldout_loss(
     return loss
 
 
-def _gram_distance_by_text(S: np.ndarray, T: np.ndarray, text_id: np.ndarray, weights=None) -> float:
-    values = []
-    for t in np.unique(text_id):
-        rows = text_id == t
-        w = None if weights is None else weights[rows]
-        if rows.sum() >= 2 and (w is None or np.count_nonzero(w) >= 2):
-            values.append(geometry.gram_distance(S[rows], T[rows], weights=w))
-    values = [v for v in values if math.isfinite(v)]
-    return float(np.mean(values)) if values else float("nan")
-
-
-def _retrieval_by_text(projected: np.ndarray, T: np.ndarray, text_id: np.ndarray) -> float:
-    """Top-1 retrieval among the spans of the same text, after removing each side's probe mean.
-
-    Within a text every span is a distinct position (pooled over texts, the many "." spans of other
-    texts would count as misses), and the mean direction that all CoMs share would otherwise make one
-    teacher span the nearest neighbour of almost every projected student span.
-    """
-    P, Q = projected - projected.mean(0), T - T.mean(0)
-    scores = [geometry.retrieval_accuracy(P[text_id == t], Q[text_id == t]) for t in np.unique(text_id)]
-    return float(np.mean(scores)) if scores else float("nan")
-
-
 def evaluate_probe(
     teacher: ProbeTeacher,
     student: SideView,
@@ -250,14 +202,10 @@ def evaluate_probe(
     """
     S = student_probe(student, texts, config, plan)  # (N, D_S)
     T = teacher.centers  # (N, D_T)
-    projected = ridge_crossfit(S, T, teacher.text_id, config.probe_ridge)  # (N, D_T)
-    metrics = {
-        "probe_cos": geometry.mean_matched_cosine(projected, T),
-        "probe_cka": geometry.linear_cka(S, T),
-        "probe_gram_distance": _gram_distance_by_text(S, T, teacher.text_id),
-        "probe_gram_distance_weighted": _gram_distance_by_text(S, T, teacher.text_id, teacher.saliency),
-        "probe_retrieval": _retrieval_by_text(projected, T, teacher.text_id),
-    }
+    scores, projected = geometry.crossfit_scores(
+        S, T, teacher.text_id, config.probe_ridge, weights=teacher.saliency
+    )  # projected (N, D_T)
+    metrics = {f"probe_{name}": value for name, value in scores.items()}
     # the student's own CoMs too: the app's Gram-change view needs the student's Gram, not its projection's
     snapshot = {"student_projected": projected.astype(np.float32), "student": S.astype(np.float32)}
     if projector is not None:

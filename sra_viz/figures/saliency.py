@@ -21,6 +21,57 @@ def _vector(x, name: str, n: int | None = None) -> np.ndarray:
     return v
 
 
+COLOUR_SCALES = ("linear", "log", "rank")  # how span masses map to colours (span_mass_text)
+LOG_FLOOR = 1e-6  # smallest mass share drawn on the log scale (masses below share its colour)
+
+
+def sink_spans(n: int) -> list[int]:
+    """The spans where attention sinks sit: the first and the last (none for texts under 4 spans).
+
+    The first token collects attention whatever it says, and the last one (often the final
+    punctuation) attends to itself, so their masses dwarf the rest (see METHOD.md, saliency).
+        >>> sink_spans(5), sink_spans(3)
+        ([0, 4], [])
+    """
+    return [0, n - 1] if n >= 4 else []
+
+
+def mass_colours(
+    masses: Sequence, scale: str = "linear", sinks: Sequence[int] = ()
+) -> tuple[list[np.ndarray], float, float, str]:
+    """Colour values of span-mass vectors (one colour scale for all), their range and the colour bar title.
+
+    ``linear``: the mass, range 0 .. the largest mass outside ``sinks`` (sink spans saturate).
+    ``log``: log10 of the mass (floored at ``LOG_FLOOR``), range over the spans outside ``sinks``.
+    ``rank``: the rank of each span's mass within its vector, 0 (least) .. 1 (most): every step of the
+    order is visible, however skewed the masses.
+        >>> values, lo, hi, title = mass_colours([np.array([0.7, 0.1, 0.05, 0.15])], "linear", sinks=[0])
+        >>> lo, hi, title
+        (0.0, 0.15, 'mass<br>(span 0 saturates)')
+        >>> [v.tolist() for v in mass_colours([np.array([0.7, 0.1, 0.05])], "rank")[0]]
+        [[1.0, 0.5, 0.0]]
+    """
+    if scale not in COLOUR_SCALES:
+        raise SraVizError(f"colour scale {scale!r} is not one of {', '.join(COLOUR_SCALES)}")
+    vectors = [np.asarray(m, dtype=np.float64) for m in masses]
+    if scale == "rank":
+        ranks = [
+            np.argsort(np.argsort(v, kind="stable"), kind="stable") / max(len(v) - 1, 1) for v in vectors
+        ]
+        return ranks, 0.0, 1.0, "rank of mass<br>(0 least, 1 most)"
+    values = [np.log10(np.maximum(v, LOG_FLOOR)) for v in vectors] if scale == "log" else vectors
+    keep = [np.setdiff1d(np.arange(len(v)), sinks) for v in values]
+    ranged = np.concatenate([v[k] for v, k in zip(values, keep, strict=True)] or [np.zeros(0)])
+    ranged = ranged if ranged.size else np.concatenate(values or [np.zeros(1)])
+    lo = 0.0 if scale == "linear" else float(ranged.min())
+    hi = max(float(ranged.max()), lo + 1e-12)
+    title = "mass" if scale == "linear" else "log10 mass"
+    if len(sinks):
+        title += f"<br>(span{'s' if len(sinks) > 1 else ''} {' & '.join(map(str, sinks))} saturate"
+        title += ")" if len(sinks) > 1 else "s)"
+    return values, lo, hi, title
+
+
 def _wrap_cells(labels: Sequence[str], capacity: float) -> tuple[list[float], list[float], list[int]]:
     """x0, width and line of each cell, breaking lines between cells."""
     x0s, widths, lines, x, line = [], [], [], 0.0, 0
@@ -44,11 +95,15 @@ def span_mass_text(
     font_size: int = 12,
     max_label: int = 24,
     title: str | None = "Span mass: teacher | student",
+    scale: str = "linear",
+    exclude_sinks: bool = False,
 ) -> go.Figure:
     """The text as a strip of span cells coloured by span mass, teacher and student side by side.
 
     ``normalize``: divide each side by its total span mass, so colours read as each model's share of
-    attention over spans (special tokens such as ``<bos>`` hold the rest). One colour scale for both.
+    attention over spans (special tokens such as ``<bos>`` hold the rest). One colour scale for both:
+    ``scale`` "linear", "log" or "rank" (:func:`mass_colours`); ``exclude_sinks``: the first and last
+    span (:func:`sink_spans`) are left out of the colour range and saturate, as the colour bar says.
         >>> fig = span_mass_text(["Hi", " there"], [0.2, 0.8], [0.5, 0.5])
     """
     n = len(span_texts)
@@ -64,7 +119,9 @@ def span_mass_text(
     capacity = max(10.0, (width / 2 - 60) / (font_size * 0.62))
     x0s, widths, lines = _wrap_cells(labels, capacity)
     n_lines = (max(lines) + 1) if lines else 1
-    cmax = max(float(max(v.max(initial=0.0) for v in masses.values())), 1e-12)
+    sinks = sink_spans(n) if exclude_sinks else []
+    colours, cmin, cmax, colour_title = mass_colours([masses["teacher"], masses["student"]], scale, sinks)
+    colour_of = dict(zip(("teacher", "student"), colours, strict=True))
     fig = make_subplots(
         1, 2, subplot_titles=("teacher span mass", "student span mass"), horizontal_spacing=0.03
     )
@@ -83,13 +140,13 @@ def span_mass_text(
                 base=x0s,
                 width=0.86,
                 marker=dict(
-                    color=m,
+                    color=colour_of[side],
                     colorscale=SEQUENTIAL,
-                    cmin=0.0,
+                    cmin=cmin,
                     cmax=cmax,
                     line=dict(width=0),
                     showscale=col == 2,
-                    colorbar=dict(title="mass", thickness=12),
+                    colorbar=dict(title=colour_title, thickness=12),
                 ),
                 hovertext=hover,
                 hoverinfo="text",
@@ -109,7 +166,11 @@ def span_mass_text(
                 showlegend=False,
                 name=f"{side} span text",
                 textfont=dict(
-                    family=MONO, size=font_size, color=["white" if v < 0.55 * cmax else "black" for v in m]
+                    family=MONO,
+                    size=font_size,
+                    color=[
+                        "white" if (c - cmin) < 0.55 * (cmax - cmin) else "black" for c in colour_of[side]
+                    ],
                 ),
             ),
             1,
@@ -132,11 +193,16 @@ def attention_heatmap(
     side: str = "teacher",
     layer_label: str = "",
     title: str | None = None,
+    head: int | None = None,
+    special: Sequence[bool] | None = None,
 ) -> go.Figure:
-    """Attention (H, L, L) or (L, L) as a heatmap (query rows, key columns) with a head menu.
+    """Attention (H, L, L) or (L, L) as a heatmap (query rows, key columns).
 
-    Texts longer than ``max_tokens`` show their last ``max_tokens`` tokens (where the last-token mass
-    is read). Colours saturate at the 99.5th percentile so an attention sink does not wash out the rest.
+    ``head=None``: the mean of the heads first, with a menu of single heads; ``head=h``: that head only,
+    no menu (the head the mass was computed from). Texts longer than ``max_tokens`` show their last
+    ``max_tokens`` tokens (where the last-token mass is read). Colours saturate at the 99.5th
+    percentile of the attention to non-special keys (``special``: one flag per token, e.g. ``<bos>``,
+    whose column would otherwise wash out the rest), as the colour bar says.
         >>> fig = attention_heatmap(np.tril(np.ones((2, 3, 3))) / 3, ["a", "b", "c"])
     """
     A = attention.detach().cpu().numpy() if hasattr(attention, "detach") else np.asarray(attention)
@@ -147,9 +213,19 @@ def attention_heatmap(
     A = A[:, start:, start:].astype(np.float32)  # (H, L', L')
     ticks = [esc(lab) for lab in labels[start:]]
     pos = list(range(start, start + A.shape[1]))
-    views = [("mean of heads", A.mean(0))] + [(f"head {h}", A[h]) for h in range(A.shape[0])]
-    positive = A[A > 0]
+    if head is not None and not 0 <= head < A.shape[0]:
+        raise SraVizError(
+            f"head {head} does not exist: the attention has {A.shape[0]} heads (0..{A.shape[0] - 1})"
+        )
+    if head is None:
+        views = [("all heads (mean)", A.mean(0))] + [(f"head {h}", A[h]) for h in range(A.shape[0])]
+    else:
+        views = [(f"head {head}", A[head])]
+    flags = np.zeros(len(labels), bool) if special is None else np.asarray(special, bool)[start:]
+    shown = np.stack([z for _, z in views])[:, :, ~flags]  # (V, L', keys that are not special)
+    positive = shown[shown > 0]
     zmax = float(np.quantile(positive, 0.995)) if positive.size else 1.0
+    colour_title = "attention" + ("<br>(range without<br>special keys)" if flags.any() else "")
     fig = go.Figure()
     for i, (name, z) in enumerate(views):
         fig.add_trace(
@@ -166,7 +242,7 @@ def attention_heatmap(
                 hovertemplate="query %{y}<br>key %{x} %{customdata}<br>attention %{z:.4f}<extra>"
                 + name
                 + "</extra>",
-                colorbar=dict(title="attention", thickness=12),
+                colorbar=dict(title=colour_title, thickness=12),
             )
         )
     buttons = [
@@ -181,7 +257,10 @@ def attention_heatmap(
     fig.update_yaxes(title="query token", autorange="reversed", **axis)
     size = int(min(900, max(420, 8 * len(pos) + 220)))
     default_title = f"{side} attention{' · ' + layer_label if layer_label else ''}"
-    fig.update_layout(updatemenus=[dict(buttons=buttons, x=0.0, xanchor="left", y=1.01, yanchor="bottom")])
+    if len(views) > 1:
+        fig.update_layout(
+            updatemenus=[dict(buttons=buttons, x=0.0, xanchor="left", y=1.01, yanchor="bottom")]
+        )
     return styled(
         fig,
         title or default_title,
@@ -278,6 +357,7 @@ def attention_figure(features, alignment=None, side: str = "teacher", **options)
     labels = token_labels(getattr(alignment, side), alignment.text)
     layer = getattr(feats, "mass_layer", None)
     options.setdefault("layer_label", f"layer {layer}" if layer is not None else "")
+    options.setdefault("special", getattr(alignment, side).special)
     return attention_heatmap(feats.attention, labels, side=side, **options)
 
 

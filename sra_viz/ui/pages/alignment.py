@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import functools
+
 import streamlit as st
 
 from sra_viz import export, figures
 from sra_viz.alignment import align_spans
-from sra_viz.ui import state
+from sra_viz.ui import share, state
+
+SHARED = (
+    share.Param("text", state.TEXT_KEY),
+    share.Param("word", "align_word", kind="bool"),
+    *share.PAIR,
+)
 
 
 def aligned(text: str, granularity: str):
@@ -37,6 +45,7 @@ def show_stats(stats: dict) -> None:
 
 
 st.title("Alignment")
+share.restore("alignment", SHARED)
 teacher_spec, student_spec = state.selected_specs()
 st.markdown(
     f"The teacher **{teacher_spec}** and the student **{student_spec}** tokenize the same text differently. "
@@ -77,3 +86,14 @@ with state.reported("alignment"):
         key="alignment_html",
         on_click="ignore",
     )
+    for fmt in export.IMAGE_FORMATS:  # rendered on click: a few seconds in a headless Chromium
+        downloads.download_button(
+            f"Diagram ({fmt.upper()})",
+            functools.partial(export.figure_to_image_bytes, fig, fmt),
+            file_name=f"alignment.{fmt}",
+            mime="image/png" if fmt == "png" else "image/svg+xml",
+            icon=":material/image:",
+            key=f"alignment_{fmt}",
+            on_click="ignore",
+        )
+share.publish("alignment", SHARED)

@@ -8,15 +8,35 @@ import streamlit as st
 from sra_viz import export, figures, geometry, projection
 from sra_viz.alignment import align_spans
 from sra_viz.data import Example, load_bundled_corpus, load_examples
+from sra_viz.distill.config import DistillConfig
 from sra_viz.errors import SraVizError
 from sra_viz.extraction import extract_corpus
 from sra_viz.features import MASS_MODES
 from sra_viz.samples import GEOMETRY_TEXTS
-from sra_viz.ui import state
+from sra_viz.ui import share, state
 
 SOURCES = ["Bundled corpus", "Pasted texts", "Uploaded file"]
 UPLOAD_MB = 20  # matches server.maxUploadSize in .streamlit/config.toml
 MAX_TEXTS = 64  # a 2-core CPU runs both models on ~16 texts in about half a minute
+N_TEXTS = range(2, MAX_TEXTS + 1)  # the "Number of texts" slider
+SHARED = (
+    share.Param("source", "geometry_source", choices=SOURCES),
+    share.Param("texts", "geometry_pasted", when=lambda values: values.get("geometry_source") == SOURCES[1]),
+    share.Param("n", "geometry_n", kind="int", choices=N_TEXTS),
+    share.Param("mode", "geometry_mode", choices=MASS_MODES),
+    share.Param("responses", "geometry_responses", kind="bool"),
+    *share.PAIR,
+)
+PROBE_RIDGE = DistillConfig().probe_ridge  # the distillation probe's ridge strength, same measurement
+FREE_LABELS = {  # projector-free measures: the two clouds compared as they are
+    "cka": "linear CKA",
+    "gram_distance": "Gram distance",
+    "gram_distance_weighted": "Gram distance (ŵ-weighted)",
+}
+MAPPED_LABELS = {  # through the cross-fitted student->teacher map
+    "cos": "cosine (out-of-sample)",
+    "retrieval": "retrieval@1 (out-of-sample)",
+}
 
 
 def chosen_examples(source: str, n: int) -> list[Example]:
@@ -54,17 +74,21 @@ def compute(examples: list[Example], mode: str, responses_only: bool) -> dict:
     teacher, student = corpus.teacher_centers[-1], corpus.student_centers[-1]  # (N, D_T), (N, D_S)
     if len(teacher) < 3:
         raise SraVizError(f"only {len(teacher)} spans in all: give longer or more texts (at least 3 spans)")
-    mapped = student @ geometry.fit_linear_map(student, teacher)  # (N, D_T): student in teacher space
+    frame = corpus.frame
+    if frame["text_id"].nunique() < 2:
+        raise SraVizError(
+            "only one text: the student->teacher map is fitted on some texts and scored on the others, "
+            "so give at least 2 texts"
+        )
+    # the distillation probe's measurement: map fitted on the other half of the texts (2-fold by text)
+    scores, mapped = geometry.crossfit_scores(
+        student, teacher, frame["text_id"].to_numpy(), PROBE_RIDGE, weights=frame["saliency"].to_numpy()
+    )  # mapped (N, D_T): student in teacher space, out of sample
     return dict(
         corpus=corpus,
         mapped=mapped,
-        metrics={
-            "spans": len(teacher),
-            "linear CKA": geometry.linear_cka(teacher, student),
-            "Gram distance": geometry.gram_distance(teacher, student),
-            "cosine (fitted map)": geometry.mean_matched_cosine(mapped, teacher),
-            "retrieval@1 (fitted map)": geometry.retrieval_accuracy(mapped, teacher),
-        },
+        free={"spans": len(teacher), **{label: scores[key] for key, label in FREE_LABELS.items()}},
+        mapped_scores={label: scores[key] for key, label in MAPPED_LABELS.items()},
         pca=projection.project_snapshots(teacher, [mapped], method="pca"),
     )
 
@@ -72,7 +96,10 @@ def compute(examples: list[Example], mode: str, responses_only: bool) -> dict:
 def scatter(result: dict, projection, color: str):
     frame = result["corpus"].frame
     color_by = frame["text_id"].to_numpy() if color == "text" else frame["saliency"].to_numpy()
-    title = f"Span CoMs ({projection.method.upper()}): teacher vs student mapped into teacher space"
+    title = (
+        f"Span CoMs ({projection.method.upper()}): teacher vs student mapped into teacher space "
+        "(out-of-sample map)"
+    )
     return figures.com_scatter(
         projection.teacher[0],
         projection.student[0],
@@ -89,6 +116,7 @@ st.markdown(
     "SRA aligns the **shape** of the span space, not just single spans. Here both models read many texts; "
     "every span gets a teacher and a student center of mass (last layer), and the two clouds are compared."
 )
+share.restore("geometry", SHARED)
 state.keep("geometry_source", SOURCES[0], SOURCES)
 source = st.radio("Texts", SOURCES, horizontal=True, key="geometry_source")
 if source == "Pasted texts":
@@ -104,7 +132,7 @@ elif source == "Uploaded file":
     )
 left, mid, right = st.columns(3)
 state.keep("geometry_n", 12)
-n_texts = left.slider("Number of texts (first N)", 2, MAX_TEXTS, key="geometry_n")
+n_texts = left.slider("Number of texts (first N)", N_TEXTS.start, N_TEXTS.stop - 1, key="geometry_n")
 state.keep("geometry_mode", MASS_MODES[0], MASS_MODES)
 mode = mid.selectbox("Mass mode", list(MASS_MODES), key="geometry_mode")
 state.keep("geometry_responses", True)
@@ -114,6 +142,8 @@ responses_only = right.toggle(
     help="Align only the response of prompt/response examples, as distillation does.",
 )
 
+state.selected_specs()  # the pair is part of the shared view
+share.publish("geometry", SHARED)
 store = state.results("geometry")
 if st.button("Compute span centers", type="primary", icon=":material/play_arrow:", key="geometry_run"):
     with state.reported("geometry"):
@@ -130,14 +160,20 @@ if result is None:
 st.caption(f"Showing: {store['source']}")
 for message in result["corpus"].messages.values():
     st.warning(message)
-cols = st.columns(len(result["metrics"]))
-for col, (name, value) in zip(cols, result["metrics"].items(), strict=True):
+st.markdown("**Projector-free**: the two clouds compared as they are (different dimensions).")
+for col, (name, value) in zip(st.columns(len(result["free"])), result["free"].items(), strict=True):
     col.metric(name, value if name == "spans" else f"{value:.3f}")
+st.markdown("**Through a student→teacher map, out of sample**")
+for col, (name, value) in zip(st.columns(4), result["mapped_scores"].items(), strict=False):
+    col.metric(name, f"{value:.3f}")
 st.info(
-    "The student's centers have a different dimension than the teacher's. CKA and the Gram distance compare "
-    "them as they are. For cosine, retrieval and the scatter, the student is mapped into the teacher's space "
-    "by a **least-squares linear map fitted on this same set** (a stand-in for SRA's trained projector): it "
-    "flatters the student.",
+    "CKA and the Gram distances (unweighted, and weighted by the teacher's saliency ŵ as L_geo is) need "
+    "no map. For cosine, retrieval and the scatter, the student is mapped into the teacher's space by a "
+    "ridge-regression map (a stand-in for SRA's trained projector) **fitted on the other half of the "
+    "texts**: the odd-numbered texts are scored by a map fitted on the even-numbered ones and vice "
+    "versa, so every number is **out-of-sample** — the same cross-fitted measurement as the "
+    "distillation probe. Retrieval@1 asks, within each text, whether a mapped student span's nearest "
+    "teacher span is its own counterpart.",
     icon=":material/info:",
 )
 

@@ -7,14 +7,37 @@ import streamlit as st
 from sra_viz import figures
 from sra_viz.extraction import analyze_text
 from sra_viz.features import MASS_MODES
-from sra_viz.ui import state
+from sra_viz.figures.saliency import COLOUR_SCALES
+from sra_viz.ui import share, state
 
 MODE_HELP = {
     "last_token": "attention the last real token pays to each token, summed over heads (SRA's choice)",
     "received": "attention each token receives, averaged over the queries that can see it",
     "uniform": "every token weighs the same: plain mean pooling (the paper's ablation)",
 }
+SCALE_HELP = {
+    "linear": "colour = mass share",
+    "log": "colour = log10 of the mass share: small masses differ visibly",
+    "rank": "colour = the span's rank by mass: every step of the order shows",
+}
 ALL_HEADS = "all heads"
+TEXT_WIDTH = 960  # px of the coloured text: drawn at this size, so span labels fit their cells
+TOP_K = range(5, 41)  # the "How many spans" slider
+SHARED = (
+    share.Param("text", state.TEXT_KEY),
+    share.Param("mode", "saliency_mode", choices=MASS_MODES),
+    *(
+        share.Param(f"{role}_{what}", f"saliency_{role}_{what}", kind="int", words=words)
+        for role in ("teacher", "student")
+        for what, words in (("layer", {}), ("head", {"all": ALL_HEADS}))
+    ),
+    share.Param("side", "saliency_side", choices=("teacher", "student")),
+    share.Param("k", "saliency_k", kind="int", choices=TOP_K),
+    share.Param("scale", "saliency_scale", choices=COLOUR_SCALES),
+    share.Param("sinks", "saliency_sinks", kind="bool"),
+    share.Param("windowed", "saliency_windowed", kind="bool"),
+    *share.PAIR,
+)
 
 
 def layer_and_head(column, role: str, info) -> tuple[int, int | None]:
@@ -34,10 +57,10 @@ def layer_and_head(column, role: str, info) -> tuple[int, int | None]:
     return int(layer), None if head == ALL_HEADS else int(head)
 
 
-def features_for(text: str, mode: str, teacher: tuple, student: tuple):
+def features_for(text: str, mode: str, teacher: tuple, student: tuple, windowed: bool):
     """Span features of ``text`` on the pair, recomputed only when an input changed."""
     store = state.results("saliency")
-    key = (text, mode, teacher, student, *state.selected_specs())
+    key = (text, mode, teacher, student, windowed, *state.selected_specs())
     if store.get("key") != key:
         pair = state.get_pair()
         with st.spinner("Running the teacher and the student on the text…"):
@@ -49,6 +72,7 @@ def features_for(text: str, mode: str, teacher: tuple, student: tuple):
                 mass_mode=mode,
                 head=(teacher[1], student[1]),
                 keep_attention=True,
+                windowed=windowed,
             )
         store.update(key=key, features=feats)
     return store["features"]
@@ -60,6 +84,7 @@ st.markdown(
     "of its tokens' masses. The teacher's span masses, normalised, are the **saliency** weights ŵ that "
     "steer pooling and every loss."
 )
+share.restore("saliency", SHARED)
 text = state.text_picker()
 with state.reported("saliency"):
     pair = state.get_pair()
@@ -69,22 +94,53 @@ with state.reported("saliency"):
     left, right = st.columns(2)
     teacher_choice = layer_and_head(left, "teacher", pair.teacher.info)
     student_choice = layer_and_head(right, "student", pair.student.info)
-    feats = features_for(state.check_text(text), mode, teacher_choice, student_choice)
+    scale_col, sinks_col, window_col = st.columns(3)
+    state.keep("saliency_scale", COLOUR_SCALES[0], COLOUR_SCALES)
+    scale = scale_col.segmented_control("Colour scale", COLOUR_SCALES, key="saliency_scale") or "linear"
+    scale_col.caption(SCALE_HELP[scale])
+    state.keep("saliency_sinks", True)
+    sinks = sinks_col.toggle(
+        "Sinks out of the colour range",
+        key="saliency_sinks",
+        help="Attention sinks: the first and the last span take most of the mass. Left out of the colour "
+        "range, they saturate and the other spans' differences show (the colour bar says so).",
+    )
+    state.keep("saliency_windowed", False)
+    windowed = window_col.toggle(
+        "Windowed analysis",
+        key="saliency_windowed",
+        help="A text longer than the models' window (512 tokens) is cut; windowed analysis covers all of "
+        "it with consecutive windows of whole spans (no attention heatmap then).",
+    )
+    feats = features_for(state.check_text(text), mode, teacher_choice, student_choice, windowed)
     if feats.truncated:
-        st.warning(feats.message)
-    st.plotly_chart(figures.saliency_figure(feats, feats.alignment), key="saliency_text")
+        st.warning(feats.message.replace("pass windowed=True", "turn on **Windowed analysis**"))
+    st.plotly_chart(
+        figures.saliency_figure(feats, feats.alignment, scale=scale, exclude_sinks=sinks, width=TEXT_WIDTH),
+        key="saliency_text",
+        width="content",
+    )
     heat, top = st.tabs(["Attention heatmap", "Top salient spans"])
     with heat:
         state.keep("saliency_side", "teacher")
         side = st.radio("Model", ["teacher", "student"], horizontal=True, key="saliency_side")
         layer, head = teacher_choice if side == "teacher" else student_choice
-        label = f"layer {layer}" + ("" if head is None else f" · mass from head {head}")
-        st.plotly_chart(
-            figures.attention_figure(feats, feats.alignment, side=side, layer_label=label),
-            key="saliency_heat",
-        )
+        if getattr(feats, side).attention is None:
+            st.info("The heatmap shows one window: turn off **Windowed analysis** to see it.")
+        else:
+            st.plotly_chart(
+                figures.attention_figure(
+                    feats,
+                    feats.alignment,
+                    side=side,
+                    layer_label=f"layer {layer}" + ("" if head is None else f" · head {head}"),
+                    head=head,
+                ),
+                key="saliency_heat",
+            )
     with top:
         state.keep("saliency_k", 15)
-        k = st.slider("How many spans", 5, 40, key="saliency_k")
+        k = st.slider("How many spans", TOP_K.start, TOP_K.stop - 1, key="saliency_k")
         st.plotly_chart(figures.top_spans_figure(feats, feats.alignment, k=k), key="saliency_top")
         st.dataframe(feats.to_frame().sort_values("saliency", ascending=False), hide_index=True, height=280)
+share.publish("saliency", SHARED)
