@@ -18,6 +18,7 @@ config.json), app first and last, so load drift on a shared machine shows as the
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
@@ -59,26 +60,16 @@ def _wait(condition, seconds: float, what: str) -> None:
         time.sleep(0.5)
 
 
-def app_run(runs: Path, steps: int, probe_every: int, app_root: Path) -> Path:
-    """Start the app, run one session from the Distill page in Chromium, return its run directory."""
-    from playwright.sync_api import sync_playwright
-
+@contextlib.contextmanager
+def served_app(log_dir: Path, app_root: Path = ROOT):
+    """`streamlit run app.py` of ``app_root`` on a free port, healthy; yields its URL, stops it after."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    log = open(runs / "streamlit.log", "w")
+    log = open(log_dir / "streamlit.log", "w")
     proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "streamlit",
-            "run",
-            "app.py",
-            "--server.port",
-            str(port),
-            "--server.headless",
-            "true",
-        ],
+        [sys.executable, "-m", "streamlit", "run", "app.py"]
+        + ["--server.port", str(port), "--server.headless", "true"],
         cwd=app_root,
         stdout=log,
         stderr=subprocess.STDOUT,
@@ -96,27 +87,49 @@ def app_run(runs: Path, steps: int, probe_every: int, app_root: Path) -> Path:
 
     try:
         _wait(healthy, 120, "a healthy streamlit server")
-        with sync_playwright() as pw:
-            browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
-            page = browser.new_page(viewport={"width": 1400, "height": 1600})
-            page.goto(f"{url}/distill", wait_until="networkidle")
-            page.get_by_role("heading", name="Distill").first.wait_for(timeout=300_000)
-            page.get_by_text("Run folder and seed").click(timeout=600_000)  # after the models have loaded
-            folder = page.get_by_label("Runs folder", exact=True)
-            folder.fill(str(runs))
-            folder.press("Enter")
-            for label, value in (("Steps", str(steps)), ("Probe every N steps", str(probe_every))):
-                box = page.get_by_label(label, exact=True)
-                box.fill(value)
-                box.press("Enter")
-                _wait(lambda box=box, value=value: box.input_value() == value, 20, f"{label} = {value}")
-            page.get_by_test_id("stMainBlockContainer").get_by_role("button", name="Start").click()
-            page.get_by_text(re.compile(r"Run (finished|failed|stopped)")).first.wait_for(timeout=3_600_000)
-            browser.close()
+        yield url
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(timeout=30)
+        log.close()
+
+
+@contextlib.contextmanager
+def distill_page(url: str, runs: Path):
+    """Chromium on the app's Distill page, the models loaded and the Runs folder set to ``runs``."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        page = browser.new_page(viewport={"width": 1400, "height": 1600})
+        page.goto(f"{url}/distill", wait_until="networkidle")
+        page.get_by_role("heading", name="Distill").first.wait_for(timeout=300_000)
+        page.get_by_text("Run folder and seed").click(timeout=600_000)  # after the models have loaded
+        folder = page.get_by_label("Runs folder", exact=True)
+        folder.fill(str(runs))
+        folder.press("Enter")
+        _wait(lambda: folder.input_value() == str(runs), 20, "the runs folder typed")
+        try:
+            yield page
+        finally:
+            browser.close()
+
+
+def newest_run(runs: Path) -> Path:
     return max((p for p in runs.iterdir() if (p / "config.json").is_file()), key=lambda p: p.stat().st_mtime)
+
+
+def app_run(runs: Path, steps: int, probe_every: int, app_root: Path) -> Path:
+    """Start the app, run one session from the Distill page in Chromium, return its run directory."""
+    with served_app(runs, app_root) as url, distill_page(url, runs) as page:
+        for label, value in (("Steps", str(steps)), ("Probe every N steps", str(probe_every))):
+            box = page.get_by_label(label, exact=True)
+            box.fill(value)
+            box.press("Enter")
+            _wait(lambda box=box, value=value: box.input_value() == value, 20, f"{label} = {value}")
+        page.get_by_test_id("stMainBlockContainer").get_by_role("button", name="Start").click()
+        page.get_by_text(re.compile(r"Run (finished|failed|stopped)")).first.wait_for(timeout=3_600_000)
+    return newest_run(runs)
 
 
 def main(argv=None) -> int:

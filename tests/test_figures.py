@@ -503,6 +503,8 @@ def test_change_figures_of_run_snapshots():
     at_start = change_figures(_snapshots(), step=0)  # step 0 against itself: nothing has moved
     change = [t for t in at_start["distances"].data if t.type == "box"][1]
     assert np.allclose(change.y, 0) and np.allclose(np.asarray(at_start["gram"].data[2].z), 0)
+    moved = [t.name for t in at_start["displacement"].data if t.name and t.name != "teacher spans"]
+    assert moved == ["12 spans unchanged (step 0 = step 0)"]  # not "farther at step 0 than at step 0"
     with pytest.raises(SraVizError, match="no probe snapshots"):
         change_figures(None)
     with pytest.raises(SraVizError, match="step 7 has no snapshot"):

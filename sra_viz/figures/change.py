@@ -231,7 +231,8 @@ def displacement_figure(
     """Each span's student point moving from step 0 to now (segment + end marker), teachers in light blue.
 
     Green moves end closer to the span's teacher point than they started (``closer``, default: in the
-    plane), vermillion ones farther. All arrays (N, 2) on shared axes (e.g. one PCA fit).
+    plane), vermillion ones farther, grey points did not move (e.g. "now" is step 0).
+    All arrays (N, 2) on shared axes (e.g. one PCA fit).
         >>> fig = displacement_figure(np.zeros((2, 2)), np.ones((2, 2)), np.full((2, 2), 0.5)); len(fig.data)
         3
     """
@@ -240,7 +241,9 @@ def displacement_figure(
         raise SraVizError(f"teacher_xy {T.shape}, start_xy {A.shape}, now_xy {B.shape} must all be (N, 2)")
     if closer is None:
         closer = np.linalg.norm(B - T, axis=1) < np.linalg.norm(A - T, axis=1)
-    closer = np.asarray(closer, bool)
+    unchanged = np.all(A == B, axis=1)  # (N,) e.g. every span when "now" is step 0 itself
+    closer = np.asarray(closer, bool) & ~unchanged
+    farther = ~closer & ~unchanged
     texts = [esc(visible_text(t)) for t in (span_texts or [""] * len(T))]
     fig = go.Figure()
     fig.add_trace(
@@ -255,10 +258,19 @@ def displacement_figure(
         )
     )
     first, now = steps
-    for mask, color, name in ((closer, CLOSER, "closer"), (~closer, FARTHER, "farther")):
+    for mask, color, name in (
+        (closer, CLOSER, "closer"),
+        (farther, FARTHER, "farther"),
+        (unchanged, PALETTE["grey"], "unchanged"),
+    ):
         idx = np.flatnonzero(mask)
         if not len(idx):
             continue
+        label = (
+            f"{len(idx)} spans unchanged (step {now} = step {first})"
+            if name == "unchanged"
+            else f"{len(idx)} spans {name} at step {now} than at step {first}"
+        )
         xs = np.column_stack([A[idx, 0], B[idx, 0], np.full(len(idx), np.nan)]).ravel()
         ys = np.column_stack([A[idx, 1], B[idx, 1], np.full(len(idx), np.nan)]).ravel()
         fig.add_trace(
@@ -279,7 +291,7 @@ def displacement_figure(
                 mode="markers",
                 legendgroup=name,
                 marker=dict(color=color, size=6),
-                name=f"{len(idx)} spans {name} at step {now} than at step {first}",
+                name=label,
                 hovertext=[texts[i] for i in idx],
                 hoverinfo="text",
             )

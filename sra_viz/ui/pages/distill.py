@@ -30,19 +30,23 @@ RUN_KEY = "distill_run"  # the run directory this browser session watches
 ROOT_KEY = "distill_runs_root"  # the parent folder of new runs (empty: sra_viz.paths.runs_dir())
 LIVE_EVERY = 2.0  # seconds between redraws of the live panel while a run is active
 IDLE_EVERY = 5.0  # seconds between looks for a run started from another browser session
+# seconds between redraws of Past runs while a run is active: every redraw costs the browser (and so the
+# run, on a small machine) a re-render, and the live panel already shows the active run
+PAST_EVERY = 30.0
 CURVES_EVERY = 10.0  # seconds between rebuilds of the curves between probe rows
-# The app's run defaults: a truncated student and a short run, sized for 2 CPU cores. They are not yet
-# chosen by measurement (benchmarks/app_defaults.py is the tool for that). The held-out evaluation is
-# smaller than the CLI's (4 examples, 24 new tokens): it runs at step 0 and at the end of every run.
+# The app's run defaults, chosen by measurement on 2 CPU cores (benchmarks/app_defaults.py and
+# benchmarks/app_default_session.py; README, "The app's default session"): a truncated student, 100 steps
+# at lr 1e-3 move the probe's CKA and Gram distance clearly within about 3 minutes. The held-out
+# evaluation is smaller than the CLI's (4 examples, 24 new tokens): it runs at step 0 and at the end.
 APP_DEFAULTS: dict[str, Any] = dict(
     method="sra",
     student_variant="truncated",
     student_k=6,
-    steps=20,
+    steps=100,
     batch_size=4,
     max_length=64,
-    lr=1e-4,
-    log_every=5,
+    lr=1e-3,
+    log_every=10,
     probe_size=8,
     eval_size=4,
     eval_max_new_tokens=24,
@@ -473,7 +477,11 @@ def past_runs(root: Path) -> None:
         st.caption(cache_line)
     if run.message:
         st.caption(run.message)
-    draw_views(str(run.path), "distill_reopen", pick_step=True)
+    live = watched()
+    if live is not None and live.progress().active and Path(live.run_dir) == run.path:
+        st.caption("This run is training: its views are shown live above.")
+    else:
+        draw_views(str(run.path), "distill_reopen", pick_step=True)
     more = st.number_input("More steps", 1, 2000, 10, key="distill_more")
     running = (w := worker_for(run.path)) is not None and w.progress().active
     if st.button(
@@ -533,6 +541,6 @@ st.divider()
 st.subheader("Past runs")
 with state.reported("reading past runs"):
     typed = (st.session_state.get(ROOT_KEY) or "").strip()  # checked (and created) only when a run starts
-    st.fragment(past_runs, run_every=IDLE_EVERY if active else None)(
+    st.fragment(past_runs, run_every=PAST_EVERY if active else None)(
         Path(typed).expanduser() if typed else paths.runs_dir()
     )
