@@ -314,8 +314,9 @@ class DistillConfig:
     )
     report_to: str = _opt(
         "none",
-        "where the metrics rows also go besides metrics.jsonl (the source of truth): none, or tensorboard "
-        "(event files under RUN/tensorboard)",
+        "where the metrics rows also go besides metrics.jsonl (the source of truth): none, tensorboard "
+        "(event files under RUN/tensorboard) or trackio (the local trackio project sra-viz under "
+        "$TRACKIO_DIR, else ~/.cache/sra_viz/trackio; one trackio run per run folder)",
         choices=REPORT_TO,
     )
 

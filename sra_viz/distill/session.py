@@ -93,7 +93,7 @@ class DistillSession:
         self._data_iter: Iterator[list[Example]] | None = None
         self._prepared: dict[tuple[str, int], PreparedExample] = {}
         self.run_dir: RunDir | None = None
-        self._reporter: tracking.TensorBoardReporter | None = None  # opened at the first row (report_to)
+        self._reporter: tracking.Reporter | None = None  # opened at the first row (report_to)
         if not _resuming and dist.env_dist_info().is_main:  # rank 0 makes the folder; others never look
             check_run_folder(cfg.out, new=True)
         preflight.check_against_models(cfg)
@@ -204,7 +204,13 @@ class DistillSession:
         if self.dist.is_main:
             self.run_dir = RunDir(cfg.out).create(cfg)
             self._say(f"run directory {cfg.out}")
-            self._reporter = tracking.open_reporter(cfg.report_to, self.run_dir.path)  # fails before step 0
+            # fails before step 0
+            self._reporter = tracking.open_reporter(cfg.report_to, self.run_dir.path, cfg.to_dict())
+            if isinstance(self._reporter, tracking.TrackioReporter):
+                where = self._reporter.records_dir
+                self._say(
+                    f"trackio run {self._reporter.name} of project {tracking.TRACKIO_PROJECT} in {where}"
+                )
         dist.barrier(self.dist)
 
     def _prepare(self, example) -> PreparedExample:
@@ -365,7 +371,9 @@ class DistillSession:
         if self.run_dir is not None:
             self.run_dir.append_metrics(row)  # the source of truth; a reporter gets a copy
             if self._reporter is None and self.config.report_to != "none":
-                self._reporter = tracking.open_reporter(self.config.report_to, self.run_dir.path)
+                self._reporter = tracking.open_reporter(
+                    self.config.report_to, self.run_dir.path, self.config.to_dict()
+                )
             if self._reporter is not None:
                 self._reporter.log(row)
 
