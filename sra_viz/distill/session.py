@@ -64,8 +64,21 @@ class NonFiniteLossError(SraVizError):
     """The run failed: a loss term, the gradient or the weights became NaN/inf, or a step raised."""
 
 
-def _lr_factor(step: int, warmup: int, total: int) -> float:
-    """Linear warm-up to 1, then cosine decay to 0 at ``total`` steps."""
+def lr_factor(step: int, warmup: int, total: int) -> float:
+    """The peak learning rate's factor for the update of step ``step + 1`` (``step`` updates done):
+
+        f(s) = (s + 1) / (W + 1)                                      s < W   (linear warm-up)
+        f(s) = ½·(1 + cos(π·min(1, (s − W) / max(1, T − W))))          s ≥ W   (cosine decay to 0 at T)
+
+    with W = ``warmup``, T = ``total``. After the warm-up this is transformers'
+    ``get_cosine_schedule_with_warmup`` step for step; during it, transformers' ``s / W`` starts at 0, so
+    its first update would not move the weights, whereas every warm-up step here trains (``SRATrainer``
+    runs use transformers' schedule from their ``TrainingArguments``).
+
+    Example:
+        >>> [round(lr_factor(s, 3, 7), 3) for s in range(7)]
+        [0.25, 0.5, 0.75, 1.0, 0.854, 0.5, 0.146]
+    """
     if warmup and step < warmup:
         return (step + 1) / (warmup + 1)
     progress = (step - warmup) / max(1, total - warmup)
@@ -187,7 +200,7 @@ class DistillSession:
         self.params = [p for g in groups for p in g["params"]]
         self.optimizer = torch.optim.AdamW(groups)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, lambda step: _lr_factor(step, cfg.warmup_steps, cfg.steps)
+            self.optimizer, lambda step: lr_factor(step, cfg.warmup_steps, cfg.steps)
         )
 
     def _open_run_dir(self) -> None:
