@@ -107,6 +107,7 @@ class DistillSession:
         self._prepared: dict[tuple[str, int], PreparedExample] = {}
         self.run_dir: RunDir | None = None
         self._reporter: tracking.Reporter | None = None  # opened at the first row (report_to)
+        dist.check_launch()  # data-parallel only: a sharded launch is refused before anything is made
         if not _resuming and dist.env_dist_info().is_main:  # rank 0 makes the folder; others never look
             check_run_folder(cfg.out, new=True)
         preflight.check_against_models(cfg)
