@@ -5,8 +5,10 @@ An `Example` is one prompt and its response. Its `text` is ``prompt + RESPONSE_S
 character index where the response starts in `text`: pass it to `align_spans(..., prompt_end=...)`
 so only response tokens are aligned.
 
-User files use one of three schemas, detected from their column names (case-insensitive):
+User files use one of four schemas, detected from their column names (case-insensitive):
 
+- ``messages``: chat turns ``[{role, content}, ...]``; the last assistant turn is the response, the
+  turns before it the prompt, one ``Role: content`` line each then ``Assistant:`` (`format_chat_prompt`);
 - ``instruction``, ``response``, optional ``context`` (Dolly style; Alpaca's ``input``/``output`` work too),
   turned into a prompt by `format_prompt`;
 - ``prompt``, ``response`` (``completion`` works too);
@@ -33,7 +35,15 @@ from typing import IO
 from sra_viz.errors import SraVizError
 
 from .dataset_files import load_dataset_rows, reads_through_datasets
-from .example_files import FieldMap, decode, format_prompt, parse_records, read_source, resolve_format
+from .example_files import (
+    FieldMap,
+    decode,
+    format_chat_prompt,
+    format_prompt,
+    parse_records,
+    read_source,
+    resolve_format,
+)
 
 RESPONSE_SEPARATOR = "\n"  # between prompt and response in Example.text
 MAX_BYTES = 20_000_000  # default size cap of load_examples (20 MB)
@@ -207,6 +217,7 @@ __all__ = [
     "RESPONSE_SEPARATOR",
     "Example",
     "batches",
+    "format_chat_prompt",
     "format_prompt",
     "load_bundled_corpus",
     "load_examples",

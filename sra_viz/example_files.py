@@ -1,8 +1,13 @@
 """Reading example files: bytes from a path, str, bytes or upload (size-capped), UTF-8 decoding, format
-detection (JSONL, JSON, CSV/TSV) and the three accepted column schemas (or the columns a
+detection (JSONL, JSON, CSV/TSV) and the four accepted column schemas (or the columns a
 :class:`FieldMap` names), turned into the fields of
 :class:`sra_viz.data.Example` (``prompt``, ``response``, ``id``, ``category``). Every problem is a
 ``SraVizError`` naming the file and line. The public loaders are in :mod:`sra_viz.data`.
+
+A chat row, ``messages: [{role, content}, ...]``, becomes prompt = the turns before its last assistant
+turn rendered plainly (:func:`format_chat_prompt`), response = that last assistant turn. Plain, not the
+student's chat template: the examples are read before any model is loaded, and the same rows then
+mean the same text to every student of a comparison.
 
 Example:
     >>> parse_records('{"prompt": "2+2?", "response": "4"}', "input", "jsonl")[0]["response"]
@@ -42,6 +47,19 @@ def format_prompt(instruction: str, context: str = "") -> str:
         lines.append(f"Context: {context.strip()}")
     lines.append("Response:")
     return "\n".join(lines)
+
+
+def format_chat_prompt(turns: list[tuple[str, str]]) -> str:
+    """Chat turns before the answer, one ``Role: content`` line each, then ``Assistant:``.
+
+    Roles are capitalised (``user`` -> ``User``) and contents stripped, as in :func:`format_prompt`.
+
+    Example:
+        >>> format_chat_prompt([("system", "Be brief."), ("user", "What is 2+2?")])
+        'System: Be brief.\\nUser: What is 2+2?\\nAssistant:'
+    """
+    lines = [f"{role.strip().capitalize()}: {content.strip()}" for role, content in turns]
+    return "\n".join([*lines, "Assistant:"])
 
 
 # ---------------------------------------------------------------- reading bytes
@@ -260,7 +278,7 @@ class _Schema:
                 return schema
         raise SraVizError(
             f"{name} {where}: no recognised columns: expected instruction/context/response (Dolly style), "
-            f"prompt/response or text; found {_names(record)}"
+            f"messages (chat turns), prompt/response or text; found {_names(record)}"
         )
 
     def check_columns(self, header: list[str], name: str) -> None:
@@ -307,6 +325,67 @@ class _Schema:
             "id": _label(record.get("id"), "id", name, where) or where.replace(" ", "-"),
             "category": _label(record.get("category"), "category", name, where),
         }
+
+
+@dataclass(frozen=True)
+class _ChatSchema(_Schema):
+    """The ``messages`` column: a list of ``{role, content}`` turns (module docstring)."""
+
+    def example(self, record: dict, name: str, where: str) -> dict[str, str]:
+        record = {str(key).strip().lower(): value for key, value in record.items()}
+        turns = _chat_turns(record.get("messages"), f"{name} {where}")
+        last = max(
+            (i for i, (role, _) in enumerate(turns) if role.strip().lower() == "assistant"), default=-1
+        )
+        if last < 0:
+            roles = ", ".join(role for role, _ in turns)
+            raise SraVizError(
+                f"{name} {where}: messages hold no assistant turn (roles: {roles}): the last assistant turn "
+                "is the response"
+            )
+        response = turns[last][1].strip()
+        if not response:
+            raise SraVizError(
+                f"{name} {where}: empty response: messages turn {last + 1}, the last assistant turn, is blank"
+            )
+        return {
+            "prompt": format_chat_prompt(turns[:last]),
+            "response": response,
+            "id": _label(record.get("id"), "id", name, where) or where.replace(" ", "-"),
+            "category": _label(record.get("category"), "category", name, where),
+        }
+
+
+def _chat_turns(messages: Any, at: str) -> list[tuple[str, str]]:
+    """``(role, content)`` of each turn of a ``messages`` value, or one line saying what is wrong."""
+    expected = "expected a list of {role, content} objects"
+    if not isinstance(messages, (list, tuple)):
+        raise SraVizError(
+            f"{at}: field 'messages' is {_json_type(messages)} ({_short(messages)}), {expected}"
+        )
+    if not messages:
+        raise SraVizError(f"{at}: field 'messages' is an empty list, {expected}")
+    turns = []
+    for number, turn in enumerate(messages, start=1):
+        if not isinstance(turn, dict):
+            raise SraVizError(
+                f"{at}: messages turn {number} is {_json_type(turn)} ({_short(turn)}), expected an object "
+                "with role and content"
+            )
+        for key in ("role", "content"):
+            value = turn.get(key)
+            if not isinstance(value, str):
+                found = "missing" if key not in turn else f"{_json_type(value)} ({_short(value)})"
+                raise SraVizError(
+                    f"{at}: messages turn {number} {key!r} is {found}, expected a string: each turn is "
+                    '{"role": "user", "content": "..."}'
+                )
+        if not turn["role"].strip():
+            raise SraVizError(
+                f"{at}: messages turn {number} has a blank role: give user, assistant, system..."
+            )
+        turns.append((turn["role"], turn["content"]))
+    return turns
 
 
 def _label(value: Any, field: str, name: str, where: str) -> str:
@@ -360,6 +439,10 @@ class FieldMap:
 
 
 _SCHEMAS = (
+    # messages first: chat sets such as UltraChat also carry a prompt column, without a response
+    _ChatSchema(
+        "messages", "messages (a list of {role, content} turns)", {"messages": ("messages",)}, frozenset()
+    ),
     _Schema(
         "instruction",
         "instruction, response and optional context (or Alpaca's input/output)",

@@ -1,7 +1,8 @@
 """Where sra_viz keeps what it downloads, converts and writes.
 
 Everything lives under one home folder: ``$SRA_VIZ_HOME`` or ``~/.cache/sra_viz``; the teacher cache may
-live elsewhere (``$SRA_VIZ_TEACHER_CACHE``: the test suite points it at a temporary folder).
+live elsewhere (``$SRA_VIZ_TEACHER_CACHE``: the test suite points it at a temporary folder), and so may
+trackio's local records (``$TRACKIO_DIR``, trackio's own variable).
 """
 
 from __future__ import annotations
@@ -49,6 +50,17 @@ def teacher_cache_dir() -> Path:
     root = os.environ.get("SRA_VIZ_TEACHER_CACHE")
     if not root:
         return _sub("teacher_cache")
+    path = Path(root).expanduser()
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def trackio_dir() -> Path:
+    """trackio's local records of ``--report-to trackio`` runs (one SQLite file per project):
+    ``$TRACKIO_DIR``, else ``<home>/trackio``."""
+    root = os.environ.get("TRACKIO_DIR")
+    if not root:
+        return _sub("trackio")
     path = Path(root).expanduser()
     path.mkdir(parents=True, exist_ok=True)
     return path

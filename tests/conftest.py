@@ -23,6 +23,20 @@ def teacher_cache_folder(tmp_path_factory):
         os.environ["SRA_VIZ_TEACHER_CACHE"] = before
 
 
+@pytest.fixture(scope="session", autouse=True)
+def trackio_folder(tmp_path_factory):
+    """trackio's records of the tests' ``report_to="trackio"`` runs go to a temporary folder, never the
+    user's (trackio reads $TRACKIO_DIR once, when sra_viz.distill.tracking first imports it)."""
+    folder = tmp_path_factory.mktemp("trackio")
+    before = os.environ.get("TRACKIO_DIR")
+    os.environ["TRACKIO_DIR"] = str(folder)
+    yield folder
+    if before is None:
+        os.environ.pop("TRACKIO_DIR", None)
+    else:
+        os.environ["TRACKIO_DIR"] = before
+
+
 @pytest.fixture(scope="session")
 def default_pair():
     """Gemma-3-270M teacher + SmolLM2-135M student on CPU, fp32, eager attention."""

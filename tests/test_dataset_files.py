@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
@@ -158,3 +159,92 @@ def test_cli_distill_trains_on_parquet_with_tensorboard(tiny_pair_dirs, tmp_path
     rows_written = [line for line in (out / "metrics.jsonl").read_text().splitlines() if line.strip()]
     assert len(rows_written) == 3  # step 0 evaluation, steps 1 and 2
     assert list((out / "tensorboard").glob("events.out.tfevents.*"))
+
+
+# ---------------------------------------------------------------- chat rows: messages = [{role, content}]
+
+CHATS = [
+    {
+        "messages": [
+            {"role": "system", "content": "Be brief."},
+            {"role": "user", "content": "What is 2+2?"},
+            {"role": "assistant", "content": " 4 "},
+        ]
+    },
+    {  # two rounds, then a user turn the data never answers: the last assistant turn is the response
+        "messages": [
+            {"role": "user", "content": "Capital of France?"},
+            {"role": "assistant", "content": "Paris."},
+            {"role": "user", "content": "And of Italy?"},
+            {"role": "assistant", "content": "Rome."},
+            {"role": "user", "content": "Thanks!"},
+        ]
+    },
+]
+CHAT_EXAMPLES = [
+    ("System: Be brief.\nUser: What is 2+2?\nAssistant:", "4"),
+    ("User: Capital of France?\nAssistant: Paris.\nUser: And of Italy?\nAssistant:", "Rome."),
+]
+
+
+def test_chat_messages_become_the_turns_before_the_last_assistant_turn_and_that_turn(tmp_path):
+    # UltraChat-style rows also carry a prompt column (without a response): messages win
+    rows = [{"prompt": r["messages"][0]["content"], "messages": r["messages"]} for r in CHATS]
+    parquet = load_examples(_parquet(tmp_path / "chat.parquet", rows))
+    assert [(e.prompt, e.response) for e in parquet] == CHAT_EXAMPLES
+    assert [e.text[e.prompt_end :] for e in parquet] == [r for _, r in CHAT_EXAMPLES]  # the trained part
+    jsonl = tmp_path / "chat.jsonl"
+    jsonl.write_text("\n".join(json.dumps(r) for r in CHATS) + "\n")
+    assert [(e.prompt, e.response) for e in load_examples(str(jsonl))] == CHAT_EXAMPLES
+    folder = tmp_path / "shards"  # a folder of JSONL files goes through datasets' json builder
+    folder.mkdir()
+    (folder / "a.jsonl").write_text(json.dumps(CHATS[0]) + "\n")
+    (folder / "b.jsonl").write_text(json.dumps(CHATS[1]) + "\n")
+    assert [(e.prompt, e.response) for e in load_examples(str(folder))] == CHAT_EXAMPLES
+
+
+USER = {"role": "user", "content": "Hi?"}
+
+
+@pytest.mark.parametrize(
+    "messages, message",
+    [
+        ("Hi there", "field 'messages' is a string ('Hi there'), expected a list of {role, content} objects"),
+        ([], "field 'messages' is an empty list, expected a list of {role, content} objects"),
+        (
+            [USER, "Hello!"],
+            "messages turn 2 is a string ('Hello!'), expected an object with role and content",
+        ),
+        ([USER, {"role": "assistant"}], "messages turn 2 'content' is missing, expected a string"),
+        (
+            [USER, {"role": "assistant", "content": [{"type": "text", "text": "Hello"}]}],
+            "messages turn 2 'content' is a list ([{'type': 'text', 'text': 'Hello'}]), expected a string",
+        ),
+        ([{"role": None, "content": "Hi?"}], "messages turn 1 'role' is null (None), expected a string"),
+        ([{"role": " ", "content": "Hi?"}], "messages turn 1 has a blank role"),
+        ([USER], "messages hold no assistant turn (roles: user): the last assistant turn is the response"),
+        (
+            [USER, {"role": "Assistant", "content": "  "}],
+            "empty response: messages turn 2, the last assistant turn, is blank",
+        ),
+    ],
+)
+def test_malformed_messages_are_one_clear_line(tmp_path, messages, message):
+    path = tmp_path / "chat.jsonl"
+    path.write_text(json.dumps(CHATS[0]) + "\n" + json.dumps({"messages": messages}) + "\n")
+    with pytest.raises(SraVizError) as err:
+        load_examples(str(path))
+    assert f"chat.jsonl line 2: {message}" in str(err.value) and "\n" not in str(err.value)
+
+
+def test_malformed_messages_in_parquet_and_csv_name_the_row(tmp_path):
+    # Parquet stores one struct per turn: a turn without content reads back as content None
+    rows = [CHATS[0], {"messages": [USER, {"role": "assistant"}]}]
+    with pytest.raises(SraVizError, match=r"^chat.parquet row 2: messages turn 2 'content' is null \(None\)"):
+        load_examples(_parquet(tmp_path / "chat.parquet", rows))
+    csv = tmp_path / "chat.csv"  # a CSV cell is text, never a list of turns
+    csv.write_text('messages\n"[{""role"": ""user""}]"\n')
+    with pytest.raises(
+        SraVizError, match=r"^chat.csv line 2: field 'messages' is a string .* expected a list"
+    ):
+        load_examples(str(csv))

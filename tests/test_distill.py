@@ -21,6 +21,7 @@ import torch
 from sra_viz.distill import DistillConfig, DistillSession, NonFiniteLossError, list_runs, load_run
 from sra_viz.distill.batch import collate, label_positions
 from sra_viz.distill.config import field_defaults
+from sra_viz.distill.session import lr_factor
 from sra_viz.distill.side_pass import pool_spans
 from sra_viz.distill.student import make_student
 from sra_viz.errors import SraVizError
@@ -311,12 +312,37 @@ def test_sra_session_writes_a_complete_run_directory(tiny_pair, tmp_path):
     assert summary.state == "finished" and summary.steps_done == 2 and summary.method == "sra"
 
 
+@pytest.mark.parametrize("warmup, total", [(0, 1), (0, 2), (0, 9), (1, 1), (1, 2), (3, 4), (3, 30), (5, 5)])
+def test_lr_schedule_is_transformers_cosine_after_the_warm_up_only(warmup, total):
+    """The session's schedule (``lr_factor``) against ``transformers.get_cosine_schedule_with_warmup`` at
+    every step: equal once the warm-up is over (all steps without one, total = 1 included); during it
+    transformers' factor is s/W, 0 at the first update, ours (s+1)/(W+1), so ours is kept."""
+    from transformers import get_cosine_schedule_with_warmup
+
+    weight = torch.nn.Parameter(torch.zeros(1))
+    optimizer = torch.optim.SGD([weight], lr=1.0)
+    schedule = get_cosine_schedule_with_warmup(optimizer, warmup, total)
+    theirs = []
+    for _ in range(total):
+        theirs.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        schedule.step()
+    ours = [lr_factor(s, warmup, total) for s in range(total)]
+    for s in range(total):
+        if s >= warmup:
+            assert ours[s] == pytest.approx(theirs[s], abs=1e-12), s
+        else:
+            assert theirs[s] == pytest.approx(s / warmup) and ours[s] == pytest.approx((s + 1) / (warmup + 1))
+    assert warmup == 0 or (theirs[0] == 0.0 and ours[0] > 0)  # transformers' first update is lr 0
+
+
 def test_stopped_run_resumes_exactly_where_it_was(tiny_pair, tmp_path):
-    straight = DistillSession(
-        _cfg(tmp_path, "straight", steps=4, log_every=2, snapshot_every=2), pair=tiny_pair
-    )
+    """Stopped at step 2, inside the warm-up of 3 steps, and resumed: the same losses, probe metrics and
+    learning rates (the schedule restored from the checkpoint) as the run that went straight through."""
+    steps = dict(steps=4, warmup_steps=3, log_every=2, snapshot_every=2)
+    straight = DistillSession(_cfg(tmp_path, "straight", **steps), pair=tiny_pair)
     straight.run()
-    cfg = _cfg(tmp_path, "split", steps=4, log_every=2, snapshot_every=2)
+    cfg = _cfg(tmp_path, "split", **steps)
     first = DistillSession(cfg, pair=tiny_pair)
 
     def stop_after_two(row):
@@ -337,6 +363,9 @@ def test_stopped_run_resumes_exactly_where_it_was(tiny_pair, tmp_path):
         for key in ("loss", "span", "geo", "kd", "ce", "probe_cka"):
             if ra.get(key) is not None:
                 assert rb[key] == pytest.approx(ra[key], rel=1e-4, abs=1e-6), (ra["step"], key)
+        factor = lr_factor(ra["step"] - 1, 3, 4)  # the rates of the update of this step
+        assert ra["lr"] == rb["lr"] == pytest.approx(cfg.lr * factor, rel=1e-12), ra["step"]
+        assert ra["projector_lr"] == rb["projector_lr"] == pytest.approx(cfg.projector_lr * factor, rel=1e-12)
 
 
 def test_a_warm_teacher_cache_gives_the_losses_of_a_run_without_one(tiny_pair, tmp_path, monkeypatch):

@@ -292,8 +292,8 @@ class DistillConfig:
     # ------------------------------------------------------------------ I/O
     data: str | None = _opt(
         None,
-        "JSONL/JSON/CSV/TSV or Parquet file, or a folder of them, of prompt/response or text rows (None = "
-        "the bundled corpus)",
+        "JSONL/JSON/CSV/TSV or Parquet file, or a folder of them, of prompt/response, text or chat messages "
+        "rows (a chat row trains on its last assistant turn; None = the bundled corpus)",
     )
     prompt_field: str | None = _opt(
         None, "column of --data holding the prompts (with --response-field; None = detect the columns)"
@@ -314,8 +314,9 @@ class DistillConfig:
     )
     report_to: str = _opt(
         "none",
-        "where the metrics rows also go besides metrics.jsonl (the source of truth): none, or tensorboard "
-        "(event files under RUN/tensorboard)",
+        "where the metrics rows also go besides metrics.jsonl (the source of truth): none, tensorboard "
+        "(event files under RUN/tensorboard) or trackio (the local trackio project sra-viz under "
+        "$TRACKIO_DIR, else ~/.cache/sra_viz/trackio; one trackio run per run folder)",
         choices=REPORT_TO,
     )
 

@@ -6,6 +6,10 @@ losses run through hooks, CoM pooling and projectors rather than one ``module(..
 nccl on CUDA, gloo on CPU. Rank 0 alone writes the run directory and evaluates the probe.
 
     torchrun --nproc_per_node 2 -m sra_viz distill --student-variant truncated --steps 10
+    accelerate launch --config_file docs/launch/ddp.yaml --num_processes 2 -m sra_viz distill --steps 10
+
+Nothing is sharded: a launch that asks accelerate for FSDP, DeepSpeed or Megatron-LM is refused
+(:func:`check_launch`), since it would run unsharded while promising otherwise.
 """
 
 from __future__ import annotations
@@ -16,6 +20,15 @@ from typing import cast
 
 import torch
 import torch.distributed as dist
+
+from ..errors import SraVizError
+
+# what ``accelerate launch`` sets for a sharded (or otherwise engine-managed) launch
+SHARDED_LAUNCH_FLAGS = {
+    "ACCELERATE_USE_FSDP": "FSDP",
+    "ACCELERATE_USE_DEEPSPEED": "DeepSpeed",
+    "ACCELERATE_USE_MEGATRON_LM": "Megatron-LM",
+}
 
 
 @dataclass
@@ -46,6 +59,23 @@ def env_dist_info() -> DistInfo:
     rank = int(os.environ.get("RANK", "0") or 0)
     local = int(os.environ.get("LOCAL_RANK", str(rank)) or 0)
     return DistInfo(rank=rank, world_size=world, local_rank=local)
+
+
+def check_launch() -> None:
+    """Refuse a launch whose accelerate config asks for FSDP, DeepSpeed or Megatron-LM: the engine keeps a
+    whole teacher and student in every process and averages gradients itself, so nothing would be
+    sharded.
+
+    Example:
+        >>> check_launch()  # a plain process (or torchrun, or docs/launch/ddp.yaml) passes
+    """
+    for flag, name in SHARDED_LAUNCH_FLAGS.items():
+        if os.environ.get(flag, "").strip().lower() in ("true", "1", "yes"):
+            raise SraVizError(
+                f"this launch asks for {name} ({flag}={os.environ[flag]}), but sra-viz distill trains "
+                "data-parallel only (every process holds the whole teacher and student; nothing is "
+                "sharded): launch with docs/launch/ddp.yaml or torchrun"
+            )
 
 
 def init_distributed(device: str) -> DistInfo:

@@ -64,8 +64,21 @@ class NonFiniteLossError(SraVizError):
     """The run failed: a loss term, the gradient or the weights became NaN/inf, or a step raised."""
 
 
-def _lr_factor(step: int, warmup: int, total: int) -> float:
-    """Linear warm-up to 1, then cosine decay to 0 at ``total`` steps."""
+def lr_factor(step: int, warmup: int, total: int) -> float:
+    """The peak learning rate's factor for the update of step ``step + 1`` (``step`` updates done):
+
+        f(s) = (s + 1) / (W + 1)                                      s < W   (linear warm-up)
+        f(s) = ½·(1 + cos(π·min(1, (s − W) / max(1, T − W))))          s ≥ W   (cosine decay to 0 at T)
+
+    with W = ``warmup``, T = ``total``. After the warm-up this is transformers'
+    ``get_cosine_schedule_with_warmup`` step for step; during it, transformers' ``s / W`` starts at 0, so
+    its first update would not move the weights, whereas every warm-up step here trains (``SRATrainer``
+    runs use transformers' schedule from their ``TrainingArguments``).
+
+    Example:
+        >>> [round(lr_factor(s, 3, 7), 3) for s in range(7)]
+        [0.25, 0.5, 0.75, 1.0, 0.854, 0.5, 0.146]
+    """
     if warmup and step < warmup:
         return (step + 1) / (warmup + 1)
     progress = (step - warmup) / max(1, total - warmup)
@@ -93,7 +106,8 @@ class DistillSession:
         self._data_iter: Iterator[list[Example]] | None = None
         self._prepared: dict[tuple[str, int], PreparedExample] = {}
         self.run_dir: RunDir | None = None
-        self._reporter: tracking.TensorBoardReporter | None = None  # opened at the first row (report_to)
+        self._reporter: tracking.Reporter | None = None  # opened at the first row (report_to)
+        dist.check_launch()  # data-parallel only: a sharded launch is refused before anything is made
         if not _resuming and dist.env_dist_info().is_main:  # rank 0 makes the folder; others never look
             check_run_folder(cfg.out, new=True)
         preflight.check_against_models(cfg)
@@ -187,7 +201,7 @@ class DistillSession:
         self.params = [p for g in groups for p in g["params"]]
         self.optimizer = torch.optim.AdamW(groups)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, lambda step: _lr_factor(step, cfg.warmup_steps, cfg.steps)
+            self.optimizer, lambda step: lr_factor(step, cfg.warmup_steps, cfg.steps)
         )
 
     def _open_run_dir(self) -> None:
@@ -204,7 +218,13 @@ class DistillSession:
         if self.dist.is_main:
             self.run_dir = RunDir(cfg.out).create(cfg)
             self._say(f"run directory {cfg.out}")
-            self._reporter = tracking.open_reporter(cfg.report_to, self.run_dir.path)  # fails before step 0
+            # fails before step 0
+            self._reporter = tracking.open_reporter(cfg.report_to, self.run_dir.path, cfg.to_dict())
+            if isinstance(self._reporter, tracking.TrackioReporter):
+                where = self._reporter.records_dir
+                self._say(
+                    f"trackio run {self._reporter.name} of project {tracking.TRACKIO_PROJECT} in {where}"
+                )
         dist.barrier(self.dist)
 
     def _prepare(self, example) -> PreparedExample:
@@ -365,7 +385,9 @@ class DistillSession:
         if self.run_dir is not None:
             self.run_dir.append_metrics(row)  # the source of truth; a reporter gets a copy
             if self._reporter is None and self.config.report_to != "none":
-                self._reporter = tracking.open_reporter(self.config.report_to, self.run_dir.path)
+                self._reporter = tracking.open_reporter(
+                    self.config.report_to, self.run_dir.path, self.config.to_dict()
+                )
             if self._reporter is not None:
                 self._reporter.log(row)
 

@@ -128,7 +128,7 @@ elif source == "Uploaded file":
         type=["jsonl", "json", "csv", "tsv"],
         key="geometry_upload",
         max_upload_size=UPLOAD_MB,
-        help="Columns instruction/response (Dolly), prompt/response, or text.",
+        help="Columns instruction/response (Dolly), prompt/response, text, or chat messages.",
     )
 left, mid, right = st.columns(3)
 state.keep("geometry_n", 12)
