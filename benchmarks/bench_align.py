@@ -10,6 +10,9 @@ end to end from the text (both tokenizations included), best of 3 per text, medi
 - TRL 1.16: ``ULDLoss._align_by_byte_offsets`` fed by ``encode_with_byte_offsets`` for byte-level
   tokenizers and, for Gemma (which TRL's builder refuses), by character offsets turned into bytes.
 
+"tok/TRL" is the two tokenizers' backend calls alone (ids only) against TRL: the floor under any
+aligner that tokenizes both sides from the text.
+
 A text counts as wrong when a method's groups differ from the ideal partition of its own tokens,
 computed independently from each token's bytes (GPT-2 byte table, ``<0xNN>``, ``▁`` = space).
 Finally it times one 1 MB text: tokenization vs. the alignment work proper.
@@ -178,6 +181,14 @@ def ours_align(teacher, student, text: str):
     return align_spans(text, teacher, student)
 
 
+def tokenizers_only(teacher, student, text: str):
+    """The two backend calls alone (ids, no byte ranges, no spans): the floor under any aligner."""
+    return [
+        tok.backend_tokenizer.encode_batch_fast([text], add_special_tokens=False)[0].ids
+        for tok in (teacher, student)
+    ]
+
+
 def ours_align_spans(teacher, student, text: str):
     return ours_align(teacher, student, text).spans
 
@@ -259,25 +270,29 @@ def main() -> None:
     texts = make_texts(args.texts)
     print(f"{len(texts)} texts, {sum(len(t) for t in texts) / len(texts):.0f} characters on average")
     header = (
-        f"{'pair':<15} {'ours ms':>8} {'+spans ms':>10} {'TRL ms':>8} {'ours/TRL':>9} "
+        f"{'pair':<15} {'ours ms':>8} {'+spans ms':>10} {'TRL ms':>8} {'ours/TRL':>9} {'tok/TRL':>8} "
         f"{'ours wrong':>11} {'TRL wrong':>10}"
     )
     print(header + "\n" + "-" * len(header))
     for name, (teacher, student) in pairs.items():
-        times: dict[str, list[float]] = {"ours": [], "spans": [], "trl": []}
+        times: dict[str, list[float]] = {"ours": [], "spans": [], "trl": [], "tok": []}
         for text in texts:
             ours_align(teacher, student, text)  # warm both tokenizers' caches alike
             trl_align(teacher, student, text)
             times["ours"].append(best_of(ours_align, teacher, student, text))
             times["spans"].append(best_of(ours_align_spans, teacher, student, text))
             times["trl"].append(best_of(trl_align, teacher, student, text))
-        ours_ms, spans_ms, trl_ms = (statistics.median(times[k]) * 1e3 for k in ("ours", "spans", "trl"))
+            times["tok"].append(best_of(tokenizers_only, teacher, student, text))
+        ours_ms, spans_ms, trl_ms, tok_ms = (
+            statistics.median(times[k]) * 1e3 for k in ("ours", "spans", "trl", "tok")
+        )
         wrong = (
             sum(ours_wrong(teacher, student, t) for t in texts),
             sum(trl_wrong(teacher, student, t) for t in texts),
         )
         print(
             f"{name:<15} {ours_ms:>8.3f} {spans_ms:>10.3f} {trl_ms:>8.3f} {ours_ms / trl_ms:>9.2f} "
+            f"{tok_ms / trl_ms:>8.2f} "
             f"{wrong[0]:>11} {wrong[1]:>10}"
         )
     print()

@@ -406,13 +406,12 @@ def _merge_small(
     for side in (a, b):  # tiles: no zero-width token either
         if not side.tiles and not (_covers(side, n_bytes) and len(set(side.ends)) == len(side.ends)):
             return None
-    in_b = set(b_ends)
-    a_keep = list(map(in_b.__contains__, a_ends))  # (A,) the token's end is also one of b's
+    # A real token's position (1-based) is how many of the side's tokens end by its end.
+    through_b = dict(zip(b_ends, itertools.count(1)))  # b's end -> b's tokens up to it
+    a_keep = list(map(through_b.__contains__, a_ends))  # (A,) the token's end is also one of b's
     common = list(itertools.compress(a_ends, a_keep))
-    in_common = set(common)
-    # Tokens up to each common end, on each side: its (1-based) position in the side's ends.
-    a_closes = list(itertools.compress(range(1, len(a_ends) + 1), a_keep))
-    b_closes = list(itertools.compress(range(1, len(b_ends) + 1), map(in_common.__contains__, b_ends)))
+    a_closes = list(itertools.compress(itertools.count(1), a_keep))
+    b_closes = list(map(through_b.__getitem__, common))
     return [0, *common], a_closes, b_closes
 
 

@@ -18,6 +18,9 @@ byte<->unicode table, ``<0xNN>`` as one byte, ``▁`` as a space, ``##`` as a Wo
 
 Special tokens the tokenizer inserts get no byte range; special-token *strings* typed in the text
 are tokenized as text (the backend's ``encode_special_tokens`` switch, put back after each call).
+On path 1 a post-processor that puts the same specials around every text (Gemma's ``<bos>``) is
+applied here: the text is encoded without them and they are added to its ids, which gives the
+tokenizer's own ids (checked once per tokenizer on a probe text).
 """
 
 from __future__ import annotations
@@ -181,11 +184,19 @@ def encode_bytes(text: str | TextBytes, tokenizer, add_special_tokens: bool = Tr
     """
     source = text if isinstance(text, TextBytes) else TextBytes(text)
     backend, facts = _backend_and_facts(tokenizer)
+    real: range | list[int]
     spans = None
     if facts.kind != "offsets" and facts.misses < _MAX_MISSES:
-        enc = _encode(backend, source.text, add_special_tokens, with_offsets=False, facts=facts)
+        wrap = add_special_tokens and facts.wraps  # the template's specials put around the ids here
+        enc = _encode(backend, source.text, add_special_tokens and not wrap, with_offsets=False, facts=facts)
         ids = enc.ids
-        if add_special_tokens and facts.adds_specials:
+        if wrap:
+            lead, trail = facts.around
+            real = range(len(lead), len(lead) + len(ids))
+            spans = _exact_spans(facts, ids, source)
+            if lead or trail:
+                ids = [*lead, *ids, *trail]
+        elif add_special_tokens and facts.adds_specials:
             real = facts.real_range(ids) or _real_positions(enc.special_tokens_mask)
             spans = _exact_spans(facts, _pick(ids, real), source)
         else:
@@ -333,14 +344,21 @@ class _Facts:
         # single-text template puts the same ones before and after every text.
         probe = _encode(backend, "a", True, with_offsets=False)
         own = [i for i, special in enumerate(probe.special_tokens_mask) if not special]
-        self._around: tuple[list[int], list[int]] = ([-1], [])  # never matches: the mask decides
+        self.around: tuple[list[int], list[int]] = ([-1], [])  # never matches: the mask decides
         if own and own == list(range(own[0], own[-1] + 1)):
-            self._around = (probe.ids[: own[0]], probe.ids[own[-1] + 1 :])
-        self.adds_specials = self._around != ([], [])
+            self.around = (probe.ids[: own[0]], probe.ids[own[-1] + 1 :])
+        self.adds_specials = self.around != ([], [])
+        # Then the text can be encoded without specials and the template's put around its ids in
+        # Python (one post-processing pass less), when that gives what the tokenizer gives (checked).
+        self.wraps = False
+        if self.around != ([-1], []):
+            lead, trail = self.around
+            bare = _encode(backend, "a b", False, with_offsets=False).ids
+            self.wraps = [*lead, *bare, *trail] == _encode(backend, "a b", True, with_offsets=False).ids
 
     def real_range(self, ids: list[int]) -> range | None:
         """Positions of the text's own tokens when the specials sit where the template puts them (checked)."""
-        lead, trail = self._around
+        lead, trail = self.around
         n = len(ids)
         if n >= len(lead) + len(trail) and ids[: len(lead)] == lead and ids[n - len(trail) :] == trail:
             return range(len(lead), n - len(trail))

@@ -11,6 +11,8 @@ import dataclasses
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from tokenizers import Tokenizer
+from tokenizers.processors import TemplateProcessing
 from transformers import PreTrainedTokenizer
 from transformers.convert_slow_tokenizer import bytes_to_unicode
 
@@ -125,6 +127,39 @@ def test_inserted_special_tokens_are_flagged(teacher_tokenizer, student_tokenize
     assert bert.tokens[0] == "[CLS]" and bert.tokens[-1] == "[SEP]"
     assert bert.special[0] and bert.special[-1] and not any(bert.special[1:-1])
     assert not any(tokenize_bytes("hi", student_tokenizer).special)  # SmolLM2 adds nothing
+
+
+def _own_ids(backend, text: str, add_special_tokens: bool) -> list[int]:
+    """The backend's ids for ``text``, special-token strings in it read as text."""
+    backend.encode_special_tokens = True
+    try:
+        return backend.encode(text, add_special_tokens=add_special_tokens).ids
+    finally:
+        backend.encode_special_tokens = False
+
+
+@pytest.mark.parametrize("side", SIDES)
+def test_ids_are_the_tokenizers_own(side, request):
+    tokenizer = request.getfixturevalue(side)
+    for text in [*TEXTS, "<bos>hi", "x<|im_end|>"]:
+        for add in (True, False):
+            assert tokenize_bytes(text, tokenizer, add).ids == _own_ids(
+                tokenizer.backend_tokenizer, text, add
+            )
+
+
+def test_template_specials_put_around_the_ids(student_tokenizer):
+    """A template with specials before and after the text: ids, flags and ranges as the backend gives."""
+    backend = Tokenizer.from_str(student_tokenizer.backend_tokenizer.to_str())
+    ids = {t: backend.token_to_id(t) for t in ("<|im_start|>", "<|im_end|>")}
+    backend.post_processor = TemplateProcessing(
+        single="<|im_start|> $A <|im_end|>", special_tokens=list(ids.items())
+    )
+    for text in ["", "hi there", "a <|im_end|> b", "東京 👍🏽"]:
+        tt = tokenize_bytes(text, backend)
+        assert tt.ids == _own_ids(backend, text, True)
+        assert tt.special == [True] + [False] * (len(tt) - 2) + [True]
+        assert tt.byte_spans[1:-1] == tokenize_bytes(text, backend, add_special_tokens=False).byte_spans
 
 
 @pytest.mark.parametrize("side", SIDES)
