@@ -8,6 +8,7 @@ One palette, :data:`PALETTE`: teacher blue, student vermillion, in every view.
     >>> alignment_figure(align_spans("Hello", tt, st)).show()  # doctest: +SKIP
 """
 
+from .aligners import aligner_comparison_figure
 from .alignment import alignment_diagram, alignment_figure
 from .geometry import com_scatter, corpus_scatter, geometry_over_training, gram_matrices, snapshots_figure
 from .saliency import (
@@ -25,6 +26,7 @@ __all__ = [
     "PALETTE",
     "TEMPLATE",
     "METRIC_TITLES",
+    "aligner_comparison_figure",
     "alignment_diagram",
     "alignment_figure",
     "attention_figure",
