@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from sra_viz.aligner_comparison import ALIGNER_TITLES, ALIGNERS, compare_aligners
 from sra_viz.alignment import align_spans
 from sra_viz.samples import SAMPLES
 
@@ -154,6 +155,34 @@ def test_alignment_page_sample_and_word_level(teacher_tokenizer, student_tokeniz
         align_spans(SAMPLES["CJK"], teacher_tokenizer, student_tokenizer, granularity="word")
     )
     assert coarse <= fine
+
+
+def test_alignment_page_compares_the_aligners_against_the_bytes(teacher_tokenizer, student_tokenizer):
+    at = open_page("alignment")
+    at.selectbox(key="shared_sample").set_value("Emoji").run()
+    at.segmented_control(key="align_view").set_value("Aligners compared").run()
+    assert_clean(at)
+    expected = compare_aligners(align_spans(SAMPLES["Emoji"], teacher_tokenizer, student_tokenizer))
+    table = at.dataframe[0].value.set_index("aligner")
+    assert table.index.tolist() == [ALIGNER_TITLES[name] for name in ALIGNERS]
+    for name in ALIGNERS:
+        counts, row = expected.counts(name), table.loc[ALIGNER_TITLES[name]]
+        assert (row["pairs"], row["wrong pairs"], row["bytes on one side only"]) == (
+            counts.pairs,
+            counts.wrong_pairs,
+            counts.wrong_bytes,
+        )
+    assert table.loc["SRA spans", "wrong pairs"] == 0 and table.loc["ULD positions", "wrong pairs"] > 0
+    (figure,) = charts(at)  # the span diagram and its table give way to the comparison
+    assert figure["layout"]["title"]["text"] == "Aligners compared against the bytes"
+    assert not at.get("download_button")
+    assert at.query_params["view"] == "compare"
+    opened = open_link("alignment", dict(at.query_params))  # a shared link opens the same view
+    assert_clean(opened)
+    assert opened.segmented_control(key="align_view").value == "Aligners compared"
+    assert opened.dataframe[0].value.equals(at.dataframe[0].value)
+    at.segmented_control(key="align_view").set_value("Spans").run()
+    assert [c["layout"]["title"]["text"] for c in charts(at)] == ["Span alignment"]
 
 
 def test_alignment_page_bad_text_is_an_error_not_a_traceback():
