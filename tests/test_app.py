@@ -241,6 +241,28 @@ def test_saliency_page_draws_both_models():
     assert heat["layout"]["title"]["text"].startswith("student attention")
 
 
+def test_saliency_corpus_tab_runs_on_request(tiny_pair_dirs):
+    from sra_viz.corpus_saliency import ORDER
+
+    at = open_tiny(tiny_pair_dirs, "saliency")
+    assert_clean(at)
+    before = len(charts(at))
+    assert any("Analyse the sample texts" in i.value for i in at.info)  # nothing runs until asked
+    at.button(key="saliency_corpus_run").click().run()
+    assert_clean(at)
+    figs = charts(at)
+    assert len(figs) == before + 1
+    assert figs[-1]["layout"]["title"]["text"] == "Where the teacher's last token looks, over the corpus"
+    table = at.dataframe[-1].value
+    assert table["axis"].unique().tolist() == ["script", "length", "position"]
+    for axis, rows in table.groupby("axis"):
+        assert rows["kind"].tolist() == ORDER[axis]
+        assert np.isclose(rows["mass"].sum(), 1.0) and np.isclose(rows["spans"].sum(), 1.0)
+    at.toggle(key="saliency_corpus_sinks").set_value(False).run()  # another option: asked for again
+    assert_clean(at)
+    assert len(charts(at)) == before and any("Analyse the sample texts" in i.value for i in at.info)
+
+
 def test_saliency_colour_scale_head_and_windowed_controls(
     tiny_pair_dirs, teacher_tokenizer, student_tokenizer
 ):

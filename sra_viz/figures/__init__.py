@@ -14,6 +14,7 @@ from .geometry import com_scatter, corpus_scatter, geometry_over_training, gram_
 from .saliency import (
     attention_figure,
     attention_heatmap,
+    corpus_saliency_figure,
     saliency_figure,
     span_mass_text,
     top_spans_bar,
@@ -33,6 +34,7 @@ __all__ = [
     "attention_heatmap",
     "com_scatter",
     "convergence_curves",
+    "corpus_saliency_figure",
     "corpus_scatter",
     "geometry_over_training",
     "gram_matrices",
