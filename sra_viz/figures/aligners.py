@@ -16,7 +16,7 @@ from collections.abc import Sequence
 import plotly.graph_objects as go
 
 from ..aligner_comparison import ALIGNER_TITLES, AlignerComparison, TokenPair, text_tokens
-from .style import MONO, PALETTE, esc, hex_bytes, styled, visible_bytes
+from .style import MONO, PALETTE, display_width, esc, hex_bytes, styled, visible_bytes
 
 LANE = 1.0  # height of a token lane, in y units
 LINK = 1.6  # between the teacher lane and the student lane (the bands' slant)
@@ -28,6 +28,9 @@ SHADES = {  # (right, wrong) fill per parity of the pair's index
     False: ("rgba(204, 121, 167, 0.85)", "rgba(204, 121, 167, 0.55)"),
 }
 MAX_HOVER_TOKENS = 6  # tokens listed per side in a pair's hover
+LABEL_SIZE = 11  # font size of the token labels drawn in boxes wide enough for them
+CELL_PX = LABEL_SIZE * 0.62  # width of one monospace cell at LABEL_SIZE
+MARGIN = dict(l=80, r=20, t=80, b=50)
 
 
 def _quad(xs: Sequence[float], ys: Sequence[float]) -> tuple[list, list]:
@@ -82,6 +85,7 @@ def aligner_comparison_figure(
     names = list(aligners if aligners is not None else comparison.pairs)
     raw = comparison.text.encode("utf-8")
     n_bytes = max(len(raw), 1)
+    px_per_byte = (width - MARGIN["l"] - MARGIN["r"]) / (n_bytes + 1)
     fig = go.Figure()
     annotations = []
     tick_y, tick_text = [], []
@@ -128,6 +132,8 @@ def aligner_comparison_figure(
                 )
             )
         _add_unpaired(fig, comparison, pairs, (top, t_low, s_top, s_low), legend)
+        for tokenized, y in ((comparison.teacher, top - LANE / 2), (comparison.student, s_top - LANE / 2)):
+            _add_labels(fig, tokenized, raw, y, px_per_byte, f"{name} labels")
         fig.add_trace(
             go.Scatter(
                 x=hover_x,
@@ -165,7 +171,7 @@ def aligner_comparison_figure(
             )
         )
     height = int(len(names) * PITCH * PX_PER_Y + 150)
-    styled(fig, title, width=width, height=height, hovermode="closest", margin=dict(l=80, r=20, t=80, b=60))
+    styled(fig, title, width=width, height=height, hovermode="closest", margin=MARGIN)
     fig.update_layout(
         annotations=annotations,
         legend=dict(orientation="h", y=1.0, yanchor="bottom", x=1.0, xanchor="right"),
@@ -183,6 +189,29 @@ def aligner_comparison_figure(
         zeroline=False,
     )
     return fig
+
+
+def _add_labels(fig, tokenized, raw: bytes, y: float, px_per_byte: float, name: str) -> None:
+    """Each text token's bytes, made visible, in its box when the box is wide enough for all of them."""
+    xs, labels = [], []
+    for i in text_tokens(tokenized):
+        a, b = tokenized.byte_spans[i]
+        label = visible_bytes(raw[a:b])
+        if label and (display_width(label) + 0.5) * CELL_PX <= (b - a) * px_per_byte:
+            xs.append((a + b) / 2)
+            labels.append(esc(label))
+    fig.add_trace(
+        go.Scatter(
+            x=xs,
+            y=[y] * len(xs),
+            mode="text",
+            text=labels,
+            textfont=dict(family=MONO, size=LABEL_SIZE, color="#111111"),
+            hoverinfo="skip",
+            name=name,
+            showlegend=False,
+        )
+    )
 
 
 def _first(legend: set[str], entry: str) -> bool:
