@@ -187,13 +187,16 @@ def test_frame_and_unknown_aligner(hard):
 
 def test_figure_has_one_hover_per_pair_that_names_its_tokens_and_bytes(hard):
     fig = aligner_comparison_figure(hard)
-    hovers = {t.name: list(t.hovertext) for t in fig.data if t.name.endswith(" pairs") and t.hovertext}
-    assert set(hovers) == {f"{name} pairs" for name in ALIGNERS}
+    traces = {t.name: t for t in fig.data if t.name.endswith(" pairs") and t.hovertext}
+    assert set(traces) == {f"{name} pairs" for name in ALIGNERS}
     raw = HARD_TEXT.encode()
     for name in ALIGNERS:
-        pairs = hard.pairs[name]
-        assert len(hovers[f"{name} pairs"]) == len(pairs)
-        for k, (pair, text) in enumerate(zip(pairs, hovers[f"{name} pairs"], strict=True)):
+        pairs, trace = hard.pairs[name], traces[f"{name} pairs"]
+        # three hover points a pair (teacher side, band, student side), all with the pair's text
+        assert list(trace.customdata) == [k for k in range(len(pairs)) for _ in range(3)]
+        texts = list(trace.hovertext)
+        assert texts[::3] == texts[1::3] == texts[2::3]
+        for k, (pair, text) in enumerate(zip(pairs, texts[::3], strict=True)):
             assert f"pair {k} · {'right' if pair.right else 'wrong'}" in text
             if pair.teacher_bytes:
                 start, end = pair.teacher_bytes[0]
@@ -206,3 +209,6 @@ def test_figure_has_one_hover_per_pair_that_names_its_tokens_and_bytes(hard):
     legend = {t.name for t in fig.data if t.showlegend}
     assert {"right pairs", "wrong pairs"} <= legend
     assert fig.layout.xaxis.range[1] == len(raw) + 0.5
+    assert len(aligner_comparison_figure(hard, aligners=["uld"]).layout.annotations) == 1
+    with pytest.raises(SraVizError, match="aligner\\(s\\) 'bpe' not in the comparison"):
+        aligner_comparison_figure(hard, aligners=["uld", "bpe"])

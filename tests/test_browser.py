@@ -253,7 +253,7 @@ def test_aligner_comparison_in_browser(app_url, page, teacher_tokenizer, student
             assert figure.get_by_text(name).count() >= 1, name
         figure.scroll_into_view_if_needed()
         time.sleep(1.5)  # plotly's drawing
-        x, y = page.evaluate(_POINT_JS, ["uld pairs", wrong])
+        x, y = page.evaluate(_POINT_JS, ["uld pairs", 3 * wrong])  # the pair's teacher side
         page.mouse.move(x, y)
         label = page.locator(".hoverlayer .hovertext").filter(has_text=f"ULD positions pair {wrong} · wrong")
         label.first.wait_for(timeout=30_000)

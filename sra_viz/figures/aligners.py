@@ -16,6 +16,7 @@ from collections.abc import Sequence
 import plotly.graph_objects as go
 
 from ..aligner_comparison import ALIGNER_TITLES, AlignerComparison, TokenPair, text_tokens
+from ..errors import SraVizError
 from .style import MONO, PALETTE, display_width, esc, hex_bytes, styled, visible_bytes
 
 LANE = 1.0  # height of a token lane, in y units
@@ -83,6 +84,12 @@ def aligner_comparison_figure(
         >>> fig = aligner_comparison_figure(compare_aligners(al))   # doctest: +SKIP
     """
     names = list(aligners if aligners is not None else comparison.pairs)
+    unknown = [name for name in names if name not in comparison.pairs]
+    if unknown:
+        raise SraVizError(
+            f"aligner(s) {', '.join(map(repr, unknown))} not in the comparison; "
+            f"it has {', '.join(comparison.pairs)}"
+        )
     raw = comparison.text.encode("utf-8")
     n_bytes = max(len(raw), 1)
     px_per_byte = (width - MARGIN["l"] - MARGIN["r"]) / (n_bytes + 1)
@@ -97,7 +104,10 @@ def aligner_comparison_figure(
         t_low, s_top = top - LANE, top - LANE - LINK  # teacher lane bottom, student lane top
         s_low = s_top - LANE
         fills: dict[tuple[bool, int], tuple[list, list]] = {}
-        hover_x, hover_y, hover_text = [], [], []
+        hover_x: list[float] = []
+        hover_y: list[float] = []
+        hover_text: list[str] = []
+        hover_pair: list[int] = []  # pair index of each hover point
         for k, pair in enumerate(pairs):
             t0, t1 = _extent(pair.teacher_bytes, _extent(pair.student_bytes, 0.0)[0])
             s0, s1 = _extent(pair.student_bytes, t0)
@@ -113,9 +123,12 @@ def aligner_comparison_figure(
             qx, qy = _quad([t0, t1, s1, s0], [t_low, t_low, s_top, s_top])  # the band between the lanes
             xs.extend(qx)
             ys.extend(qy)
-            hover_x.append((t0 + t1 + s0 + s1) / 4)
-            hover_y.append((t_low + s_top) / 2)
-            hover_text.append(_pair_hover(ALIGNER_TITLES.get(name, name), k, pair, comparison, raw))
+            text = _pair_hover(ALIGNER_TITLES.get(name, name), k, pair, comparison, raw)
+            # the same hover on the teacher side, the band and the student side
+            hover_x += [(t0 + t1) / 2, (t0 + t1 + s0 + s1) / 4, (s0 + s1) / 2]
+            hover_y += [top - LANE / 2, (t_low + s_top) / 2, s_top - LANE / 2]
+            hover_text += [text] * 3
+            hover_pair += [k] * 3
         for (right, parity), (xs, ys) in sorted(fills.items()):
             fig.add_trace(
                 go.Scatter(
@@ -142,6 +155,7 @@ def aligner_comparison_figure(
                 marker=dict(size=10, opacity=0, color=PALETTE["grey"]),
                 hovertext=hover_text,
                 hoverinfo="text",
+                customdata=hover_pair,
                 name=f"{name} pairs",
                 showlegend=False,
             )
