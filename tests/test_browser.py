@@ -254,7 +254,8 @@ def test_aligner_comparison_in_browser(app_url, page, teacher_tokenizer, student
         figure.scroll_into_view_if_needed()
         time.sleep(1.5)  # plotly's drawing
         x, y = page.evaluate(_POINT_JS, ["uld pairs", 3 * wrong])  # the pair's teacher side
-        page.mouse.move(x, y)
+        page.mouse.move(x - 20, y)
+        page.mouse.move(x, y, steps=5)  # plotly hovers on mouse moves over the plot
         label = page.locator(".hoverlayer .hovertext").filter(has_text=f"ULD positions pair {wrong} · wrong")
         label.first.wait_for(timeout=30_000)
         start, end = uld[wrong].teacher_bytes[0]
