@@ -245,7 +245,7 @@ def test_aligner_comparison_in_browser(app_url, page, teacher_tokenizer, student
         box.press("Control+Enter")
         expected = str(len(comparison.pairs["sra"]))
         _wait_for(lambda: _metric(page, "spans") == expected, 120)
-        page.get_by_role("button", name="Aligners compared").click()
+        page.get_by_text("Aligners compared", exact=True).click()  # the View control's second option
         figure = page.locator(".js-plotly-plot").filter(has_text="Aligners compared against the bytes")
         figure.wait_for(state="visible", timeout=120_000)
         assert "view=compare" in page.evaluate("document.location.href")
