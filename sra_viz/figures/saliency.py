@@ -383,7 +383,7 @@ AXIS_TITLES = {"script": "by script", "length": "by span length", "position": "b
 
 
 def corpus_saliency_figure(
-    corpus, title: str | None = "Where the teacher's last token looks, over the corpus"
+    corpus, title: str | None = "Where the teacher's last token looks, over the corpus", width: int = 1000
 ):
     """Teacher mass share vs. span share per span kind (script, length, place), and the top span texts.
 
@@ -451,14 +451,23 @@ def corpus_saliency_figure(
     fig.update_yaxes(title="share", row=2, col=1)
     sinks = "first and last span of each text left out" if corpus.drop_sinks else "sink spans included"
     styled(
-        fig, title, barmode="group", height=720, legend=dict(orientation="h", y=1.08, x=1.0, xanchor="right")
+        fig,
+        title,
+        barmode="group",
+        width=width,
+        height=780,
+        margin=dict(l=70, r=30, t=130, b=60),
+        legend=dict(orientation="h", y=1.1, yanchor="bottom", x=1.0, xanchor="right"),
     )
-    fig.add_annotation(
+    if title is not None:
+        fig.update_layout(title=dict(y=0.98, yanchor="top"))  # the line below it holds counts and legend
+    fig.add_annotation(  # under the title, left of the legend
         text=f"{corpus.texts} texts · {corpus.n_spans} spans · {sinks}",
         xref="paper",
         yref="paper",
         x=0,
-        y=1.08,
+        y=1.1,
+        yanchor="bottom",
         showarrow=False,
         xanchor="left",
         font=dict(size=12, color=PALETTE["grey"]),
