@@ -134,6 +134,45 @@ class AlignerComparison:
         columns = ["aligner", "title", *[f for f in AlignerCounts.__dataclass_fields__ if f != "aligner"]]
         return pd.DataFrame(rows, columns=columns)
 
+    def pairs_frame(self):
+        """One row per pair of every aligner: on each side its token indices, the byte ranges it covers
+        and their text (those bytes decoded, U+FFFD for part of a character), ``right`` and
+        ``wrong_bytes``.
+
+        Example:
+            >>> compare_aligners(al).pairs_frame().query("aligner == 'uld' and not right")   # doctest: +SKIP
+        """
+        import pandas as pd
+
+        raw = self.text.encode("utf-8")
+        rows = []
+        for name, pairs in self.pairs.items():
+            for k, pair in enumerate(pairs):
+                row: dict = {"aligner": name, "pair": k}
+                for side in ("teacher", "student"):
+                    indices = getattr(pair, side)
+                    row[f"{side}_tokens"] = list(indices)
+                    ranges = getattr(pair, f"{side}_bytes")
+                    covered = b"".join(raw[a:b] for a, b in ranges)
+                    row[f"{side}_text"] = covered.decode("utf-8", errors="replace")
+                    row[f"{side}_bytes"] = [list(r) for r in ranges]
+                rows.append({**row, "right": pair.right, "wrong_bytes": pair.wrong_bytes})
+        return pd.DataFrame(rows, columns=list(_PAIR_COLUMNS))
+
+
+_PAIR_COLUMNS = (
+    "aligner",
+    "pair",
+    "teacher_tokens",
+    "teacher_text",
+    "teacher_bytes",
+    "student_tokens",
+    "student_text",
+    "student_bytes",
+    "right",
+    "wrong_bytes",
+)
+
 
 def text_tokens(tokenized: TokenizedText) -> list[int]:
     """Indices of the tokens that hold text (every token but the special ones the tokenizer inserted).

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from sra_viz import export
 from sra_viz.aligner_comparison import (
     ALIGNERS,
     AlignerComparison,
@@ -175,6 +176,27 @@ def test_word_level_spans_are_right_too(teacher_tokenizer, student_tokenizer):
     )
     assert comparison.counts("sra").wrong_pairs == 0
     assert comparison.counts("sra").pairs < comparison.counts("gold").pairs  # words merge spans
+
+
+def test_pairs_frame_has_one_row_per_pair(hard):
+    frame = hard.pairs_frame()
+    assert len(frame) == sum(len(pairs) for pairs in hard.pairs.values())
+    for name in ALIGNERS:
+        rows = frame[frame["aligner"] == name]
+        assert rows["pair"].tolist() == list(range(len(hard.pairs[name])))
+        assert (~rows["right"]).sum() == hard.counts(name).wrong_pairs
+        assert rows["wrong_bytes"].sum() == hard.counts(name).wrong_bytes
+    raw = HARD_TEXT.encode()
+    for row in frame.itertuples():  # each side's text: the bytes it covers, decoded
+        for side in ("teacher", "student"):
+            covered = b"".join(raw[a:b] for a, b in getattr(row, f"{side}_bytes"))
+            assert getattr(row, f"{side}_text") == covered.decode("utf-8", errors="replace")
+    sra = frame[frame["aligner"] == "sra"]
+    assert (sra["teacher_text"] == sra["student_text"]).all()
+    csv = export.frame_to_csv(frame)  # what the page's download button gives
+    assert csv.startswith("aligner,pair,teacher_tokens,teacher_text,") and csv.count("\nuld,") == len(
+        hard.pairs["uld"]
+    )
 
 
 def test_frame_and_unknown_aligner(hard):

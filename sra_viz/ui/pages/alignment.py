@@ -120,6 +120,15 @@ def show_comparison(alignment) -> None:
     st.dataframe(table, hide_index=True)
     st.plotly_chart(fig, key="alignment_comparison")
     st.caption("Hover a band for the tokens and bytes of both sides. Grey: tokens no pair holds.")
+    st.download_button(
+        "Pairs of every aligner (CSV)",
+        lambda: export.frame_to_csv_bytes(comparison.pairs_frame()),  # built on click
+        file_name="aligner_pairs.csv",
+        mime="text/csv",
+        icon=":material/table:",
+        key="alignment_pairs_csv",
+        on_click="ignore",
+    )
 
 
 st.title("Alignment")
