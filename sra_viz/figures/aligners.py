@@ -156,6 +156,7 @@ def aligner_comparison_figure(
                 hovertext=hover_text,
                 hoverinfo="text",
                 customdata=hover_pair,
+                hoverlabel=dict(font=dict(color="#222222"), bordercolor=PALETTE["grey"]),  # dark text
                 name=f"{name} pairs",
                 showlegend=False,
             )
