@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from sra_viz.aligner_comparison import ALIGNER_TITLES, ALIGNERS, compare_aligners
 from sra_viz.alignment import align_spans
 from sra_viz.samples import SAMPLES
 
@@ -156,6 +157,34 @@ def test_alignment_page_sample_and_word_level(teacher_tokenizer, student_tokeniz
     assert coarse <= fine
 
 
+def test_alignment_page_compares_the_aligners_against_the_bytes(teacher_tokenizer, student_tokenizer):
+    at = open_page("alignment")
+    at.selectbox(key="shared_sample").set_value("Emoji").run()
+    at.segmented_control(key="align_view").set_value("Aligners compared").run()
+    assert_clean(at)
+    expected = compare_aligners(align_spans(SAMPLES["Emoji"], teacher_tokenizer, student_tokenizer))
+    table = at.dataframe[0].value.set_index("aligner")
+    assert table.index.tolist() == [ALIGNER_TITLES[name] for name in ALIGNERS]
+    for name in ALIGNERS:
+        counts, row = expected.counts(name), table.loc[ALIGNER_TITLES[name]]
+        assert (row["pairs"], row["wrong pairs"], row["bytes on one side only"]) == (
+            counts.pairs,
+            counts.wrong_pairs,
+            counts.wrong_bytes,
+        )
+    assert table.loc["SRA spans", "wrong pairs"] == 0 and table.loc["ULD positions", "wrong pairs"] > 0
+    (figure,) = charts(at)  # the span diagram and its table give way to the comparison
+    assert figure["layout"]["title"]["text"] == "Aligners compared against the bytes"
+    assert [b.label for b in at.get("download_button")] == ["Pairs of every aligner (CSV)"]
+    assert at.query_params["view"] == "compare"
+    opened = open_link("alignment", dict(at.query_params))  # a shared link opens the same view
+    assert_clean(opened)
+    assert opened.segmented_control(key="align_view").value == "Aligners compared"
+    assert opened.dataframe[0].value.equals(at.dataframe[0].value)
+    at.segmented_control(key="align_view").set_value("Spans").run()
+    assert [c["layout"]["title"]["text"] for c in charts(at)] == ["Span alignment"]
+
+
 def test_alignment_page_bad_text_is_an_error_not_a_traceback():
     at = open_page("alignment")
     at.text_area(key="shared_text").set_value("   \n ").run()
@@ -210,6 +239,28 @@ def test_saliency_page_draws_both_models():
     assert_clean(at)
     heat = charts(at)[1]
     assert heat["layout"]["title"]["text"].startswith("student attention")
+
+
+def test_saliency_corpus_tab_runs_on_request(tiny_pair_dirs):
+    from sra_viz.corpus_saliency import ORDER
+
+    at = open_tiny(tiny_pair_dirs, "saliency")
+    assert_clean(at)
+    before = len(charts(at))
+    assert any("Analyse the sample texts" in i.value for i in at.info)  # nothing runs until asked
+    at.button(key="saliency_corpus_run").click().run()
+    assert_clean(at)
+    figs = charts(at)
+    assert len(figs) == before + 1
+    assert figs[-1]["layout"]["title"]["text"] == "Where the teacher's last token looks, over the corpus"
+    table = at.dataframe[-1].value
+    assert table["axis"].unique().tolist() == ["script", "length", "position"]
+    for axis, rows in table.groupby("axis"):
+        assert rows["kind"].tolist() == ORDER[axis]
+        assert np.isclose(rows["mass"].sum(), 1.0) and np.isclose(rows["spans"].sum(), 1.0)
+    at.toggle(key="saliency_corpus_sinks").set_value(False).run()  # another option: asked for again
+    assert_clean(at)
+    assert len(charts(at)) == before and any("Analyse the sample texts" in i.value for i in at.info)
 
 
 def test_saliency_colour_scale_head_and_windowed_controls(

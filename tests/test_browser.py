@@ -213,6 +213,59 @@ def test_alignment_diagram_in_browser(app_url, page, teacher_tokenizer, student_
     assert not page.errors, page.errors
 
 
+COMPARE_TEXT = (
+    "Gemma reads 東京 and 👨\u200d👩\u200d👧 differently\u00a0from SmolLM2:\ttabs,\u3000gaps, 3.14159."
+)
+
+# Pixel position (in the viewport) of point ``i`` of the trace named ``name`` of a plotly figure.
+_POINT_JS = """([name, i]) => {
+  const gd = [...document.querySelectorAll('.js-plotly-plot')].find(
+    (el) => el.data && el.data.some((t) => t.name === name));
+  const trace = gd.data.find((t) => t.name === name), full = gd._fullLayout, box = gd.getBoundingClientRect();
+  return [box.left + full.xaxis._offset + full.xaxis.l2p(trace.x[i]),
+          box.top + full.yaxis._offset + full.yaxis.l2p(trace.y[i])];
+}"""
+
+
+def test_aligner_comparison_in_browser(app_url, page, teacher_tokenizer, student_tokenizer):
+    """The Alignment page's "Aligners compared" view: the figure, a hover naming a ULD pair's tokens and
+    bytes, and the screenshot docs/screenshots/alignment_comparison.png (look at it)."""
+    from urllib.parse import quote
+
+    from sra_viz.aligner_comparison import compare_aligners
+    from sra_viz.alignment import align_spans
+
+    comparison = compare_aligners(align_spans(COMPARE_TEXT, teacher_tokenizer, student_tokenizer))
+    uld = comparison.pairs["uld"]
+    wrong = next(k for k, pair in enumerate(uld) if not pair.right)  # ULD's first wrong pair
+    # the text comes by link (typed text can race the page's first run); the view is picked by a click
+    page.goto(f"{app_url}/alignment?text={quote(COMPARE_TEXT)}", wait_until="networkidle")
+    with _shot_on_failure(page, "alignment_comparison"):
+        page.get_by_role("heading", name="Alignment").first.wait_for(timeout=60_000)
+        page.locator(".js-plotly-plot").first.wait_for(state="visible", timeout=120_000)
+        expected = str(len(comparison.pairs["sra"]))
+        _wait_for(lambda: _metric(page, "spans") == expected, 120)
+        page.get_by_text("Aligners compared", exact=True).click()  # the View control's second option
+        figure = page.locator(".js-plotly-plot").filter(has_text="Aligners compared against the bytes")
+        figure.wait_for(state="visible", timeout=120_000)
+        assert "view=compare" in page.evaluate("document.location.href")
+        for name in ("SRA spans", "GOLD groups", "ULD positions", "MinED edit distance"):
+            assert figure.get_by_text(name).count() >= 1, name
+        figure.scroll_into_view_if_needed()
+        time.sleep(1.5)  # plotly's drawing
+        x, y = page.evaluate(_POINT_JS, ["uld pairs", 3 * wrong])  # the pair's teacher side
+        page.mouse.move(x - 20, y)
+        page.mouse.move(x, y, steps=5)  # plotly hovers on mouse moves over the plot
+        label = page.locator(".hoverlayer .hovertext").filter(has_text=f"ULD positions pair {wrong} · wrong")
+        label.first.wait_for(timeout=30_000)
+        start, end = uld[wrong].teacher_bytes[0]
+        assert f"[{start}, {end})" in label.first.text_content()
+        SCREENSHOTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(SCREENSHOTS / "alignment_comparison.png"), full_page=True, timeout=120_000)
+        _no_exception(page)
+    assert not page.errors, page.errors
+
+
 def test_alignment_view_opens_from_a_shared_link(
     tiny_app, browser, page, teacher_tokenizer, student_tokenizer
 ):

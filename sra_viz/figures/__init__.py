@@ -8,11 +8,13 @@ One palette, :data:`PALETTE`: teacher blue, student vermillion, in every view.
     >>> alignment_figure(align_spans("Hello", tt, st)).show()  # doctest: +SKIP
 """
 
+from .aligners import aligner_comparison_figure
 from .alignment import alignment_diagram, alignment_figure
 from .geometry import com_scatter, corpus_scatter, geometry_over_training, gram_matrices, snapshots_figure
 from .saliency import (
     attention_figure,
     attention_heatmap,
+    corpus_saliency_figure,
     saliency_figure,
     span_mass_text,
     top_spans_bar,
@@ -25,12 +27,14 @@ __all__ = [
     "PALETTE",
     "TEMPLATE",
     "METRIC_TITLES",
+    "aligner_comparison_figure",
     "alignment_diagram",
     "alignment_figure",
     "attention_figure",
     "attention_heatmap",
     "com_scatter",
     "convergence_curves",
+    "corpus_saliency_figure",
     "corpus_scatter",
     "geometry_over_training",
     "gram_matrices",

@@ -375,3 +375,101 @@ def top_spans_figure(features, alignment=None, k: int = 15, **options) -> go.Fig
         k,
         **options,
     )
+
+
+# ---------------------------------------------------------------- corpus-level saliency
+
+AXIS_TITLES = {"script": "by script", "length": "by span length", "position": "by place in the text"}
+
+
+def corpus_saliency_figure(
+    corpus, title: str | None = "Where the teacher's last token looks, over the corpus", width: int = 1000
+):
+    """Teacher mass share vs. span share per span kind (script, length, place), and the top span texts.
+
+    ``corpus``: a `sra_viz.corpus_saliency.CorpusSaliency`. A kind whose mass bar outgrows its span bar
+    gets more attention than its frequency.
+        >>> corpus_saliency_figure(aggregate_span_mass(frame))   # doctest: +SKIP
+    """
+    axes = ("script", "length", "position")
+    fig = make_subplots(
+        rows=2,
+        cols=2,
+        subplot_titles=[*(AXIS_TITLES[a] for a in axes), f"top {len(corpus.top)} span texts"],
+        horizontal_spacing=0.2,
+        vertical_spacing=0.16,
+    )
+    cells = ((1, 1), (1, 2), (2, 1))
+    for (row, col), axis in zip(cells, axes, strict=True):
+        table = corpus.kinds[axis]
+        hover = [
+            f"{axis} {esc(kind)}<br>mass share {m:.3f}<br>span share {s:.3f}<br>{n} spans"
+            for kind, m, s, n in zip(
+                table["kind"], table["mass"], table["spans"], table["n_spans"], strict=True
+            )
+        ]
+        for column, name, color in (
+            ("mass", "teacher mass share", PALETTE["teacher"]),
+            ("spans", "span share", PALETTE["grey"]),
+        ):
+            fig.add_trace(
+                go.Bar(
+                    x=table["kind"],
+                    y=table[column],
+                    name=name,
+                    marker_color=color,
+                    legendgroup=column,
+                    showlegend=axis == "script",
+                    hovertext=hover,
+                    hoverinfo="text",
+                ),
+                row=row,
+                col=col,
+            )
+    top = corpus.top
+    labels = [f"{esc(visible_text(t))[:24]} ×{c}" for t, c in zip(top["text"], top["count"], strict=True)]
+    fig.add_trace(
+        go.Bar(
+            orientation="h",
+            y=labels,
+            x=top["mass"],
+            name="teacher mass share",
+            marker_color=PALETTE["teacher"],
+            legendgroup="mass",
+            showlegend=False,
+            hovertext=[
+                f"“{esc(visible_text(t))}” ×{c}<br>mass share {m:.3f}"
+                for t, c, m in zip(top["text"], top["count"], top["mass"], strict=True)
+            ],
+            hoverinfo="text",
+        ),
+        row=2,
+        col=2,
+    )
+    fig.update_yaxes(autorange="reversed", tickfont=dict(family=MONO, size=11), row=2, col=2)
+    fig.update_yaxes(title="share", row=1, col=1)
+    fig.update_yaxes(title="share", row=2, col=1)
+    sinks = "first and last span of each text left out" if corpus.drop_sinks else "sink spans included"
+    styled(
+        fig,
+        title,
+        barmode="group",
+        width=width,
+        height=780,
+        margin=dict(l=70, r=30, t=130, b=60),
+        legend=dict(orientation="h", y=1.1, yanchor="bottom", x=1.0, xanchor="right"),
+    )
+    if title is not None:
+        fig.update_layout(title=dict(y=0.98, yanchor="top"))  # the line below it holds counts and legend
+    fig.add_annotation(  # under the title, left of the legend
+        text=f"{corpus.texts} texts · {corpus.n_spans} spans · {sinks}",
+        xref="paper",
+        yref="paper",
+        x=0,
+        y=1.1,
+        yanchor="bottom",
+        showarrow=False,
+        xanchor="left",
+        font=dict(size=12, color=PALETTE["grey"]),
+    )
+    return fig

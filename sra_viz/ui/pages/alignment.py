@@ -1,4 +1,5 @@
-"""Alignment page: one text cut into the spans both tokenizers share, as a diagram, a table and statistics."""
+"""Alignment page: one text cut into the spans both tokenizers share, as a diagram, a table and statistics;
+and, as a second view, SRA's spans next to what the token-level aligners (GOLD, ULD, MinED) pair."""
 
 from __future__ import annotations
 
@@ -7,14 +8,25 @@ import functools
 import streamlit as st
 
 from sra_viz import export, figures
+from sra_viz.aligner_comparison import compare_aligners
 from sra_viz.alignment import align_spans
 from sra_viz.ui import share, state
 
+VIEWS = ("Spans", "Aligners compared")
 SHARED = (
     share.Param("text", state.TEXT_KEY),
     share.Param("word", "align_word", kind="bool"),
+    share.Param("view", "align_view", choices=VIEWS, words={"spans": VIEWS[0], "compare": VIEWS[1]}),
     *share.PAIR,
 )
+COUNT_COLUMNS = {  # AlignerCounts field -> column title of the counts table
+    "title": "aligner",
+    "pairs": "pairs",
+    "wrong_pairs": "wrong pairs",
+    "wrong_bytes": "bytes on one side only",
+    "unpaired_teacher": "teacher tokens unpaired",
+    "unpaired_student": "student tokens unpaired",
+}
 
 
 def aligned(text: str, granularity: str):
@@ -26,6 +38,19 @@ def aligned(text: str, granularity: str):
         alignment = align_spans(text, teacher_tok, student_tok, granularity=granularity)
         store.update(key=key, alignment=alignment, figure=figures.alignment_figure(alignment))
     return store["alignment"], store["figure"]
+
+
+def compared(alignment):
+    """The aligners' pairs of ``alignment`` and their figure, recomputed only when the alignment changed."""
+    store = state.results("alignment")
+    if store.get("compared_key") != store["key"]:
+        comparison = compare_aligners(alignment)
+        store.update(
+            compared_key=store["key"],
+            comparison=comparison,
+            comparison_figure=figures.aligner_comparison_figure(comparison),
+        )
+    return store["comparison"], store["comparison_figure"]
 
 
 def show_stats(stats: dict) -> None:
@@ -44,25 +69,8 @@ def show_stats(stats: dict) -> None:
     low[3].metric("student fertility", f"{stats['student_fertility']:.2f}", help="tokens per whitespace word")
 
 
-st.title("Alignment")
-share.restore("alignment", SHARED)
-teacher_spec, student_spec = state.selected_specs()
-st.markdown(
-    f"The teacher **{teacher_spec}** and the student **{student_spec}** tokenize the same text differently. "
-    "SRA cuts it into **spans**: the finest pieces both tokenizations start and end on (in UTF-8 bytes). "
-    "Hover a token for its id and bytes, or a band for its span."
-)
-text = state.text_picker()
-state.keep("align_word", False)
-word_level = st.toggle(
-    "Word-level spans",
-    key="align_word",
-    help="Merge spans up to whitespace and character-class changes: a coarser, easier-to-read view.",
-)
-
-with state.reported("alignment"):
-    alignment, fig = aligned(state.check_text(text), "word" if word_level else "token")
-    show_stats(alignment.stats())
+def show_spans(alignment, fig) -> None:
+    """The span diagram, the span table and the downloads."""
     st.plotly_chart(fig, key="alignment_diagram")
     frame = alignment.to_frame()
     st.subheader("Span table")
@@ -96,4 +104,61 @@ with state.reported("alignment"):
             key=f"alignment_{fmt}",
             on_click="ignore",
         )
+
+
+def show_comparison(alignment) -> None:
+    """SRA's spans next to GOLD's groups, ULD's positions and MinED's pairs, judged by the bytes."""
+    comparison, fig = compared(alignment)
+    st.markdown(
+        "Token-level aligners pair **tokens**; the text is made of **bytes**. A pair is **right** when its "
+        "teacher tokens and its student tokens cover the same bytes of the text, **wrong** otherwise. "
+        "**ULD** pairs the k-th token of each side, so it drifts after the first word the two tokenizers "
+        "split differently; **MinED** pairs tokens whose texts are close in edit distance (one-to-one only); "
+        "**GOLD** groups tokens until both sides end at the same byte, as SRA's spans do."
+    )
+    table = comparison.to_frame()[list(COUNT_COLUMNS)].rename(columns=COUNT_COLUMNS)
+    st.dataframe(table, hide_index=True)
+    st.plotly_chart(fig, key="alignment_comparison")
+    st.caption("Hover a band for the tokens and bytes of both sides. Grey: tokens no pair holds.")
+    st.download_button(
+        "Pairs of every aligner (CSV)",
+        lambda: export.frame_to_csv_bytes(comparison.pairs_frame()),  # built on click
+        file_name="aligner_pairs.csv",
+        mime="text/csv",
+        icon=":material/table:",
+        key="alignment_pairs_csv",
+        on_click="ignore",
+    )
+
+
+st.title("Alignment")
+share.restore("alignment", SHARED)
+teacher_spec, student_spec = state.selected_specs()
+st.markdown(
+    f"The teacher **{teacher_spec}** and the student **{student_spec}** tokenize the same text differently. "
+    "SRA cuts it into **spans**: the finest pieces both tokenizations start and end on (in UTF-8 bytes). "
+    "Hover a token for its id and bytes, or a band for its span."
+)
+text = state.text_picker()
+state.keep("align_word", False)
+word_level = st.toggle(
+    "Word-level spans",
+    key="align_word",
+    help="Merge spans up to whitespace and character-class changes: a coarser, easier-to-read view.",
+)
+
+with state.reported("alignment"):
+    alignment, fig = aligned(state.check_text(text), "word" if word_level else "token")
+    show_stats(alignment.stats())
+    state.keep("align_view", VIEWS[0], VIEWS)
+    view = st.segmented_control(
+        "View",
+        VIEWS,
+        key="align_view",
+        help="Spans: SRA's spans of the text. Aligners compared: what token-level aligners pair instead.",
+    )
+    if view == VIEWS[1]:
+        show_comparison(alignment)
+    else:
+        show_spans(alignment, fig)
 share.publish("alignment", SHARED)

@@ -1,13 +1,17 @@
-"""Saliency page: where each model puts its attention mass, span by span, for one text."""
+"""Saliency page: where each model puts its attention mass, span by span, for one text; and, over the
+sample texts, which kinds of spans the teacher's mass goes to."""
 
 from __future__ import annotations
 
+import pandas as pd
 import streamlit as st
 
 from sra_viz import figures
+from sra_viz.corpus_saliency import corpus_saliency
 from sra_viz.extraction import analyze_text
 from sra_viz.features import MASS_MODES
 from sra_viz.figures.saliency import COLOUR_SCALES
+from sra_viz.samples import SAMPLES
 from sra_viz.ui import share, state
 
 MODE_HELP = {
@@ -78,6 +82,44 @@ def features_for(text: str, mode: str, teacher: tuple, student: tuple, windowed:
     return store["features"]
 
 
+def show_corpus(mode: str, teacher: tuple) -> None:
+    """Teacher mass by span kind over the sample texts, computed on request (both models on every text)."""
+    st.markdown(
+        f"Over the **{len(SAMPLES)} sample texts**: which kinds of spans the teacher's mass goes to, with "
+        "the mass mode, teacher layer and head chosen above. Each text weighs the same; a kind whose mass "
+        "share outgrows its share of spans draws more attention than its frequency."
+    )
+    state.keep("saliency_corpus_sinks", True)
+    drop = st.toggle(
+        "Leave out the sink spans",
+        key="saliency_corpus_sinks",
+        help="The first and the last span of each text (the attention sinks) are left out and the other "
+        "masses renormalised, so the sinks do not swamp every other kind.",
+    )
+    store = state.results("saliency_corpus")
+    key = (mode, teacher, drop, *state.selected_specs())
+    if st.button("Analyse the sample texts", key="saliency_corpus_run", icon=":material/analytics:"):
+        pair = state.get_pair()
+        with st.spinner(f"Running the teacher and the student on {len(SAMPLES)} texts…"):
+            result = corpus_saliency(
+                list(SAMPLES.values()),
+                pair,
+                layer=teacher[0],
+                head=teacher[1],
+                mass_mode=mode,
+                drop_sinks=drop,
+            )
+        store.update(key=key, corpus=result)
+    if store.get("key") != key:
+        st.info("Press **Analyse the sample texts** to run both models on every sample (a few seconds).")
+        return
+    result = store["corpus"]
+    st.plotly_chart(figures.corpus_saliency_figure(result), key="saliency_corpus_figure")
+    kinds = [table.assign(axis=axis) for axis, table in result.kinds.items()]
+    frame = pd.concat(kinds, ignore_index=True)[["axis", "kind", "mass", "spans", "n_spans"]]
+    st.dataframe(frame, hide_index=True, height=280)
+
+
 st.title("Saliency")
 st.markdown(
     "SRA weighs every token by its **mass**, the attention the model pays to it, and every span by the sum "
@@ -120,7 +162,7 @@ with state.reported("saliency"):
         key="saliency_text",
         width="content",
     )
-    heat, top = st.tabs(["Attention heatmap", "Top salient spans"])
+    heat, top, corpus = st.tabs(["Attention heatmap", "Top salient spans", "Corpus"])
     with heat:
         state.keep("saliency_side", "teacher")
         side = st.radio("Model", ["teacher", "student"], horizontal=True, key="saliency_side")
@@ -143,4 +185,6 @@ with state.reported("saliency"):
         k = st.slider("How many spans", TOP_K.start, TOP_K.stop - 1, key="saliency_k")
         st.plotly_chart(figures.top_spans_figure(feats, feats.alignment, k=k), key="saliency_top")
         st.dataframe(feats.to_frame().sort_values("saliency", ascending=False), hide_index=True, height=280)
+    with corpus:
+        show_corpus(mode, teacher_choice)
 share.publish("saliency", SHARED)
