@@ -28,27 +28,7 @@ from sra_viz.errors import SraVizError
 from sra_viz.features import POOL_EPS
 from sra_viz.geometry import ridge_crossfit
 from sra_viz.losses import span_logit_kd
-
-
-def _cfg(tmp_path, name="run", **over) -> DistillConfig:
-    base = dict(
-        steps=2,
-        batch_size=2,
-        max_length=32,
-        student_variant="truncated",
-        student_k=2,
-        probe_size=3,
-        heldout_size=2,
-        log_every=1,
-        snapshot_every=1,
-        checkpoint_every=0,
-        warmup_steps=0,
-        eval_size=2,  # the held-out evaluation runs, kept short (its own tests: test_evaluation.py)
-        eval_max_new_tokens=4,
-        out=str(tmp_path / name),
-    )
-    base.update(over)
-    return DistillConfig(**base)
+from tests._configs import small_config
 
 
 def _batch(session, n=2):
@@ -148,7 +128,9 @@ def test_student_variants_copy_and_freeze(default_pair):
 
 
 def test_every_ablation_switch_selects_its_terms(tiny_pair, tmp_path):
-    session = DistillSession(_cfg(tmp_path, "abl", student_k=1, probe_size=2, heldout_size=1), pair=tiny_pair)
+    session = DistillSession(
+        small_config(tmp_path / "abl", student_k=1, probe_size=2, heldout_size=1), pair=tiny_pair
+    )
     batch = _batch(session)
     for over in (
         dict(),
@@ -184,7 +166,9 @@ def test_kd_logits_equal_the_heads_applied_to_the_centers(default_pair, tmp_path
     float32 difference of two large sums, below the rel=1e-4 this test holds the two paths to."""
     from sra_viz.distill.side_pass import run_side
 
-    cfg = _cfg(tmp_path, "kd", student_k=1, probe_size=2, heldout_size=1, teacher_head_dtype="float32")
+    cfg = small_config(
+        tmp_path / "kd", student_k=1, probe_size=2, heldout_size=1, teacher_head_dtype="float32"
+    )
     session = DistillSession(cfg, pair=default_pair)
     batch = _batch(session)
     cfg = session.config
@@ -253,7 +237,9 @@ def test_kd_logits_equal_the_heads_applied_to_the_centers(default_pair, tmp_path
 
 
 def test_labels_and_exact_pairs_point_at_the_response(tiny_pair, tmp_path):
-    session = DistillSession(_cfg(tmp_path, "lab", student_k=1, probe_size=2, heldout_size=1), pair=tiny_pair)
+    session = DistillSession(
+        small_config(tmp_path / "lab", student_k=1, probe_size=2, heldout_size=1), pair=tiny_pair
+    )
     batch = _batch(session, 2)
     rows, pos, targets = label_positions(batch, "student")
     for b, item in enumerate(batch.items):
@@ -273,7 +259,7 @@ def test_labels_and_exact_pairs_point_at_the_response(tiny_pair, tmp_path):
 
 
 def test_sra_session_writes_a_complete_run_directory(tiny_pair, tmp_path):
-    cfg = _cfg(tmp_path, "sra", checkpoint_every=1)
+    cfg = small_config(tmp_path / "sra", checkpoint_every=1)
     base_weight = tiny_pair.student.model.model.layers[0].mlp.down_proj.weight.detach().clone()
     seen = []
     session = DistillSession(cfg, pair=tiny_pair)
@@ -340,9 +326,9 @@ def test_stopped_run_resumes_exactly_where_it_was(tiny_pair, tmp_path):
     """Stopped at step 2, inside the warm-up of 3 steps, and resumed: the same losses, probe metrics and
     learning rates (the schedule restored from the checkpoint) as the run that went straight through."""
     steps = dict(steps=4, warmup_steps=3, log_every=2, snapshot_every=2)
-    straight = DistillSession(_cfg(tmp_path, "straight", **steps), pair=tiny_pair)
+    straight = DistillSession(small_config(tmp_path / "straight", **steps), pair=tiny_pair)
     straight.run()
-    cfg = _cfg(tmp_path, "split", **steps)
+    cfg = small_config(tmp_path / "split", **steps)
     first = DistillSession(cfg, pair=tiny_pair)
 
     def stop_after_two(row):
@@ -384,7 +370,7 @@ def test_a_warm_teacher_cache_gives_the_losses_of_a_run_without_one(tiny_pair, t
     )
     rows, cached = {}, {}
     for name, cache in (("cold", "on"), ("warm", "on"), ("off", "off")):
-        session = DistillSession(_cfg(tmp_path, name, teacher_cache=cache, **quick), pair=tiny_pair)
+        session = DistillSession(small_config(tmp_path / name, teacher_cache=cache, **quick), pair=tiny_pair)
         assert session.run() == "finished"
         rows[name] = [r for r in session.history if r["step"] > 0]
         cached[name] = session.teacher_cache.hits if session.teacher_cache is not None else None
@@ -402,7 +388,7 @@ def test_a_warm_teacher_cache_gives_the_losses_of_a_run_without_one(tiny_pair, t
 
 def test_nonfinite_loss_stops_without_applying_the_update(tiny_pair, tmp_path):
     session = DistillSession(
-        _cfg(tmp_path, "nan", steps=5, log_every=100, snapshot_every=100, checkpoint_every=1),
+        small_config(tmp_path / "nan", steps=5, log_every=100, snapshot_every=100, checkpoint_every=1),
         pair=tiny_pair,
     )
     session.step()
@@ -432,7 +418,8 @@ def test_baselines_are_measured_exactly_like_sra(tiny_pair, tmp_path):
     rows = {}
     for method in ("sra", "uld", "exact"):
         session = DistillSession(
-            _cfg(tmp_path, method, method=method, steps=1, probe_size=2, heldout_size=1), pair=tiny_pair
+            small_config(tmp_path / method, method=method, steps=1, probe_size=2, heldout_size=1),
+            pair=tiny_pair,
         )
         session.run()
         rows[method] = session.history
@@ -547,9 +534,8 @@ def test_geometric_loss_moves_the_probe_geometry_toward_the_teacher(default_pair
     Here the geometric term alone drives the update (no CE, no KD, no span loss), so this checks the
     path of L_geo by itself; the next test checks the whole default SRA objective.
     """
-    cfg = _cfg(
-        tmp_path,
-        "geo",
+    cfg = small_config(
+        tmp_path / "geo",
         steps=15,
         batch_size=4,
         max_length=64,

@@ -26,30 +26,9 @@ from sra_viz.evaluation import (
     rouge_l,
     scored_on_characters,
 )
+from tests._configs import HELDOUT_RUN, small_config
 
 KEYS = ("rouge_l", "teacher_agreement", "vcap_kl", "heldout_ppl", "n")
-
-
-def _tiny_config(tiny_pair_dirs, out, **fields) -> DistillConfig:
-    teacher, student = tiny_pair_dirs
-    base = dict(
-        teacher=str(teacher),
-        student=str(student),
-        student_variant="truncated",
-        student_k=1,
-        steps=2,
-        batch_size=2,
-        max_length=32,
-        probe_size=2,
-        heldout_size=2,
-        log_every=10,
-        snapshot_every=10,
-        checkpoint_every=0,
-        eval_size=2,
-        eval_max_new_tokens=4,
-        out=str(out),
-    )
-    return DistillConfig(**{**base, **fields})
 
 
 def test_eval_split_is_fixed_by_the_texts_and_never_trained_or_probed(tiny_pair, tiny_pair_dirs, tmp_path):
@@ -63,7 +42,8 @@ def test_eval_split_is_fixed_by_the_texts_and_never_trained_or_probed(tiny_pair,
     held_texts = {ex.text for ex in held}
     for seed in (0, 1):
         session = DistillSession(
-            _tiny_config(tiny_pair_dirs, tmp_path / f"s{seed}", seed=seed), pair=tiny_pair
+            small_config(tmp_path / f"s{seed}", HELDOUT_RUN, pair_dirs=tiny_pair_dirs, seed=seed),
+            pair=tiny_pair,
         )
         assert not held_texts & {ex.text for ex in session.train_examples}
         # train, probe and the session's held-out CE texts partition the rest: none is held out
@@ -91,7 +71,7 @@ def test_rouge_l_stems_english_and_scores_other_scripts_on_characters():
 
 
 def test_ce_method_trains_on_the_students_own_loss_alone(tiny_pair, tiny_pair_dirs, tmp_path):
-    cfg = _tiny_config(tiny_pair_dirs, tmp_path / "ce", method="ce", eval_size=0)
+    cfg = small_config(tmp_path / "ce", HELDOUT_RUN, pair_dirs=tiny_pair_dirs, method="ce", eval_size=0)
     assert cfg.distill_terms() == ["ce"]
     session = DistillSession(cfg, pair=tiny_pair)
     before = {n: p.detach().clone() for n, p in session.student.model.named_parameters() if p.requires_grad}
@@ -109,7 +89,7 @@ def test_ce_method_trains_on_the_students_own_loss_alone(tiny_pair, tiny_pair_di
 def test_session_logs_evaluations_and_a_stopped_then_resumed_run_keeps_them(
     tiny_pair, tiny_pair_dirs, tmp_path
 ):
-    cfg = _tiny_config(tiny_pair_dirs, tmp_path / "run", steps=4)
+    cfg = small_config(tmp_path / "run", HELDOUT_RUN, pair_dirs=tiny_pair_dirs, steps=4)
     session = DistillSession(cfg, pair=tiny_pair)
     assert session.run(callback=lambda row: session.stop() if row["step"] == 2 else None) == "stopped"
     evaluated = [r["step"] for r in session.history if "eval_n" in r]
@@ -138,7 +118,7 @@ def test_session_logs_evaluations_and_a_stopped_then_resumed_run_keeps_them(
 def tiny_run(tiny_pair, tiny_pair_dirs, tmp_path_factory):
     """A finished 2-step SRA run of the tiny pair with a truncated (1-block) student, and its session."""
     out = tmp_path_factory.mktemp("tiny_run") / "sra"
-    session = DistillSession(_tiny_config(tiny_pair_dirs, out), pair=tiny_pair)
+    session = DistillSession(small_config(out, HELDOUT_RUN, pair_dirs=tiny_pair_dirs), pair=tiny_pair)
     assert session.run() == "finished"
     return out, session
 
@@ -232,7 +212,7 @@ def test_cli_eval_and_export_and_their_bad_input(tiny_run, tiny_pair_dirs, tmp_p
     not_a_run = tmp_path / "fresh"
     from sra_viz.distill.runs import RunDir
 
-    RunDir(not_a_run).create(_tiny_config(tiny_pair_dirs, not_a_run))
+    RunDir(not_a_run).create(small_config(not_a_run, HELDOUT_RUN, pair_dirs=tiny_pair_dirs))
     tiny_corpus = tmp_path / "tiny.jsonl"
     tiny_corpus.write_text(
         "".join(json.dumps({"prompt": f"q{i}", "response": f"a{i}"}) + "\n" for i in range(5))

@@ -28,30 +28,7 @@ from sra_viz.distill import DistillConfig, DistillSession, list_runs
 from sra_viz.distill.config import field_choices
 from sra_viz.distill.runs import RunDir, last_metrics, load_checkpoint, read_metrics_rows, read_status
 from sra_viz.errors import SraVizError
-
-
-def _tiny_cfg(tiny_pair_dirs, out: Path, **over) -> DistillConfig:
-    teacher, student = tiny_pair_dirs
-    base = dict(
-        teacher=str(teacher),
-        student=str(student),
-        steps=2,
-        batch_size=2,
-        max_length=32,
-        student_variant="truncated",
-        student_k=2,
-        probe_size=3,
-        heldout_size=2,
-        log_every=1,
-        snapshot_every=1,
-        checkpoint_every=1,
-        warmup_steps=0,
-        eval_size=2,  # the held-out evaluation runs, kept short (its own tests: test_evaluation.py)
-        eval_max_new_tokens=4,
-        out=str(out),
-    )
-    base.update(over)
-    return DistillConfig(**base)
+from tests._configs import small_config
 
 
 def _tiny_flags(tiny_pair_dirs) -> list[str]:
@@ -96,7 +73,7 @@ def _one_line_error(err: str, needle: str) -> None:
 def two_step_run(tiny_pair, tiny_pair_dirs, tmp_path_factory) -> Path:
     """A finished 2-step run of the tiny pair with its checkpoint (copied by the tests that damage it)."""
     out = tmp_path_factory.mktemp("runs") / "done"
-    session = DistillSession(_tiny_cfg(tiny_pair_dirs, out), pair=tiny_pair)
+    session = DistillSession(small_config(out, pair_dirs=tiny_pair_dirs, checkpoint_every=1), pair=tiny_pair)
     assert session.run() == "finished"
     return out
 
@@ -317,7 +294,7 @@ def test_a_run_without_checkpoint_starts_again_from_step_0(two_step_run, tiny_pa
 
 def test_a_stopped_run_writes_a_checkpoint_at_its_end(tiny_pair, tiny_pair_dirs, tmp_path):
     session = DistillSession(
-        _tiny_cfg(tiny_pair_dirs, tmp_path / "stop", steps=5, checkpoint_every=0), pair=tiny_pair
+        small_config(tmp_path / "stop", pair_dirs=tiny_pair_dirs, steps=5), pair=tiny_pair
     )
     assert session.run(callback=lambda row: session.stop()) == "stopped"
     assert load_checkpoint(tmp_path / "stop").state["step"] == 1 == session.step_count
@@ -328,7 +305,9 @@ def test_a_stopped_run_writes_a_checkpoint_at_its_end(tiny_pair, tiny_pair_dirs,
 
 def test_a_second_writer_in_this_process_is_refused(tiny_pair, tiny_pair_dirs, tmp_path):
     out = tmp_path / "locked"
-    first = DistillSession(_tiny_cfg(tiny_pair_dirs, out, steps=1), pair=tiny_pair)
+    first = DistillSession(
+        small_config(out, pair_dirs=tiny_pair_dirs, steps=1, checkpoint_every=1), pair=tiny_pair
+    )
     errors: list[str] = []
 
     def second_writer() -> None:  # the app runs sessions in threads
@@ -441,7 +420,9 @@ def test_an_error_inside_a_step_fails_the_run_and_keeps_the_last_checkpoint(
     tiny_pair, tiny_pair_dirs, tmp_path
 ):
     out = tmp_path / "raises"
-    session = DistillSession(_tiny_cfg(tiny_pair_dirs, out, steps=4), pair=tiny_pair)
+    session = DistillSession(
+        small_config(out, pair_dirs=tiny_pair_dirs, steps=4, checkpoint_every=1), pair=tiny_pair
+    )
     real = session.loss_terms
 
     def broken(batch):
@@ -463,7 +444,9 @@ def test_an_error_inside_a_step_fails_the_run_and_keeps_the_last_checkpoint(
 
 def test_non_finite_weights_after_an_update_fail_the_run(tiny_pair, tiny_pair_dirs, tmp_path):
     out = tmp_path / "nan_weights"
-    session = DistillSession(_tiny_cfg(tiny_pair_dirs, out, steps=4), pair=tiny_pair)
+    session = DistillSession(
+        small_config(out, pair_dirs=tiny_pair_dirs, steps=4, checkpoint_every=1), pair=tiny_pair
+    )
     real_step = session.optimizer.step
 
     def poisoning_step(*args, **kwargs):
@@ -484,7 +467,7 @@ def test_non_finite_weights_after_an_update_fail_the_run(tiny_pair, tiny_pair_di
 
 def test_status_json_follows_the_steps(tiny_pair, tiny_pair_dirs, tmp_path):
     out = tmp_path / "status"
-    session = DistillSession(_tiny_cfg(tiny_pair_dirs, out, steps=3, checkpoint_every=0), pair=tiny_pair)
+    session = DistillSession(small_config(out, pair_dirs=tiny_pair_dirs, steps=3), pair=tiny_pair)
     seen = []
     session.run(callback=lambda row: seen.append((row["step"], read_status(out)["step"])))
     assert seen == [(1, 1), (2, 2), (3, 3)]

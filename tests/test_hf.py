@@ -7,6 +7,7 @@ import torch
 
 from sra_viz.distill import DistillConfig, DistillSession, SRALoss
 from sra_viz.errors import SraVizError
+from tests._configs import small_config
 
 TEXTS = [
     "The quick brown fox jumps over the lazy dog near the river bank.",
@@ -14,26 +15,12 @@ TEXTS = [
     "A prime number has exactly two divisors: one and itself.",
 ]
 
-
-def _cfg(tmp_path, **over) -> DistillConfig:
-    base = dict(
-        steps=2,
-        batch_size=2,
-        max_length=32,
-        student_variant="truncated",
-        student_k=2,
-        probe_size=2,
-        heldout_size=1,
-        eval_size=0,
-        checkpoint_every=0,
-        out=str(tmp_path / "run"),
-        seed=3,
-    )
-    return DistillConfig(**{**base, **over})
+# the terms compared need no run: a 2-block student, few texts, no held-out evaluation
+HF_RUN = dict(probe_size=2, heldout_size=1, eval_size=0, seed=3)
 
 
 def test_sra_loss_on_a_bare_hf_student_equals_the_session_terms(tiny_pair, tmp_path):
-    cfg = _cfg(tmp_path)
+    cfg = small_config(tmp_path / "run", HF_RUN)
     session = DistillSession(cfg, pair=tiny_pair)
     student = session.student.model  # a bare HF model: the tokenizer is passed separately
     sra = SRALoss(tiny_pair.teacher, student, cfg, student_tokenizer=tiny_pair.student.tokenizer)
@@ -54,7 +41,7 @@ def test_sra_loss_on_a_bare_hf_student_equals_the_session_terms(tiny_pair, tmp_p
 
 
 def test_sra_loss_gradients_reach_the_student_and_projectors_not_the_teacher(tiny_pair, tmp_path):
-    cfg = _cfg(tmp_path, out=None)
+    cfg = small_config(None, HF_RUN)
     from sra_viz.distill.student import make_student
 
     student = make_student(tiny_pair.student.model, "truncated", 2).model
@@ -72,8 +59,8 @@ def test_sra_loss_gradients_reach_the_student_and_projectors_not_the_teacher(tin
 def test_sra_loss_bad_input_is_one_clear_line(tiny_pair, tmp_path):
     student = tiny_pair.student.model
     with pytest.raises(SraVizError, match="student_tokenizer="):
-        SRALoss(tiny_pair.teacher, student, _cfg(tmp_path))
-    sra = SRALoss(tiny_pair.teacher, tiny_pair.student, _cfg(tmp_path, method="ce"))
+        SRALoss(tiny_pair.teacher, student, small_config(tmp_path / "run", HF_RUN))
+    sra = SRALoss(tiny_pair.teacher, tiny_pair.student, small_config(tmp_path / "run", HF_RUN, method="ce"))
     with pytest.raises(SraVizError, match=r"fields \['question'\]; give 'text'"):
         sra([{"question": "why?"}])
     with pytest.raises(SraVizError, match="empty batch"):

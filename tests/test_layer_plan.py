@@ -17,25 +17,9 @@ from sra_viz.distill.side_pass import run_side
 from sra_viz.errors import SraVizError
 from sra_viz.extraction import extract_features
 from sra_viz.features import POOL_EPS
+from tests._configs import ONE_STEP_FULL, small_config
 
 MULTI_TOKEN_TEXT = "東京の朝は早い。☕️ and 👩‍👩‍👧 visit the café; naïve résumé numbers 1234567 and ∑x²."
-
-
-def _cfg(tmp_path, name: str, **over) -> DistillConfig:
-    base = dict(
-        steps=1,
-        batch_size=2,
-        max_length=32,
-        probe_size=3,
-        heldout_size=1,
-        log_every=1,
-        snapshot_every=100,
-        checkpoint_every=0,
-        warmup_steps=0,
-        out=str(tmp_path / name),
-    )
-    base.update(over)
-    return DistillConfig(**base)
 
 
 def _batch(session: DistillSession, n: int = 2):
@@ -87,7 +71,10 @@ def test_layer_pairs_are_validated_and_ordered_by_depth(tiny_pair):
 @pytest.mark.parametrize("mass_layers", ["per_layer", "last_pair"])
 def test_masses_of_each_layer_match_a_hand_computation_from_raw_attentions(tiny_pair, tmp_path, mass_layers):
     session = DistillSession(
-        _cfg(tmp_path, mass_layers, layer_pairs=[[0, 0], [-1, -1]], mass_layers=mass_layers), pair=tiny_pair
+        small_config(
+            tmp_path / mass_layers, ONE_STEP_FULL, layer_pairs=[[0, 0], [-1, -1]], mass_layers=mass_layers
+        ),
+        pair=tiny_pair,
     )
     batch = _batch(session)
     for side, loaded in (("teacher", session.teacher), ("student", session.student_view)):
@@ -119,7 +106,9 @@ def test_two_layer_pairs_in_either_order_give_identical_losses_and_probe(tiny_pa
         ("up", [[0, 0], [1, 1]], [1.0, 2.0]),
         ("down", [[1, 1], [0, 0]], [2.0, 1.0]),
     ):
-        cfg = _cfg(tmp_path, name, layer_pairs=pairs, layer_weights=weights, use_dynamics=True)
+        cfg = small_config(
+            tmp_path / name, ONE_STEP_FULL, layer_pairs=pairs, layer_weights=weights, use_dynamics=True
+        )
         session = DistillSession(cfg, pair=tiny_pair)
         assert session.plan.pairs == ((0, 0), (1, 1)) and session.plan.weights == (1.0, 2.0)
         terms = session.loss_terms(_batch(session))
@@ -140,7 +129,10 @@ def test_mass_layer_choice_changes_only_multi_pair_runs(tiny_pair, tmp_path):
 
     def span_term(**over) -> float:
         name = "-".join(f"{k}={v}" for k, v in over.items()).replace(" ", "").replace(",", "")
-        session = DistillSession(_cfg(tmp_path, name, data=str(data), max_length=48, **over), pair=tiny_pair)
+        session = DistillSession(
+            small_config(tmp_path / name, ONE_STEP_FULL, data=str(data), max_length=48, **over),
+            pair=tiny_pair,
+        )
         return float(session.loss_terms(_batch(session))["span"].detach())
 
     assert span_term(mass_layers="per_layer") == span_term(mass_layers="last_pair")  # one pair: the same
@@ -188,7 +180,13 @@ def test_the_shared_vocabulary_mask_holds_at_any_temperature(tiny_pair, tmp_path
     from sra_viz.losses import exact_token_kd
 
     tau = 1000.0
-    cfg = _cfg(tmp_path, "tau", data=_multi_token_data(tmp_path), tau=tau, teacher_head_dtype="float32")
+    cfg = small_config(
+        tmp_path / "tau",
+        ONE_STEP_FULL,
+        data=_multi_token_data(tmp_path),
+        tau=tau,
+        teacher_head_dtype="float32",
+    )
     session = DistillSession(cfg, pair=tiny_pair)
     heads, plan = session.heads, session.plan
     ids = heads.shared.student_ids
@@ -226,7 +224,9 @@ def test_a_softcapped_student_head_is_applied_to_the_centers(tiny_pair, tmp_path
     from sra_viz.distill.loss_terms import student_forward, student_span_logits
     from sra_viz.distill.side_pass import pool_spans
 
-    session = DistillSession(_cfg(tmp_path, "cap", data=_multi_token_data(tmp_path)), pair=tiny_pair)
+    session = DistillSession(
+        small_config(tmp_path / "cap", ONE_STEP_FULL, data=_multi_token_data(tmp_path)), pair=tiny_pair
+    )
     heads, plan = session.heads, session.plan
     last, tau, cap = plan.student_last, 2.0, 0.05
     ids = heads.shared.student_ids
@@ -273,7 +273,9 @@ def test_uniform_layer_schedule_spaces_pairs_evenly_with_weights_growing_with_de
         DistillConfig(layer_schedule="uniform:2", layer_pairs=[[0, 0]])
     with pytest.raises(SraVizError, match="uniform:K"):
         DistillConfig(layer_schedule="uniform:x")
-    session = DistillSession(_cfg(tmp_path, "schedule", layer_schedule="uniform:2"), pair=tiny_pair)
+    session = DistillSession(
+        small_config(tmp_path / "schedule", ONE_STEP_FULL, layer_schedule="uniform:2"), pair=tiny_pair
+    )
     assert session.plan.pairs == ((0, 0), (1, 1)) and session.plan.weights == (0.5, 1.0)
     assert session.config.layer_pairs == [[-1, -1]]  # the config keeps what the user asked for
     span = session.loss_terms(_batch(session))["span"]

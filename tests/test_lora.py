@@ -5,27 +5,23 @@ from __future__ import annotations
 import pytest
 import torch
 
-from sra_viz.distill import DistillConfig, DistillSession
+from sra_viz.distill import DistillSession
 from sra_viz.errors import SraVizError
+from tests._configs import small_config
 
-
-def _cfg(tmp_path, **over) -> DistillConfig:
-    base = dict(
-        steps=2,
-        batch_size=2,
-        max_length=32,
-        lr=1e-2,
-        warmup_steps=0,
-        probe_size=2,
-        heldout_size=1,
-        eval_size=0,
-        checkpoint_every=0,
-        peft="lora",
-        lora_rank=2,
-        lora_targets="q_proj,v_proj",
-        out=str(tmp_path / "run"),
-    )
-    return DistillConfig(**{**base, **over})
+# LoRA adapters (rank 2) on the whole student's q_proj and v_proj, a large lr so that 2 steps move them
+LORA_RUN = dict(
+    student_variant="full",
+    lr=1e-2,
+    probe_size=2,
+    heldout_size=1,
+    eval_size=0,
+    log_every=10,
+    snapshot_every=10,
+    peft="lora",
+    lora_rank=2,
+    lora_targets="q_proj,v_proj",
+)
 
 
 def test_lora_trains_only_the_adapters_and_export_merges_them(tiny_pair, tiny_pair_dirs, tmp_path):
@@ -34,7 +30,9 @@ def test_lora_trains_only_the_adapters_and_export_merges_them(tiny_pair, tiny_pa
     from sra_viz.distill.export import export_run
 
     teacher, student = (str(d) for d in tiny_pair_dirs)  # export rebuilds the student from its folder
-    session = DistillSession(_cfg(tmp_path, teacher=teacher, student=student), pair=tiny_pair)
+    session = DistillSession(
+        small_config(tmp_path / "run", LORA_RUN, teacher=teacher, student=student), pair=tiny_pair
+    )
     blocks = len(session.student.model.model.layers)
     assert len(session.student.trainable) == blocks * 2 * 2  # q_proj and v_proj, lora_A and lora_B each
     assert all(".lora_A." in n or ".lora_B." in n for n in session.student.trainable)
@@ -61,12 +59,12 @@ def test_lora_trains_only_the_adapters_and_export_merges_them(tiny_pair, tiny_pa
 
 def test_lora_bad_input_is_one_clear_line(tiny_pair, tmp_path):
     with pytest.raises(SraVizError) as err:
-        DistillSession(_cfg(tmp_path, lora_targets="q_proj,qkv"), pair=tiny_pair)
+        DistillSession(small_config(tmp_path / "run", LORA_RUN, lora_targets="q_proj,qkv"), pair=tiny_pair)
     message = str(err.value)
     assert message.startswith("lora_targets qkv match no linear layer of the student; its linear layers are")
     assert "q_proj" in message and "\n" not in message
     assert not (tmp_path / "run").exists()
     with pytest.raises(SraVizError, match="use student_variant full or truncated with it, not last_k"):
-        _cfg(tmp_path, student_variant="last_k")
+        small_config(tmp_path / "run", LORA_RUN, student_variant="last_k")
     with pytest.raises(SraVizError, match=r"peft='qlora' is unknown; expected one of \('none', 'lora'\)"):
-        _cfg(tmp_path, peft="qlora")
+        small_config(tmp_path / "run", LORA_RUN, peft="qlora")

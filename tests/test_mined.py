@@ -11,10 +11,11 @@ import torch
 from rapidfuzz.distance import Levenshtein
 
 from sra_viz.alignment import align_spans
-from sra_viz.distill import DistillConfig, DistillSession
+from sra_viz.distill import DistillSession
 from sra_viz.losses import target_kd
 from sra_viz.mined import UNMAPPED, VocabMap, edit_distance_pairs, mapped_teacher_target, token_texts
 from sra_viz.vocab import shared_vocab
+from tests._configs import ONE_STEP_FULL, small_config
 
 
 def _best_path_cost(a: list[str], b: list[str]) -> int:
@@ -145,20 +146,7 @@ def test_mapped_target_and_its_kl(teacher_tokenizer, student_tokenizer):
 
 
 def test_a_mined_session_trains_on_edit_distance_pairs(tiny_pair, tmp_path):
-    cfg = DistillConfig(
-        method="mined",
-        steps=1,
-        batch_size=2,
-        max_length=32,
-        probe_size=3,
-        heldout_size=1,
-        log_every=1,
-        snapshot_every=100,
-        checkpoint_every=0,
-        warmup_steps=0,
-        eval_size=0,
-        out=str(tmp_path / "mined"),
-    )
+    cfg = small_config(tmp_path / "mined", ONE_STEP_FULL, method="mined", eval_size=0)
     session = DistillSession(cfg, pair=tiny_pair)
     items = [session._prepare(e) for e in session.train_examples[:2]]
     assert all(item.mined_pairs for item in items)
