@@ -16,10 +16,12 @@ from sra_viz.errors import SraVizError
 
 LAUNCH_CONFIGS = Path(__file__).resolve().parents[1] / "docs" / "launch"
 
-# the distill options both launches share: two steps of one text per process, no probe until the end
+# the distill options both launches share: two steps of one text per process, no probe until the end, a
+# held-out evaluation (rank 0 alone) of one example and four generated tokens
 SMALL_RUN = [
     "--steps", "2", "--batch-size", "1", "--max-length", "32", "--probe-size", "2", "--heldout-size", "1",
-    "--log-every", "100", "--snapshot-every", "100", "--checkpoint-every", "0", "--device", "cpu", "--quiet",
+    "--log-every", "100", "--snapshot-every", "100", "--checkpoint-every", "0", "--eval-size", "1",
+    "--eval-max-new-tokens", "4", "--device", "cpu", "--quiet",
 ]  # fmt: skip
 
 
@@ -56,6 +58,7 @@ def test_torchrun_two_cpu_processes(tmp_path):
     rows, _ = _launch_two_processes(launcher, ["--student-variant", "truncated", "--student-k", "2"], out)
     assert all(r["loss"] is not None and r["kd"] is not None for r in rows[1:])
     assert rows[-1]["probe_cka"] is not None
+    assert rows[0]["eval_heldout_loss"] is not None and rows[-1]["eval_heldout_loss"] is not None
     assert (out / "checkpoint" / "student.safetensors").is_file()
 
 
