@@ -93,3 +93,17 @@ def tiny_pair(tiny_pair_dirs):
 
     teacher_dir, student_dir = tiny_pair_dirs
     return load_pair(str(teacher_dir), str(student_dir), device="cpu")
+
+
+@pytest.fixture(scope="session")
+def tiny_sra_run(tiny_pair, tiny_pair_dirs, tmp_path_factory):
+    """A finished 2-step SRA run of the tiny pair (1-block truncated student, held-out evaluation of 2
+    examples at step 0 and step 2, checkpoint at the end) and its session: (run folder, session). Read
+    only: a test that changes a run, or needs it beside others in a folder, copies it first."""
+    from sra_viz.distill import DistillSession
+    from tests._configs import HELDOUT_RUN, small_config
+
+    out = tmp_path_factory.mktemp("tiny_sra_run") / "sra-run"
+    session = DistillSession(small_config(out, HELDOUT_RUN, pair_dirs=tiny_pair_dirs), pair=tiny_pair)
+    assert session.run() == "finished"
+    return out, session

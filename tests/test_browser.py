@@ -541,27 +541,13 @@ def test_reload_and_second_session_find_the_running_run(tiny_app, browser, page,
     assert not page.errors, page.errors
 
 
-def test_heldout_panel_of_a_reopened_run(tiny_app, tiny_pair, tiny_pair_dirs, page, tmp_path):
-    """A tiny-pair run made by the engine, reopened: the before/after figure and the generations side by
-    side (screenshots distill_heldout_*.png: look at them)."""
-    from sra_viz.distill import DistillConfig, DistillSession
+def test_heldout_panel_of_a_reopened_run(tiny_app, tiny_sra_run, page, tmp_path):
+    """A tiny-pair run made by the engine (tests/conftest.py), reopened: the before/after figure and the
+    generations side by side (screenshots distill_heldout_*.png: look at them)."""
+    import shutil
 
     url, _ = tiny_app
-    teacher, student = tiny_pair_dirs
-    config = DistillConfig(
-        teacher=str(teacher),
-        student=str(student),
-        student_variant="truncated",
-        student_k=1,
-        steps=2,
-        batch_size=2,
-        max_length=32,
-        probe_size=2,
-        eval_size=3,
-        eval_max_new_tokens=12,
-        out=str(tmp_path / "sra-heldout"),
-    )
-    assert DistillSession(config, pair=tiny_pair).run() == "finished"
+    shutil.copytree(tiny_sra_run[0], tmp_path / "sra-heldout")
     with _shot_on_failure(page, "distill_heldout"):
         _open_distill(page, url, str(tmp_path))
         page.get_by_text(re.compile(r"^sra-heldout: ")).first.wait_for(timeout=120_000)

@@ -114,21 +114,12 @@ def test_session_logs_evaluations_and_a_stopped_then_resumed_run_keeps_them(
     assert evals.after.to_dict()["heldout_loss"] == pytest.approx(rows[-1]["eval_heldout_loss"])
 
 
-@pytest.fixture(scope="module")
-def tiny_run(tiny_pair, tiny_pair_dirs, tmp_path_factory):
-    """A finished 2-step SRA run of the tiny pair with a truncated (1-block) student, and its session."""
-    out = tmp_path_factory.mktemp("tiny_run") / "sra"
-    session = DistillSession(small_config(out, HELDOUT_RUN, pair_dirs=tiny_pair_dirs), pair=tiny_pair)
-    assert session.run() == "finished"
-    return out, session
-
-
-def test_export_round_trips_the_students_logits_and_loads_without_sra_viz(tiny_run, tmp_path):
+def test_export_round_trips_the_students_logits_and_loads_without_sra_viz(tiny_sra_run, tmp_path):
     from transformers import AutoModelForCausalLM
 
     from sra_viz.distill.export import export_run
 
-    run, session = tiny_run
+    run, session = tiny_sra_run
     out = export_run(run, tmp_path / "exported")
     names = {p.name for p in out.iterdir()}
     assert {
@@ -172,8 +163,8 @@ def test_export_round_trips_the_students_logits_and_loads_without_sra_viz(tiny_r
     assert "generated" in done.stdout
 
 
-def test_cli_eval_and_export_and_their_bad_input(tiny_run, tiny_pair_dirs, tmp_path, capsys):
-    run, _ = tiny_run
+def test_cli_eval_and_export_and_their_bad_input(tiny_sra_run, tiny_pair_dirs, tmp_path, capsys):
+    run, _ = tiny_sra_run
     teacher_dir, student_dir = tiny_pair_dirs
     assert (
         main(["eval", str(run), "--size", "2", "--max-new-tokens", "3", "--format", "json", "--quiet"]) == 0
