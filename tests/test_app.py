@@ -800,43 +800,27 @@ MEASURES = ("rouge_l", "teacher_agreement", "vcap_kl", "heldout_loss")  # subplo
 
 
 @pytest.fixture(scope="module")
-def heldout_runs(tiny_pair, tiny_pair_dirs, tmp_path_factory):
-    """A folder of finished 2-step tiny-pair runs made by the engine (SRA seed 0, CE seed 1) and a copy of
-    the SRA run whose evaluation files hold no generations, as runs made before they were kept:
-    (folder, {name: run dir}, the SRA session)."""
+def heldout_runs(tiny_sra_run, tiny_pair, tiny_pair_dirs, tmp_path_factory):
+    """A folder of finished 2-step tiny-pair runs: the shared SRA run (seed 0, tests/conftest.py), a
+    CE-only run made by the engine (seed 1) and a copy of the SRA run whose evaluation files hold no
+    generations, as runs made before they were kept: (folder, {name: run dir}, the SRA session)."""
     import shutil
 
-    from sra_viz.distill import DistillConfig, DistillSession
+    from sra_viz.distill import DistillSession
+    from tests._configs import HELDOUT_RUN, small_config
 
-    teacher, student = tiny_pair_dirs
+    sra_run, sra_session = tiny_sra_run
     root = tmp_path_factory.mktemp("heldout_runs")
-    base = dict(
-        teacher=str(teacher),
-        student=str(student),
-        student_variant="truncated",
-        student_k=1,
-        steps=2,
-        batch_size=2,
-        max_length=32,
-        probe_size=2,
-        heldout_size=2,
-        log_every=10,
-        snapshot_every=10,
-        eval_size=2,
-        eval_max_new_tokens=6,
-    )
-    sessions = {}
-    for name, method, seed in (("sra-run", "sra", 0), ("ce-run", "ce", 1)):
-        config = DistillConfig(**base, method=method, seed=seed, out=str(root / name))
-        sessions[name] = DistillSession(config, pair=tiny_pair)
-        assert sessions[name].run() == "finished"
+    shutil.copytree(sra_run, root / "sra-run")
+    config = small_config(root / "ce-run", HELDOUT_RUN, pair_dirs=tiny_pair_dirs, method="ce", seed=1)
+    assert DistillSession(config, pair=tiny_pair).run() == "finished"
     old = root / "old-run"
-    shutil.copytree(root / "sra-run", old)
+    shutil.copytree(sra_run, old)
     for path in (old / "evaluation").glob("*.json"):
         data = json.loads(path.read_text())
         data.pop("examples")
         path.write_text(json.dumps(data))
-    return root, {"sra-run": root / "sra-run", "ce-run": root / "ce-run", "old-run": old}, sessions["sra-run"]
+    return root, {"sra-run": root / "sra-run", "ce-run": root / "ce-run", "old-run": old}, sra_session
 
 
 def _bars(spec: dict) -> dict[str, dict[str, float | None]]:
