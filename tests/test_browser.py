@@ -363,10 +363,11 @@ def _run_and_stop(page, runs_folder: Path) -> None:
     folder = page.get_by_label("Runs folder", exact=True)
     folder.fill(str(runs_folder))
     folder.press("Enter")
-    # a small run that fits a busy 2-core machine: 2 texts of at most 48 tokens, 4 probe texts; five
-    # steps, so that a Stop clicked after step 1 lands well before the run could end by itself
+    # a small run that fits a busy 2-core machine: 2 texts of at most 48 tokens, 4 probe texts; 40 steps,
+    # so that a Stop clicked once the page shows step 1 (it redraws every LIVE_EVERY s, steps take well
+    # under a second on an idle machine) lands well before the run could end by itself
     for label, value in (
-        ("Steps", "5"),
+        ("Steps", "40"),
         ("Batch size", "2"),
         ("Max tokens per text", "48"),
         ("Probe texts", "4"),
@@ -390,14 +391,14 @@ def _run_and_stop(page, runs_folder: Path) -> None:
     page.get_by_text(re.compile(r"Run (stopped|finished)")).first.wait_for(timeout=300_000)
     stopped_at = _steps_done(page)
     # Stop lands while a step runs (a step takes seconds): the run ends between steps with its checkpoint
-    assert 1 <= stopped_at < 5, f"stopped at step {stopped_at}"
+    assert 1 <= stopped_at < 40, f"stopped at step {stopped_at}"
     page.get_by_text(f"Run stopped at step {stopped_at}").first.wait_for(timeout=10_000)
     resume = main.get_by_role("button", name="Resume", exact=False).first
     _wait_for(resume.is_enabled, 30)  # the whole page reruns once the run has ended
     page.screenshot(path=str(ARTIFACTS / "distill_stopped.png"), full_page=True)
     resume.click()  # goes on from the checkpoint
     page.get_by_text("Run finished").first.wait_for(timeout=400_000)
-    assert _steps_done(page) == 5
+    assert _steps_done(page) == 40
     page.get_by_text("Convergence").first.wait_for(timeout=30_000)
     page.locator(".js-plotly-plot").first.wait_for(state="visible", timeout=30_000)
     time.sleep(1.5)
