@@ -1015,3 +1015,14 @@ def test_runs_of_different_methods_are_not_overlaid_on_one_total_loss(tiny_pair_
     at.multiselect(key="distill_compare").set_value(["sra-run", "old-run"]).run()  # one method: kept
     (chart,) = _titled(at, "Runs compared")
     assert "total loss L" in [a["text"] for a in chart["layout"].get("annotations", [])]
+
+
+def test_progress_counts_only_the_steps_whose_rows_are_logged():
+    """A step's count goes up before its row (and its probe) is logged: the page must not say "step 1"
+    next to no loss, so the progress reports the steps on record."""
+    from sra_viz.ui.worker import steps_on_record
+
+    assert steps_on_record(1, [{"step": 0, "probe_cka": 0.4}]) == 0  # step 1 updated, its row not yet logged
+    assert steps_on_record(1, [{"step": 0}, {"step": 1, "loss": 2.0}]) == 1
+    assert steps_on_record(7, [{"step": 5, "loss": 1.0}, {"step": 7, "loss": 0.9}]) == 7  # a resumed run
+    assert steps_on_record(0, []) == 0 and steps_on_record(3, []) == 3  # no rows read yet

@@ -366,18 +366,29 @@ def _run_and_stop(page, runs_folder: Path) -> None:
     # a small run that fits a busy 2-core machine: 2 texts of at most 48 tokens, 4 probe texts; 40 steps,
     # so that a Stop clicked once the page shows step 1 (it redraws every LIVE_EVERY s, steps take well
     # under a second on an idle machine) lands well before the run could end by itself
-    for label, value in (
+    fields = (
         ("Steps", "40"),
         ("Batch size", "2"),
         ("Max tokens per text", "48"),
         ("Probe texts", "4"),
         ("Held-out evaluation examples", "2"),
         ("Longest generation (tokens)", "8"),
-    ):
+    )
+    for label, value in fields:
         box = page.get_by_label(label, exact=True)
         box.fill(value)
         box.press("Enter")
         _wait_for(lambda box=box, value=value: box.input_value() == value, 10)
+
+    def settled() -> bool:  # a rerun of the page can put back a value typed during it: type it again
+        wrong = [(lb, v) for lb, v in fields if page.get_by_label(lb, exact=True).input_value() != v]
+        for label, value in wrong:
+            page.get_by_label(label, exact=True).fill(value)
+            page.get_by_label(label, exact=True).press("Enter")
+            page.wait_for_timeout(500)  # the rerun that takes the value
+        return not wrong
+
+    _wait_for(settled, 60)
     main = page.get_by_test_id("stMainBlockContainer")  # not the header's own "Stop" (shown during reruns)
     main.get_by_role("button", name="Start").click()
     # the worker thread trains while the page keeps answering: the fragment redraws the metrics

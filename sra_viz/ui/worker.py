@@ -39,7 +39,9 @@ class WorkerProgress:
     """A consistent copy of the worker's state at one moment (safe to read from any thread)."""
 
     status: str  # "ready", one of ACTIVE, "finished", "stopped" or "failed"
-    steps_done: int  # optimizer steps the session has taken (a resumed run starts at its checkpoint)
+    steps_done: (
+        int  # optimizer steps taken whose metrics rows are logged (a resumed run starts at its checkpoint)
+    )
     total_steps: int  # config.steps of the session
     records: list[dict[str, Any]] = field(default_factory=list)  # metrics rows (step 0 = initial probe)
     error: str = ""  # why the run failed
@@ -120,7 +122,8 @@ class TrainingWorker:
             done, total, rows = self._kept
             method, saved = self._method, self._saved
         if session is not None:
-            done, total, rows = int(session.step_count), int(session.config.steps), list(session.history)
+            total, rows = int(session.config.steps), list(session.history)
+            done = steps_on_record(int(session.step_count), rows)
         return WorkerProgress(
             status, done, total, list(rows), error, message, self.run_dir, seconds, method, saved
         )
@@ -163,6 +166,21 @@ class TrainingWorker:
             self.session = None
         del session
         release_memory()
+
+
+def steps_on_record(step_count: int, rows: list[dict]) -> int:
+    """The steps done whose metrics rows are on record: a step's count goes up after its update and
+    before its row is logged (its probe may still be running), so a page that showed ``step_count``
+    could say "step 1" next to no loss yet.
+
+    >>> steps_on_record(1, [{"step": 0, "probe_cka": 0.4}])
+    0
+    >>> steps_on_record(1, [{"step": 0}, {"step": 1, "loss": 2.0}])
+    1
+    """
+    if not rows:
+        return step_count
+    return min(step_count, max((int(r["step"]) for r in rows if "step" in r), default=step_count))
 
 
 def _write_status(session: Any, state: str, message: str) -> None:
