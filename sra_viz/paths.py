@@ -44,26 +44,26 @@ def runs_dir() -> Path:
     return _sub("runs")
 
 
-def teacher_cache_dir() -> Path:
-    """The teacher cache (sra_viz.distill.teacher_cache): ``$SRA_VIZ_TEACHER_CACHE``, else
-    ``<home>/teacher_cache``."""
-    root = os.environ.get("SRA_VIZ_TEACHER_CACHE")
+def _env_or_sub(variable: str, name: str) -> Path:
+    """The folder named by the environment ``variable`` (created), else ``<home>/<name>``."""
+    root = os.environ.get(variable)
     if not root:
-        return _sub("teacher_cache")
+        return _sub(name)
     path = Path(root).expanduser()
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def teacher_cache_dir() -> Path:
+    """The teacher cache (sra_viz.distill.teacher_cache): ``$SRA_VIZ_TEACHER_CACHE``, else
+    ``<home>/teacher_cache``."""
+    return _env_or_sub("SRA_VIZ_TEACHER_CACHE", "teacher_cache")
 
 
 def trackio_dir() -> Path:
     """trackio's local records of ``--report-to trackio`` runs (one SQLite file per project):
     ``$TRACKIO_DIR``, else ``<home>/trackio``."""
-    root = os.environ.get("TRACKIO_DIR")
-    if not root:
-        return _sub("trackio")
-    path = Path(root).expanduser()
-    path.mkdir(parents=True, exist_ok=True)
-    return path
+    return _env_or_sub("TRACKIO_DIR", "trackio")
 
 
 def numba_cache_dir() -> Path:

@@ -130,19 +130,9 @@ def aligner_comparison_figure(
             hover_text += [text] * 3
             hover_pair += [k] * 3
         for (right, parity), (xs, ys) in sorted(fills.items()):
+            group = "right" if right else "wrong"
             fig.add_trace(
-                go.Scatter(
-                    x=xs,
-                    y=ys,
-                    mode="lines",
-                    fill="toself",
-                    fillcolor=SHADES[right][parity],
-                    line=dict(color="white", width=1),
-                    hoverinfo="skip",
-                    name="right pairs" if right else "wrong pairs",
-                    legendgroup="right" if right else "wrong",
-                    showlegend=_first(legend, "right" if right else "wrong"),
-                )
+                _filled(xs, ys, SHADES[right][parity], f"{group} pairs", group, _first(legend, group))
             )
         _add_unpaired(fig, comparison, pairs, (top, t_low, s_top, s_low), legend)
         for tokenized, y in ((comparison.teacher, top - LANE / 2), (comparison.student, s_top - LANE / 2)):
@@ -262,16 +252,21 @@ def _add_unpaired(fig, comparison: AlignerComparison, pairs, lanes, legend: set[
             ys.extend(qy)
     if xs:
         fig.add_trace(
-            go.Scatter(
-                x=xs,
-                y=ys,
-                mode="lines",
-                fill="toself",
-                fillcolor=PALETTE["special"],
-                line=dict(color="white", width=1),
-                hoverinfo="skip",
-                name="unpaired tokens",
-                legendgroup="unpaired",
-                showlegend=_first(legend, "unpaired"),
-            )
+            _filled(xs, ys, PALETTE["special"], "unpaired tokens", "unpaired", _first(legend, "unpaired"))
         )
+
+
+def _filled(xs: list, ys: list, color: str, name: str, group: str, show: bool) -> go.Scatter:
+    """Closed quads (NaN-separated outlines) filled with ``color``, white edges, one legend entry."""
+    return go.Scatter(
+        x=xs,
+        y=ys,
+        mode="lines",
+        fill="toself",
+        fillcolor=color,
+        line=dict(color="white", width=1),
+        hoverinfo="skip",
+        name=name,
+        legendgroup=group,
+        showlegend=show,
+    )
