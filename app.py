@@ -4,11 +4,17 @@ Run: ``streamlit run app.py`` (settings in ``.streamlit/config.toml``: localhost
 ``SRA_VIZ_TEACHER=DIR SRA_VIZ_STUDENT=DIR streamlit run app.py`` opens every session on another pair.
 """
 
+import os
 from pathlib import Path
 
-import streamlit as st
+# Before anything imports torch (PyTorch reads it once, at its first allocation): the Distill page trains
+# in a worker thread, where glibc maps every block above 64 MB afresh at each step; huge pages make those
+# page faults cheap (sra_viz/distill/perf.py says why and what it measured).
+os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
 
-from sra_viz.ui.state import carry_over
+import streamlit as st  # noqa: E402
+
+from sra_viz.ui.state import carry_over  # noqa: E402
 
 PAGES = Path(__file__).parent / "sra_viz" / "ui" / "pages"
 

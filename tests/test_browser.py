@@ -180,6 +180,24 @@ def _metric(page, label: str) -> str:
     )
 
 
+def _open_tab(page, name: str, shows: str, seconds: float = 60.0) -> None:
+    """Select the last tab called ``name`` until the text ``shows`` is visible in it: a page rerun that
+    lands just after the click draws the tabs again with the first one selected, so it clicks again
+    (bounded)."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    shown = page.get_by_text(shows).first
+    deadline = time.monotonic() + seconds
+    while True:
+        page.get_by_role("tab", name=name).last.click()
+        try:
+            shown.wait_for(state="visible", timeout=5_000)
+            return
+        except PlaywrightTimeout:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"tab {name!r} did not show {shows!r} within {seconds:.0f} s") from None
+
+
 def _wait_for(condition, seconds: float) -> None:
     deadline = time.monotonic() + seconds
     while not condition():
@@ -563,12 +581,10 @@ def test_heldout_panel_of_a_reopened_run(tiny_app, tiny_sra_run, page, tmp_path)
     with _shot_on_failure(page, "distill_heldout"):
         _open_distill(page, url, str(tmp_path))
         page.get_by_text(re.compile(r"^sra-heldout: ")).first.wait_for(timeout=120_000)
-        page.get_by_role("tab", name="Held-out: did it help?").last.click()
-        page.get_by_text("Did it help? Held-out evaluation").first.wait_for(timeout=60_000)
+        _open_tab(page, "Held-out: did it help?", "Did it help? Held-out evaluation")
         time.sleep(1.5)  # let plotly finish drawing
         page.get_by_test_id("stTabs").last.screenshot(path=str(ARTIFACTS / "distill_heldout_figure.png"))
-        page.get_by_role("tab", name="Held-out generations").last.click()
-        page.get_by_text("Held-out prompt").first.wait_for(timeout=60_000)
+        _open_tab(page, "Held-out generations", "Held-out prompt")
         page.get_by_text("student after", exact=True).last.wait_for(timeout=60_000)
         page.get_by_test_id("stTabs").last.screenshot(path=str(ARTIFACTS / "distill_heldout_generations.png"))
         assert page.get_by_role("button", name="Export", exact=True).count() == 1

@@ -36,6 +36,11 @@ IDLE_EVERY = 5.0  # seconds between looks for a run started from another browser
 # seconds between redraws of Past runs while a run is active: every redraw costs the browser (and so the
 # run, on a small machine) a re-render, and the live panel already shows the active run
 PAST_EVERY = 30.0
+# seconds between redraws of the watched run's views (change since step 0, geometry, held-out) while it
+# runs: they change only when a probe snapshot is written (every snapshot_every steps), so the server does
+# not serialize and send their five figures again every LIVE_EVERY s; the status, metrics and curves above
+# them keep LIVE_EVERY
+VIEWS_EVERY = 20.0
 CURVES_EVERY = 10.0  # seconds between rebuilds of the curves between probe rows
 # The app's run defaults, chosen by measurement on 2 CPU cores (benchmarks/app_defaults.py and
 # benchmarks/app_default_session.py; README, "The app's default session"): a truncated student, 100 steps
@@ -429,8 +434,15 @@ def live_panel() -> None:
     fig = live_curves(p)
     if fig is not None:
         st.plotly_chart(fig, key="distill_curves")
-    draw_views(p.run_dir, "distill_live")
     st.caption(state.memory_readout())
+
+
+def live_views() -> None:
+    """The watched run's views; re-run by its own fragment every VIEWS_EVERY s while the run is active
+    (the page reruns whole when the run starts or ends, so the last snapshot is always drawn)."""
+    worker = watched()
+    if worker is not None:
+        draw_views(worker.run_dir, "distill_live")
 
 
 # ----------------------------------------------------------------------------- past runs
@@ -539,6 +551,7 @@ if buttons.button("Resume", icon=":material/resume:", disabled=not resumable, ke
         st.rerun()
 
 st.fragment(live_panel, run_every=LIVE_EVERY if active else IDLE_EVERY)()
+st.fragment(live_views, run_every=VIEWS_EVERY if active else None)()
 
 st.divider()
 st.subheader("Past runs")
