@@ -4,9 +4,10 @@ For a few hundred deterministic varied texts (prose, code, numbers, emoji, CJK, 
 combining marks, literal special tokens) and the pairs SmolLM2-Gemma and SmolLM2-GPT-2 it times,
 end to end from the text (both tokenizations included), best of 3 per text, median over texts:
 
-- ours: ``sra_viz.alignment.align_spans``: both tokenizations with byte ranges as lists, the span
-  boundaries and each span's token ranges; `Span` objects, per-token ``(start, end)`` tuples and token
-  strings are built on first read (the "+spans" column builds the Span objects);
+- ours: ``sra_viz.alignment.align_spans``: both tokenizations with each token's byte end as a list
+  (its starts too where the tokens do not tile the text), the span boundaries and each span's token
+  ranges; `Span` objects, per-token ``(start, end)`` tuples, a tiling's starts and token strings are
+  built on first read (the "+spans" column builds the Span objects);
 - TRL 1.16: ``ULDLoss._align_by_byte_offsets`` fed by ``encode_with_byte_offsets`` for byte-level
   tokenizers and, for Gemma (which TRL's builder refuses), by character offsets turned into bytes.
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 import gc
 import itertools
 import json
+import operator
 import unicodedata
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, cast
@@ -239,40 +240,61 @@ _spans_property = property(_get_spans, _set_spans, doc="The aligned spans, in te
 setattr(SpanAlignment, "spans", _spans_property)  # noqa: B010
 
 
-@dataclass
 class _Plan:
-    """Everything the spans are made of, kept as plain lists until someone asks for `Span` objects."""
+    """Everything the spans are made of, kept as plain lists until someone asks for `Span` objects.
 
-    source: TextBytes
-    bounds: list[int]  # (N + 1,) byte boundaries, 0 .. len(bytes)
-    closes: dict[str, list[int]]  # side -> (N,) number of the side's real tokens up to each span's end
-    sides: dict[str, ByteEncoding]
-    keep_from: int  # spans before this index lie (partly) in the prompt
-    _arrays: dict = field(default_factory=dict, repr=False)  # side -> arrays, built once
+    - ``source``: the text and its bytes
+    - ``bounds``: ``(N + 1,)`` byte boundaries, 0 .. len(bytes)
+    - ``closes``: per side (teacher, student) ``(N,)`` number of the side's real tokens up to each span's end
+    - ``sides``: the two `ByteEncoding` (teacher, student)
+    - ``keep_from``: spans before this index lie (partly) in the prompt
+    """
+
+    __slots__ = ("source", "bounds", "closes", "sides", "keep_from", "_arrays")
+
+    def __init__(
+        self,
+        source: TextBytes,
+        bounds: list[int],
+        closes: tuple[list[int], list[int]],
+        sides: tuple[ByteEncoding, ByteEncoding],
+        keep_from: int,
+    ):
+        self.source, self.bounds, self.closes, self.sides, self.keep_from = (
+            source,
+            bounds,
+            closes,
+            sides,
+            keep_from,
+        )
+        self._arrays: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}  # side -> arrays, built once
 
     @property
     def n_kept(self) -> int:
         return len(self.bounds) - 1 - self.keep_from
 
+    def side(self, side: str) -> ByteEncoding:
+        return self.sides[SIDES.index(side)]
+
     def arrays(self, side: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``(real, opens, closes)``: real token positions ``(R,)``; real tokens before/through each span
         ``(N,)``."""
         if side not in self._arrays:
-            closes = np.asarray(self.closes[side], dtype=np.int64)  # (N,) over all spans
+            closes = np.asarray(self.closes[SIDES.index(side)], dtype=np.int64)  # (N,) over all spans
             opens = np.concatenate(([0], closes[:-1])).astype(np.int64)
-            self._arrays[side] = np.asarray(self.sides[side].real, dtype=np.int64), opens, closes
+            self._arrays[side] = np.asarray(self.side(side).real, dtype=np.int64), opens, closes
         return self._arrays[side]
 
     def token_to_span(self, side: str) -> np.ndarray:
         real, opens, closes = self.arrays(side)
-        out = np.full(len(self.sides[side].tokenized.ids), -1, dtype=np.int64)  # (T,)
+        out = np.full(len(self.side(side).tokenized.ids), -1, dtype=np.int64)  # (T,)
         owner = np.repeat(np.arange(len(closes)) - self.keep_from, closes - opens)  # (R,) span per real token
         out[real[: len(owner)]] = np.where(owner >= 0, owner, -1)  # prompt spans: none
         return out
 
     def ranges(self, side: str) -> tuple[np.ndarray, np.ndarray]:
         real_arr, opens, closes = self.arrays(side)
-        real = self.sides[side].real
+        real = self.side(side).real
         opens, closes = opens[self.keep_from :], closes[self.keep_from :]  # (N,)
         if not len(real):
             zero = np.zeros(len(closes), dtype=np.int64)
@@ -358,8 +380,7 @@ def align_spans(
     if prompt_end is not None:
         prompt_bytes = len(text[:prompt_end].encode("utf-8"))
         keep_from = int(np.searchsorted(np.asarray(bounds[:-1]), prompt_bytes, "left"))
-    closes = {"teacher": t_closes, "student": s_closes}
-    plan = _Plan(source, bounds, closes, {"teacher": teacher, "student": student}, keep_from)
+    plan = _Plan(source, bounds, (t_closes, s_closes), (teacher, student), keep_from)
     alignment = SpanAlignment.__new__(SpanAlignment)
     alignment.text, alignment.teacher, alignment.student = text, teacher.tokenized, student.tokenized
     alignment.granularity, alignment.prompt_end, alignment._plan = granularity, prompt_end, plan
@@ -403,15 +424,21 @@ def _merge_small(
 ) -> tuple[list[int], list[int], list[int]] | None:
     """The common-end merge in plain Python, for short texts whose tokens cover every byte."""
     a_ends, b_ends = a.ends, b.ends
-    for side in (a, b):  # tiles: no zero-width token either
-        if not side.tiles and not (_covers(side, n_bytes) and len(set(side.ends)) == len(side.ends)):
-            return None
+    if not (a.tiles and b.tiles):  # tiles: no zero-width token either
+        for side in (a, b):
+            if not side.tiles and not (_covers(side, n_bytes) and len(set(side.ends)) == len(side.ends)):
+                return None
+    if a_ends == b_ends:  # the same cuts (one C comparison): every token is a span
+        return [0, *a_ends], list(range(1, len(a_ends) + 1)), list(range(1, len(b_ends) + 1))
     # A real token's position (1-based) is how many of the side's tokens end by its end.
     through_b = dict(zip(b_ends, itertools.count(1)))  # b's end -> b's tokens up to it
     a_keep = list(map(through_b.__contains__, a_ends))  # (A,) the token's end is also one of b's
     common = list(itertools.compress(a_ends, a_keep))
     a_closes = list(itertools.compress(itertools.count(1), a_keep))
-    b_closes = list(map(through_b.__getitem__, common))
+    # itemgetter: one C loop; it gives a bare item for one key
+    b_closes = (
+        list(operator.itemgetter(*common)(through_b)) if len(common) > 1 else [through_b[e] for e in common]
+    )
     return [0, *common], a_closes, b_closes
 
 

@@ -29,6 +29,7 @@ import codecs
 import functools
 import hashlib
 import itertools
+import operator
 import threading
 import weakref
 from collections.abc import Callable, Sequence
@@ -63,7 +64,7 @@ class TokenizedText:
         _byte_spans: list[tuple[int, int] | None] | None = field(
             default=None, init=False, repr=False, compare=False
         )
-        _parts: tuple[range | list[int], list[int], list[int]] | None = field(
+        _parts: tuple[range | list[int], list[int] | None, list[int]] | None = field(
             default=None, init=False, repr=False, compare=False
         )
         _tokens: list[str] | None = field(default=None, init=False, repr=False, compare=False)
@@ -113,8 +114,13 @@ setattr(TokenizedText, "byte_spans", property(_get_byte_spans, _set_byte_spans))
 setattr(TokenizedText, "tokens", property(_get_tokens, _set_tokens))  # noqa: B010
 
 
-def _spans_list(n: int, real: range | list[int], starts: list[int], ends: list[int]) -> list:
-    """``n`` entries: ``(start, end)`` at the real positions, ``None`` (special) elsewhere."""
+def _spans_list(n: int, real: range | list[int], starts: list[int] | None, ends: list[int]) -> list:
+    """``n`` entries: ``(start, end)`` at the real positions, ``None`` (special) elsewhere.
+
+    ``starts`` is None for tokens that tile the text: each starts where the previous one ends.
+    """
+    if starts is None:
+        starts = [0, *ends[:-1]] if ends else []
     if isinstance(real, range):
         return [None] * real.start + list(zip(starts, ends, strict=True)) + [None] * (n - real.stop)
     spans: list = [None] * n
@@ -149,7 +155,11 @@ class TextBytes:
     def __init__(self, text: str):
         if not isinstance(text, str):
             raise SraVizError(f"text must be a str, got {type(text).__name__}")
-        self.text, self.data, self._char_to_byte = text, _utf8(text), None
+        try:
+            self.data = text.encode("utf-8")
+        except UnicodeEncodeError:
+            self.data = _utf8(text)  # raises the one-line error
+        self.text, self._char_to_byte = text, None
 
     @property
     def ascii(self) -> bool:
@@ -163,15 +173,39 @@ class TextBytes:
         return self._char_to_byte
 
 
-@dataclass
 class ByteEncoding:
-    """`TokenizedText` plus the plain lists the aligner works on (real = non-special tokens)."""
+    """`TokenizedText` plus the plain lists the aligner works on (real = non-special tokens).
 
-    tokenized: TokenizedText
-    real: range | list[int]  # (R,) positions in ids of the non-special tokens
-    starts: list[int]  # (R,) byte start of each real token, non-decreasing
-    ends: list[int]  # (R,) byte end; ends[i] <= starts[i + 1]
-    tiles: bool = False  # the tokens' bytes, end to end, are exactly the text (no gap, no overlap)
+    - ``real``: ``(R,)`` positions in ids of the non-special tokens (a ``range`` when contiguous)
+    - ``starts``: ``(R,)`` byte start of each real token, non-decreasing
+    - ``ends``: ``(R,)`` byte end; ``ends[i] <= starts[i + 1]``
+    - ``tiles``: the tokens' bytes, end to end, are exactly the text (no gap, no overlap, none empty);
+      then ``starts == [0, *ends[:-1]]``, built on first read (the merge needs only the ends)
+    """
+
+    __slots__ = ("tokenized", "real", "_starts", "ends", "tiles")
+
+    def __init__(
+        self,
+        tokenized: TokenizedText,
+        real: range | list[int],
+        starts: list[int] | None,
+        ends: list[int],
+        tiles: bool = False,
+    ):
+        if starts is None and not tiles:
+            raise ValueError("starts may be left out only for a tiling")
+        self.tokenized, self.real, self._starts, self.ends, self.tiles = tokenized, real, starts, ends, tiles
+
+    @property
+    def starts(self) -> list[int]:
+        if self._starts is None:
+            self._starts = [0, *self.ends[:-1]] if self.ends else []
+        return self._starts
+
+    def __repr__(self) -> str:
+        lists = f"starts={self.starts!r}, ends={self.ends!r}"
+        return f"ByteEncoding(real={self.real!r}, {lists}, tiles={self.tiles})"
 
 
 def encode_bytes(text: str | TextBytes, tokenizer, add_special_tokens: bool = True) -> ByteEncoding:
@@ -334,6 +368,8 @@ class _Facts:
         self._backend: Callable[[], Any] = weakref.ref(backend)
         self._vocab: list[str] = []
         self._vocab_bytes: list[bytes] = []  # what each id spells, built on first use (exact kinds only)
+        self._vocab_sizes: list[int] = []  # len() of each of those
+        self.never_empty = False  # no id spells zero bytes (known once the table is built)
         self.fast_batch = hasattr(backend, "encode_batch_fast")  # tokenizers >= 0.20: no offsets computed
         self.special_marks = "".join(  # first characters of the special tokens' strings
             sorted(
@@ -381,22 +417,26 @@ class _Facts:
                 vocab.extend([None] * (i + 1 - len(vocab)))
             vocab[i] = token
         self._vocab = [t if t is not None else backend.id_to_token(i) or "" for i, t in enumerate(vocab)]
-        self._vocab_bytes = []
+        self._vocab_bytes, self._vocab_sizes, self.never_empty = [], [], False
 
-    def pieces_of(self, ids: list[int]) -> list[bytes]:
-        """The bytes each token spells in the text, by id (``▁`` as a space, ``<0xNN>`` as its byte).
+    def spelling(self, ids: list[int]) -> tuple[Sequence[bytes], Sequence[int]]:
+        """The bytes each token spells in the text (``▁`` as a space, ``<0xNN>`` as its byte) and their
+        lengths, by id: two ``(len(ids),)`` sequences, read from tables built once.
 
         Example:
-            >>> _facts(gpt2_backend).pieces_of([15496, 995])   # doctest: +SKIP
-            [b'Hello', b' world']
+            >>> _facts(gpt2_backend).spelling([15496, 995])   # doctest: +SKIP
+            ((b'Hello', b' world'), (5, 6))
         """
+        take = _taker(ids)
         try:
-            return list(map(self._vocab_bytes.__getitem__, ids))
+            return take(self._vocab_bytes), take(self._vocab_sizes)
         except IndexError:  # first call, or tokens were added since
             if not ids or max(ids) >= len(self._vocab):
                 self._load_vocab(max(ids, default=0))
-            self._vocab_bytes = [self._spelled(t) for t in self._vocab]
-            return list(map(self._vocab_bytes.__getitem__, ids))
+            spelled = [self._spelled(t) for t in self._vocab]
+            self._vocab_bytes, self._vocab_sizes = spelled, list(map(len, spelled))
+            self.never_empty = all(spelled)
+            return take(self._vocab_bytes), take(self._vocab_sizes)
 
     def _spelled(self, token: str) -> bytes:
         if self.kind == "spaces_as_metaspace":
@@ -451,7 +491,7 @@ def _backend_and_facts(tokenizer) -> tuple[Any, _Facts]:
     except TypeError:  # an object without weak references: look it up each time
         return backend, facts
     # A raw backend is not held here (that would keep it alive), only a wrapper's backend.
-    _BY_TOKENIZER[key] = (ref, None if backend is tokenizer else backend, facts)
+    _BY_TOKENIZER[key] = [ref, None if backend is tokenizer else backend, facts, None]
     return backend, facts
 
 
@@ -459,7 +499,8 @@ def _forget(key: int, _dead: object) -> None:
     _BY_TOKENIZER.pop(key, None)
 
 
-_BY_TOKENIZER: dict[int, tuple[weakref.ref, Any, _Facts]] = {}
+# id(tokenizer) -> [weak reference, its backend (None: the tokenizer is one), facts, tokenizer_id or None]
+_BY_TOKENIZER: dict[int, list] = {}
 
 
 def _exact_spans(facts: _Facts, ids: list[int], source: TextBytes) -> tuple | None:
@@ -468,9 +509,9 @@ def _exact_spans(facts: _Facts, ids: list[int], source: TextBytes) -> tuple | No
     Fast path: each id's bytes from a table. Then the cases the table cannot tell: bytes a
     byte-level vocabulary drops, a literal ``▁`` in the text of a metaspace tokenizer.
     """
-    pieces = facts.pieces_of(ids)
+    pieces, sizes = facts.spelling(ids)
     if b"".join(pieces) == source.data:
-        return _with_starts(list(itertools.accumulate(map(len, pieces))), all(pieces))
+        return _with_starts(list(itertools.accumulate(sizes)), facts.never_empty or all(pieces))
     if facts.kind == "byte_level" and facts.dropped:
         if b"".join(pieces) == source.data.translate(None, facts.dropped):
             return _around_dropped(pieces, source.data, facts.dropped)
@@ -481,7 +522,17 @@ def _exact_spans(facts: _Facts, ids: list[int], source: TextBytes) -> tuple | No
     return None
 
 
-def _around_dropped(pieces: list[bytes], data: bytes, dropped: bytes) -> tuple[list[int], list[int], bool]:
+def _taker(ids: list[int]) -> Callable[[list], Sequence]:
+    """``take(table) -> (table[ids[0]], table[ids[1]], ...)``: one C loop (``operator.itemgetter``), no
+    Python call per id; a tuple for any number of ids."""
+    if len(ids) > 1:
+        return operator.itemgetter(*ids)
+    return lambda table: tuple(table[i] for i in ids)  # itemgetter gives a bare item for one id
+
+
+def _around_dropped(
+    pieces: Sequence[bytes], data: bytes, dropped: bytes
+) -> tuple[list[int], list[int], bool]:
     """Byte-level ranges when the tokenizer silently dropped bytes it has no token for.
 
     A dropped byte between two tokens is left uncovered; one inside a token's bytes is covered by it.
@@ -514,9 +565,10 @@ def _metaspace_pieces(tokens: list[str], data: bytes) -> list[bytes]:
 _BYTE_TOKEN = {f"<0x{b:02X}>": bytes((b,)) for b in range(256)}  # SentencePiece byte fallback
 
 
-def _with_starts(ends: list[int], tiles: bool) -> tuple[list[int], list[int], bool]:
-    """Ranges of tokens laid end to end; the third item marks a tiling with no empty token."""
-    return ([0, *ends[:-1]] if ends else []), ends, tiles
+def _with_starts(ends: list[int], tiles: bool) -> tuple[list[int] | None, list[int], bool]:
+    """Ranges of tokens laid end to end; the third item marks a tiling with no empty token, whose
+    starts (``[0, *ends[:-1]]``) are left to `ByteEncoding.starts` (None here)."""
+    return (None if tiles else [0, *ends[:-1]] if ends else []), ends, tiles
 
 
 def _offset_spans(
@@ -633,18 +685,27 @@ def tokenizer_id(tokenizer: Any) -> str:
         >>> tokenizer_id(load_tokenizer("smollm2-135m"))  # doctest: +SKIP
         'smollm2-135m#5f0e4d1c2a'
     """
+    entry = _BY_TOKENIZER.get(id(tokenizer))  # a tokenizer `encode_bytes` has seen: no weak-key look-up
+    if entry is not None and entry[3] is not None and entry[0]() is tokenizer:
+        return entry[3]
     try:
-        return _TOKENIZER_IDS[tokenizer]
+        found = _TOKENIZER_IDS[tokenizer]
     except (KeyError, TypeError):
-        pass
+        found = _vocab_name(tokenizer)
+        try:
+            _TOKENIZER_IDS[tokenizer] = found
+        except TypeError:  # not weak-referenceable: computed again next time
+            pass
+    if entry is not None and entry[0]() is tokenizer:
+        entry[3] = found
+    return found
+
+
+def _vocab_name(tokenizer: Any) -> str:
+    """``"<name>#<first 10 hex digits of the sha1 of the vocabulary's index<TAB>token lines>"``."""
     vocab = tokenizer.get_vocab()
     digest = hashlib.sha1(usedforsecurity=False)
     for token, index in sorted(vocab.items(), key=lambda item: item[1]):
         digest.update(f"{index}\t{token}\n".encode("utf-8", "surrogatepass"))
     name = str(getattr(tokenizer, "name_or_path", "") or type(tokenizer).__name__).rstrip("/")
-    found = f"{name.rsplit('/', 1)[-1]}#{digest.hexdigest()[:10]}"
-    try:
-        _TOKENIZER_IDS[tokenizer] = found
-    except TypeError:  # not weak-referenceable: computed again next time
-        pass
-    return found
+    return f"{name.rsplit('/', 1)[-1]}#{digest.hexdigest()[:10]}"
