@@ -9,7 +9,9 @@
 Targets: SRA <= 1.05x bare, warm SRA <= 0.70x bare, SRA <= ULD. Steps of the four are interleaved so
 that load drift on a shared machine hits them alike; the probe evaluation is not part of a step and is
 not timed. Then the teacher cache's size: ``--cache-texts`` training texts at ``--max-length`` written
-to an empty cache folder, scaled to 1,000 texts (target <= 50 MB).
+to an empty cache folder, scaled to 1,000 texts (target <= 50 MB). The cache holds the teacher's span
+CoMs at float16 (the losses' targets, cached or not); the first lines say how much that rounding moves
+each step-0 loss term against float32 targets.
 
     python benchmarks/bench_distill.py                          # truncated student (6 blocks), 4 x 64
     python benchmarks/bench_distill.py --variant last_k --k 2 --repeats 6
@@ -53,6 +55,26 @@ def bare_step(session, batch) -> None:
 
 def engine_step(session, batch) -> None:
     _optimizer_step(session, session.loss_terms(batch))
+
+
+def rounding_effect(session, batch) -> dict[str, float]:
+    """|L(float16 targets) − L(float32 targets)| / |L(float32 targets)| of each loss term of ``batch``
+    at the session's current weights: what the float16 teacher targets (teacher_cache.round_targets)
+    change."""
+    from sra_viz.distill import teacher_cache
+
+    rounded = session.loss_terms(batch)
+    real = teacher_cache.round_targets
+    teacher_cache.round_targets = lambda centers: centers  # float32 targets, for this comparison only
+    try:
+        exact = session.loss_terms(batch)
+    finally:
+        teacher_cache.round_targets = real
+    return {
+        name: abs(float(rounded[name].detach()) - float(value.detach()))
+        / max(abs(float(value.detach())), 1e-30)
+        for name, value in exact.items()
+    }
 
 
 def cache_size(session, n_texts: int, folder: str) -> tuple[float, float, int]:
@@ -120,6 +142,11 @@ def main(argv=None) -> int:
             f"({first.student.trainable_params / 1e6:.1f} M trainable); batch {args.batch_size} texts, "
             f"{tokens_t} teacher / {tokens_s} student tokens, {batch.n_spans} spans max; threads "
             f"{torch.get_num_threads()}"
+        )
+        effect = rounding_effect(first, batch)  # step 0: before any update
+        print(
+            "float16 teacher targets move the step-0 losses by (relative to float32 targets): "
+            + ", ".join(f"{name} {value:.1e}" for name, value in effect.items())
         )
         runners = {"bare": bare_step, "sra": engine_step, "warm": engine_step, "uld": engine_step}
         times: dict[str, list[float]] = {name: [] for name in runners}

@@ -11,6 +11,7 @@ import warnings
 import numpy as np
 import pytest
 import torch
+from safetensors.torch import load_file
 
 from sra_viz.distill.batch import collate, prepare_example
 from sra_viz.distill.config import DistillConfig
@@ -19,6 +20,7 @@ from sra_viz.distill.teacher_cache import (
     TeacherCache,
     TeacherCacheWarning,
     TeacherContext,
+    round_targets,
     teacher_context,
     teacher_spans,
     weights_fingerprint,
@@ -27,7 +29,7 @@ from sra_viz.distill.teacher_cache import (
 
 def _record(seed: int, n: int = 3, dim: int = 4) -> dict[str, torch.Tensor]:
     g = torch.Generator().manual_seed(seed)
-    return {"centers/1": torch.randn(n, dim, generator=g), "span_mass/1": torch.rand(n, generator=g)}
+    return {"centers/1": torch.randn(n, dim, generator=g).half(), "span_mass/1": torch.rand(n, generator=g)}
 
 
 def _wanted(*keys: str, n: int = 3, dim: int = 4) -> dict[str, dict[str, tuple[int, ...]]]:
@@ -81,6 +83,26 @@ def test_a_damaged_shard_is_detected_warned_about_and_dropped(tmp_path, damage):
         found = TeacherCache(tmp_path, limit_bytes=1 << 20).get(_wanted("a", "b"))
     assert sorted(found) == ["b"] and torch.equal(found["b"]["centers/1"], _record(1)["centers/1"])
     assert not shard.exists() and cache.info().entries == 1
+
+
+def test_a_record_of_float32_centers_is_not_read_as_data(tmp_path):
+    cache = TeacherCache(tmp_path, limit_bytes=1 << 20)
+    record = _record(0)
+    cache.put({"a": {**record, "centers/1": record["centers/1"].float()}})
+    with pytest.warns(TeacherCacheWarning, match="float16 or bfloat16"):
+        assert cache.get(_wanted("a")) == {}
+
+
+def test_targets_are_float16_per_text_and_bfloat16_for_a_text_beyond_its_range():
+    g = torch.Generator().manual_seed(0)
+    centers = torch.randn(3, 4, 8, generator=g) * torch.tensor([1.0, 1e3, 1e5])[:, None, None]  # (B, N, D)
+    rounded = round_targets(centers)
+    assert rounded.dtype == torch.float32 and torch.isfinite(rounded).all()
+    for b, dtype in ((0, torch.float16), (1, torch.float16), (2, torch.bfloat16)):
+        assert torch.equal(rounded[b], centers[b].to(dtype).float()), b
+    assert torch.equal(round_targets(rounded), rounded)  # rounding twice changes nothing
+    rel = ((rounded[:2] - centers[:2]).abs() / centers[:2].abs()).max()
+    assert 0 < rel <= 2**-11  # float16: 11 significant bits
 
 
 def test_a_malformed_index_is_warned_about_and_its_shards_swept_at_the_next_write(tmp_path):
@@ -192,5 +214,22 @@ def test_cold_warm_and_damaged_reads_give_the_uncached_pass(tiny_pair, tmp_path)
     teacher_spans(tiny_pair.teacher, collate(batch.items[1:2], "left", "right"), config, masses, part)
     mixed = teacher_spans(tiny_pair.teacher, batch, config, masses, part)
     assert (part.hits, part.misses) == (1, 3)  # 1 alone, then 2 of 3 missing
-    for layer in bare.centers:
-        torch.testing.assert_close(mixed.centers[layer], bare.centers[layer], rtol=1e-5, atol=1e-6)
+    for layer in bare.centers:  # padding moves the float32 values by ~1e-7: at most one float16 step apart
+        torch.testing.assert_close(mixed.centers[layer], bare.centers[layer], rtol=2**-10, atol=1e-6)
+
+
+def test_every_teacher_pass_gives_the_stored_float16_targets(tiny_pair, tmp_path):
+    """Computed without a cache, computed and stored, read back: the same float16-representable CoMs."""
+    config = DistillConfig()
+    batch = _tiny_batch(tiny_pair)
+    masses = {1: 1}
+    bare = teacher_spans(tiny_pair.teacher, batch, config, masses, None)
+    c = bare.centers[1]  # (B, N, D)
+    assert torch.equal(c, c.half().float())  # the tiny pair's values are within float16's range
+    cache = TeacherCache(tmp_path, limit_bytes=1 << 30)
+    teacher_spans(tiny_pair.teacher, batch, config, masses, cache)
+    shard = load_file(str(_shards(cache)[0]))
+    centers = [t for name, t in shard.items() if name.endswith("/centers/1")]
+    assert len(centers) == 3 and all(t.dtype == torch.float16 for t in centers)
+    masses_stored = [t for name, t in shard.items() if name.endswith("/span_mass/1")]
+    assert all(t.dtype == torch.float32 for t in masses_stored)

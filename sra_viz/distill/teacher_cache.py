@@ -13,7 +13,12 @@ Layout of the folder (``sra_viz.paths.teacher_cache_dir()``)::
 
     index.json              {"version", "shards": {name: {"bytes", "sha256", "keys"}}, "entries": {key: name}}
     index.lock              flock held while shards and the index are written or dropped
-    shard-<uuid>.safetensors  "<key>/centers/<layer>" (N, D_T) and "<key>/span_mass/<layer>" (N,), float32
+    shard-<uuid>.safetensors  "<key>/centers/<layer>" (N, D_T) float16 (bfloat16 beyond its range) and
+                              "<key>/span_mass/<layer>" (N,) float32
+
+The CoMs are the losses' targets at float16 precision whether they are read here or computed
+(:func:`round_targets`, applied to every teacher pass of :func:`teacher_spans`, cached or not), so a
+warm run equals a cold one and a run without the cache, and the cache holds half the bytes of float32.
 
 Key of a text: sha256 of the context (teacher architecture, config and weights hash, layer -> mass block,
 mass mode, pooling, dtype, device kind, ``CACHE_VERSION``) and the text's teacher ids and token->span
@@ -57,7 +62,7 @@ from .batch import Batch, PreparedExample, collate
 from .config import DistillConfig
 from .side_pass import run_side
 
-CACHE_VERSION = 1  # bump when what is stored, or how it is computed, changes
+CACHE_VERSION = 2  # bump when what is stored, or how it is computed, changes (2: float16 targets)
 INDEX = "index.json"
 LOCK = "index.lock"
 SHARD_PREFIX, SHARD_SUFFIX = "shard-", ".safetensors"
@@ -162,7 +167,34 @@ def teacher_context(
 # ------------------------------------------------------------------ the folder
 
 
-Record = dict[str, torch.Tensor]  # "centers/<layer>" (N, D) / "span_mass/<layer>" (N,), float32, CPU
+Record = dict[
+    str, torch.Tensor
+]  # "centers/<layer>" (N, D) float16/bfloat16, "span_mass/<layer>" (N,) float32
+TARGET_DTYPES = (torch.float16, torch.bfloat16)  # the CoMs' stored precisions, in order of preference
+FLOAT16_MAX = torch.finfo(torch.float16).max  # 65504
+
+
+def round_targets(centers: torch.Tensor) -> torch.Tensor:
+    """The teacher's span CoMs (B, N, D) at the precision the cache stores them, as float32 (B, N, D):
+
+        c̃_b = float32(float16(c_b))    if max_{k,d} |c_bkd| ≤ 65504 (float16's largest value)
+        c̃_b = float32(bfloat16(c_b))   otherwise (a text whose residual stream exceeds float16's range)
+
+    per text b. Every teacher pass of :func:`teacher_spans` returns these, cached or not, so the
+    losses see the same targets either way; float16 keeps 11 significant bits (relative rounding
+    ≤ 2^-11), which moves the step-0 losses of the default pair by at most 3e-5 relative (METHOD.md).
+
+        >>> round_targets(torch.tensor([[[1.0 + 2**-12, 7e4]], [[1.0 + 2**-12, 3.0]]])).tolist()
+        [[[1.0, 70144.0]], [[1.0, 3.0]]]
+    """
+    fits = centers.abs().amax(dim=tuple(range(1, centers.dim())), keepdim=True) <= FLOAT16_MAX  # (B, 1, 1)
+    return torch.where(fits, centers.half().float(), centers.bfloat16().float())
+
+
+def _stored_dtype(rounded: torch.Tensor) -> torch.dtype:
+    """float16 for a text's rounded CoMs that :func:`round_targets` put in float16's range, else bfloat16
+    (its values are then exactly bfloat16 ones)."""
+    return torch.float16 if float(rounded.abs().amax()) <= FLOAT16_MAX else torch.bfloat16
 
 
 @dataclass
@@ -412,16 +444,18 @@ class TeacherCache:
 
 
 def _record_of(tensors: dict[str, torch.Tensor], key: str, expected: dict[str, tuple[int, ...]]) -> Record:
-    """The record of ``key`` in a shard's tensors, each checked for presence, shape and dtype."""
+    """The record of ``key`` in a shard's tensors, each checked for presence, shape and dtype (CoMs
+    float16 or bfloat16, span masses float32)."""
     record = {}
     for name, shape in expected.items():
         tensor = tensors.get(f"{key}/{name}")
         if tensor is None:
             raise ValueError(f"it lacks {name} of key {key[:12]}")
-        if tuple(tensor.shape) != shape or tensor.dtype != torch.float32:
-            raise ValueError(
-                f"{name} of key {key[:12]} is {tuple(tensor.shape)} {tensor.dtype}, expected {shape} float32"
-            )
+        dtypes = TARGET_DTYPES if name.startswith("centers/") else (torch.float32,)
+        if tuple(tensor.shape) != shape or tensor.dtype not in dtypes:
+            allowed = " or ".join(str(d).removeprefix("torch.") for d in dtypes)
+            found = f"{tuple(tensor.shape)} {tensor.dtype}"
+            raise ValueError(f"{name} of key {key[:12]} is {found}, expected {shape} {allowed}")
         record[name] = tensor
     return record
 
@@ -443,7 +477,7 @@ def open_teacher_cache(config: DistillConfig) -> TeacherCache | None:
 class TeacherSpans:
     """The teacher side of one batch as the SRA terms read it."""
 
-    centers: dict[int, torch.Tensor]  # layer -> (B, N, D_T) float32; rows past a text's spans are 0
+    centers: dict[int, torch.Tensor]  # layer -> (B, N, D_T) float32 of round_targets; 0 past a text's spans
     span_mass: dict[int, torch.Tensor]  # layer -> (B, N) attention span masses M_k (absent: uniform)
 
 
@@ -462,7 +496,7 @@ def _compute(
             grad=False,
             dtype=config.dtype,
         )
-    return TeacherSpans(out.centers, out.span_mass)
+    return TeacherSpans({layer: round_targets(c) for layer, c in out.centers.items()}, out.span_mass)
 
 
 def teacher_spans(
@@ -474,7 +508,8 @@ def teacher_spans(
 ) -> TeacherSpans:
     """The teacher's CoMs of every layer of ``mass_layers`` (layer -> block giving its masses) and the
     span masses of those pooled with attention, for ``batch``: read from ``cache`` where it holds them,
-    the rest computed in one no-grad pass over the texts it lacks (and stored).
+    the rest computed in one no-grad pass over the texts it lacks (and stored). The CoMs are
+    :func:`round_targets`' in every case.
 
     Equal to the uncached pass wherever the cache was filled by the same batches; a text computed in
     another batch differs by padding in the float rounding only (about 1e-7 relative).
@@ -507,9 +542,13 @@ def teacher_spans(
 
 
 def _record(spans: TeacherSpans, row: int, item: PreparedExample) -> Record:
-    """Row ``row`` of a computed batch, cut to the text's own spans, on the CPU."""
+    """Row ``row`` of a computed batch, cut to the text's own spans, on the CPU (the rounded CoMs in the
+    dtype that holds them exactly)."""
     n = item.n_spans
-    record = {f"centers/{layer}": c[row, :n].float().cpu().clone() for layer, c in spans.centers.items()}
+    record = {}
+    for layer, c in spans.centers.items():
+        rounded = c[row, :n]  # (n, D) float32 values of round_targets
+        record[f"centers/{layer}"] = rounded.to(_stored_dtype(rounded)).cpu()
     record.update(
         {f"span_mass/{layer}": m[row, :n].float().cpu().clone() for layer, m in spans.span_mass.items()}
     )
