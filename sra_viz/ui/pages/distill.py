@@ -29,9 +29,10 @@ PREFIX = "distill."  # widget key of config field f: PREFIX + f
 RUN_KEY = "distill_run"  # the run directory this browser session watches
 ROOT_KEY = "distill_runs_root"  # the parent folder of new runs (empty: sra_viz.paths.runs_dir())
 # seconds between redraws of the live panel while a run is active: each redraw costs the browser and the
-# server CPU that the run needs on a small machine (measured on 2 cores with the browser on the same
-# machine, 30 default steps: 54-58 s from Start to the end at 2 s, 47 s at 5 s)
-LIVE_EVERY = 5.0
+# server CPU that the run needs on a small machine (benchmarks/bench_app_session.py --steps 30
+# --probe-every 10, 2 cores, browser on the same machine: app/CLI step time 2.20x at 2 s, 1.28x at 5 s,
+# 0.92x at 10 s)
+LIVE_EVERY = 10.0
 IDLE_EVERY = 5.0  # seconds between looks for a run started from another browser session
 # seconds between redraws of Past runs while a run is active: every redraw costs the browser (and so the
 # run, on a small machine) a re-render, and the live panel already shows the active run
