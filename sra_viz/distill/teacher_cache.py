@@ -167,11 +167,16 @@ def teacher_context(
 # ------------------------------------------------------------------ the folder
 
 
-Record = dict[
-    str, torch.Tensor
-]  # "centers/<layer>" (N, D) float16/bfloat16, "span_mass/<layer>" (N,) float32
+# "centers/<layer>" (N, D) float16/bfloat16, "span_mass/<layer>" (N,) float32
+Record = dict[str, torch.Tensor]
 TARGET_DTYPES = (torch.float16, torch.bfloat16)  # the CoMs' stored precisions, in order of preference
 FLOAT16_MAX = torch.finfo(torch.float16).max  # 65504
+
+
+def _fits_float16(centers: torch.Tensor) -> torch.Tensor:
+    """Per text b, whether max_{k,d} |c_bkd| ≤ 65504 (float16's largest value): (B, N, D) -> (B, 1, 1) bool.
+    The one rule that picks a text's target precision, for rounding and for storing."""
+    return centers.abs().amax(dim=(1, 2), keepdim=True) <= FLOAT16_MAX
 
 
 def round_targets(centers: torch.Tensor) -> torch.Tensor:
@@ -187,14 +192,14 @@ def round_targets(centers: torch.Tensor) -> torch.Tensor:
         >>> round_targets(torch.tensor([[[1.0 + 2**-12, 7e4]], [[1.0 + 2**-12, 3.0]]])).tolist()
         [[[1.0, 70144.0]], [[1.0, 3.0]]]
     """
-    fits = centers.abs().amax(dim=tuple(range(1, centers.dim())), keepdim=True) <= FLOAT16_MAX  # (B, 1, 1)
+    fits = _fits_float16(centers)  # (B, 1, 1)
     return torch.where(fits, centers.half().float(), centers.bfloat16().float())
 
 
 def _stored_dtype(rounded: torch.Tensor) -> torch.dtype:
     """float16 for a text's rounded CoMs that :func:`round_targets` put in float16's range, else bfloat16
     (its values are then exactly bfloat16 ones)."""
-    return torch.float16 if float(rounded.abs().amax()) <= FLOAT16_MAX else torch.bfloat16
+    return torch.float16 if bool(_fits_float16(rounded[None]).all()) else torch.bfloat16
 
 
 @dataclass
