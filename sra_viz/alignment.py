@@ -19,7 +19,6 @@ from __future__ import annotations
 import gc
 import itertools
 import json
-import operator
 import unicodedata
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, cast
@@ -398,9 +397,16 @@ def merge_boundaries(
         >>> bounds, a_closes, b_closes                                       # doctest: +SKIP
         ([0, 3, 6], [1, 2], [2, 3])
     """
+    a_ends, b_ends = a.ends, b.ends
+    if a.tiles and b.tiles:  # the common case: both sides' tokens spell the text end to end
+        if a_ends == b_ends:  # the same cuts (one C comparison; an empty text too): every token is a span
+            closes = list(range(1, len(a_ends) + 1))
+            return [0, *a_ends], closes, closes.copy()
+        if len(a_ends) + len(b_ends) <= _SMALL:
+            return _merge_tilings(a_ends, b_ends)
     if n_bytes == 0:
         return [0], [], []
-    if len(a.ends) + len(b.ends) <= _SMALL:
+    if len(a_ends) + len(b_ends) <= _SMALL:
         merged = _merge_small(a, b, n_bytes)
         if merged is not None:
             return merged
@@ -423,23 +429,33 @@ def _merge_small(
     a: ByteEncoding, b: ByteEncoding, n_bytes: int
 ) -> tuple[list[int], list[int], list[int]] | None:
     """The common-end merge in plain Python, for short texts whose tokens cover every byte."""
+    for side in (a, b):  # tiles: no zero-width token either
+        if not side.tiles and not (_covers(side, n_bytes) and len(set(side.ends)) == len(side.ends)):
+            return None
     a_ends, b_ends = a.ends, b.ends
-    if not (a.tiles and b.tiles):  # tiles: no zero-width token either
-        for side in (a, b):
-            if not side.tiles and not (_covers(side, n_bytes) and len(set(side.ends)) == len(side.ends)):
-                return None
     if a_ends == b_ends:  # the same cuts (one C comparison): every token is a span
         return [0, *a_ends], list(range(1, len(a_ends) + 1)), list(range(1, len(b_ends) + 1))
-    # A real token's position (1-based) is how many of the side's tokens end by its end.
+    return _merge_tilings(a_ends, b_ends)
+
+
+def _merge_tilings(a_ends: list[int], b_ends: list[int]) -> tuple[list[int], list[int], list[int]]:
+    """The common ends of two increasing lists, with how many ends of each list reach each of them.
+
+    A real token's position (1-based) is how many of the side's tokens end by its end. Only C loops
+    (``map``, ``compress``, ``filter``), no Python step per token.
+
+    Example:
+        >>> _merge_tilings([1, 3, 6], [3, 4, 6])
+        ([0, 3, 6], [2, 3], [1, 3])
+    """
     through_b = dict(zip(b_ends, itertools.count(1)))  # b's end -> b's tokens up to it
-    a_keep = list(map(through_b.__contains__, a_ends))  # (A,) the token's end is also one of b's
-    common = list(itertools.compress(a_ends, a_keep))
-    a_closes = list(itertools.compress(itertools.count(1), a_keep))
-    # itemgetter: one C loop; it gives a bare item for one key
-    b_closes = (
-        list(operator.itemgetter(*common)(through_b)) if len(common) > 1 else [through_b[e] for e in common]
+    b_at = list(map(through_b.get, a_ends))  # (A,) b's tokens up to a's end where b ends there too, else None
+    # compress keeps the truthy entries of b_at (counts >= 1), filter(None) keeps exactly those
+    return (
+        [0, *itertools.compress(a_ends, b_at)],
+        list(itertools.compress(itertools.count(1), b_at)),
+        list(filter(None, b_at)),
     )
-    return [0, *common], a_closes, b_closes
 
 
 def _covers(side: ByteEncoding, n_bytes: int) -> bool:

@@ -217,7 +217,11 @@ def encode_bytes(text: str | TextBytes, tokenizer, add_special_tokens: bool = Tr
         ([0], [5])
     """
     source = text if isinstance(text, TextBytes) else TextBytes(text)
-    backend, facts = _backend_and_facts(tokenizer)
+    entry = _BY_TOKENIZER.get(id(tokenizer))  # `_backend_and_facts`'s cache, read here (a call less per text)
+    if entry is not None and entry[0]() is tokenizer:
+        backend, facts = entry[1] or tokenizer, entry[2]
+    else:
+        backend, facts = _backend_and_facts(tokenizer)
     real: range | list[int]
     spans = None
     if facts.kind != "offsets" and facts.misses < _MAX_MISSES:
@@ -246,11 +250,18 @@ def encode_bytes(text: str | TextBytes, tokenizer, add_special_tokens: bool = Tr
         # The encoding's own strings (a Unigram [UNK] keeps the text it stands for) place the tokens.
         spans = _offset_spans(enc.offsets, real, _pick(enc.tokens, real), source, facts)
     starts, ends, tiles = spans
-    tokenized = TokenizedText.__new__(TokenizedText)
+    tokenized = _new_tokenized(TokenizedText)
     tokenized.text, tokenized.ids = source.text, ids
     tokenized._tokens, tokenized._tokens_of = tokens, facts.tokens_of
     tokenized._byte_spans, tokenized._parts = None, (real, starts, ends)
-    return ByteEncoding(tokenized, real, starts, ends, tiles)
+    encoded = _new_encoding(ByteEncoding)  # no __init__ call: the lists are consistent by construction
+    encoded.tokenized, encoded.real, encoded.ends, encoded.tiles = tokenized, real, ends, tiles
+    encoded._starts = starts
+    return encoded
+
+
+_new_tokenized = TokenizedText.__new__
+_new_encoding = ByteEncoding.__new__
 
 
 def _real_positions(mask: list[int]) -> range | list[int]:
@@ -321,7 +332,9 @@ def _encode(backend, text: str, add_special_tokens: bool, with_offsets: bool, fa
         and backend.padding is None
         and not any(map(text.__contains__, facts.special_marks))
     ):
-        return backend.encode_batch_fast([text], add_special_tokens=add_special_tokens)[0]
+        return backend.encode_batch_fast([text], False, add_special_tokens)[
+            0
+        ]  # positional: no keyword parsing
     with _SWITCHES:  # the switches live on a tokenizer other threads (Streamlit sessions) may share
         truncation, padding, split_before = backend.truncation, backend.padding, backend.encode_special_tokens
         if truncation is not None:
@@ -509,6 +522,16 @@ def _exact_spans(facts: _Facts, ids: list[int], source: TextBytes) -> tuple | No
     Fast path: each id's bytes from a table. Then the cases the table cannot tell: bytes a
     byte-level vocabulary drops, a literal ``▁`` in the text of a metaspace tokenizer.
     """
+    if len(ids) > 1:  # the common case, inline: the tables are built and the bytes spell the text
+        take = operator.itemgetter(*ids)
+        try:
+            pieces = take(facts._vocab_bytes)
+        except IndexError:  # first call, or tokens were added since: `spelling` builds the tables
+            pieces = ()
+        if pieces and b"".join(pieces) == source.data:
+            ends = list(itertools.accumulate(take(facts._vocab_sizes)))
+            tiles = facts.never_empty or all(pieces)
+            return (None if tiles else [0, *ends[:-1]]), ends, tiles
     pieces, sizes = facts.spelling(ids)
     if b"".join(pieces) == source.data:
         return _with_starts(list(itertools.accumulate(sizes)), facts.never_empty or all(pieces))
