@@ -510,12 +510,14 @@ def _backend_and_facts(tokenizer) -> tuple[Any, _Facts]:
     return backend, facts
 
 
-def _forget(key: int, _dead: object) -> None:
-    _BY_TOKENIZER.pop(key, None)
-
-
 # id(tokenizer) -> [weak reference, its backend (None: the tokenizer is one), facts, tokenizer_id or None]
 _BY_TOKENIZER: dict[int, list] = {}
+
+
+def _forget(key: int, _dead: object, table: dict[int, list] = _BY_TOKENIZER) -> None:
+    """Drop a collected tokenizer's entry. The table is bound at definition: a tokenizer collected while
+    the interpreter exits, after this module's globals were cleared, still finds it."""
+    table.pop(key, None)
 
 
 def _exact_spans(facts: _Facts, ids: list[int], source: TextBytes) -> tuple | None:
