@@ -107,6 +107,16 @@ def test_a_damaged_compressed_payload_is_detected_even_when_the_index_agrees(tmp
     assert cache.info().entries == 0 and _shards(cache) == []
 
 
+def test_shards_of_an_older_cache_version_are_swept_at_the_first_write(tmp_path):
+    old = tmp_path / "shard-0123.safetensors"  # CACHE_VERSION 2 stored plain safetensors files
+    old.write_bytes(b"\0" * 64)
+    (tmp_path / INDEX).write_text(json.dumps({"version": 2, "shards": {}, "entries": {}}))
+    cache = TeacherCache(tmp_path, limit_bytes=1 << 20)
+    with pytest.warns(TeacherCacheWarning, match="unreadable"):
+        cache.put({"a": _record(0)})
+    assert not old.exists() and len(_shards(cache)) == 1 and sorted(cache.get(_wanted("a"))) == ["a"]
+
+
 def test_shard_encoding_is_lossless_and_smaller_on_float16_values():
     values = torch.randn(40, 640, generator=torch.Generator().manual_seed(0)).half()  # CoM-like spread
     raw = values.numpy().tobytes()
