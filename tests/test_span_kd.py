@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from sra_viz.distill.plan import MASKED_LOGIT
-from sra_viz.distill.side_pass import pool_spans
-from sra_viz.distill.span_kd import pooled_span_kd
+from sra_viz.distill.side_pass import pool_spans, span_rows
+from sra_viz.distill.span_kd import _pool, pooled_span_kd
 from sra_viz.losses import span_logit_kd
 
 
@@ -81,3 +81,14 @@ def test_fused_span_kd_without_valid_spans_is_zero_with_a_zero_gradient():
     loss = pooled_span_kd(logits, span, mass, none, torch.zeros(0, 9, dtype=torch.double), None, 2.0, mask)
     (grad,) = torch.autograd.grad(loss, logits)
     assert float(loss.detach()) == 0.0 and torch.all(grad == 0)
+
+
+def test_sparse_and_index_add_pooling_agree():
+    """The CPU's sparse product and the index_add used on other devices pool alike."""
+    logits, span, mass, valid, *_ = _case()
+    token_row, share, n_rows = span_rows(span, mass, valid)
+    flat = logits.detach().reshape(-1, 9)
+    sparse = _pool(flat, token_row, share.double(), n_rows, sparse=True)
+    dense = _pool(flat.clone(), token_row, share.double(), n_rows, sparse=False)
+    torch.testing.assert_close(sparse, dense, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(sparse, pool_spans(logits.detach(), span, mass, valid), rtol=1e-12, atol=1e-12)

@@ -11,10 +11,10 @@ gradient in fewer passes over (rows, V_S) tensors:
     L_KD  = (1/B) Σ_m a_m · KL( softmax(z^T_m) ‖ softmax(z^S_m) )
     ∂L_KD/∂x_t = (s_t / τ) · (a_m / B) · (softmax(z^S_m) − softmax(z^T_m)),   m the span of t; 0 elsewhere
 
-The pooling is one sparse (M, B·L) × (B·L, V_S) product (rows of tokens outside valid spans are never
-read); the forward keeps only ``p_S − p_T`` (M, V_S) for the backward, which writes the token gradient
-in one gather and one scaling by ``(s_t/τ)(a_m/B)``. Columns outside V∩ carry -1e4 on both sides, so
-their probabilities are exactly 0 and their gradient exactly 0: the KL is the KL over V∩ alone.
+The pooling is one sparse (M, B·L) × (B·L, V_S) product on the CPU (rows of tokens outside valid spans
+are never read); the forward keeps only ``p_S − p_T`` (M, V_S) for the backward, which writes the token
+gradient in one gather and one scaling by ``(s_t/τ)(a_m/B)``. Columns outside V∩ carry -1e4 on both
+sides, so their probabilities are exactly 0 and their gradient exactly 0: the KL is the KL over V∩ alone.
 
 Example:
     >>> z_t = heads.teacher_shared_logits(c_t, tau=2.0)  # doctest: +SKIP
@@ -78,10 +78,13 @@ def _pooling_matrix(token_row: torch.Tensor, share: torch.Tensor, n_rows: int, n
         )
 
 
-def _pool(flat: torch.Tensor, token_row: torch.Tensor, share: torch.Tensor, n_rows: int) -> torch.Tensor:
+def _pool(
+    flat: torch.Tensor, token_row: torch.Tensor, share: torch.Tensor, n_rows: int, sparse: bool | None = None
+) -> torch.Tensor:
     """``out[r] = Σ_{t: row_t = r} share_t · flat[t]``: (B·L, V) -> (M, V), reading only tokens of valid
-    spans. CPU and CUDA: one sparse × dense product; elsewhere a weighted ``index_add``."""
-    if flat.device.type in ("cpu", "cuda"):
+    spans. ``sparse`` (default: on the CPU, where it was measured) one sparse × dense product; else a
+    weighted ``index_add``."""
+    if flat.device.type == "cpu" if sparse is None else sparse:
         return _pooling_matrix(token_row, share, n_rows, flat.shape[0]) @ flat
     keep = (token_row < n_rows).nonzero().squeeze(-1)
     out = flat.new_zeros((n_rows, flat.shape[1]))
