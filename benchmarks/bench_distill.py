@@ -174,6 +174,11 @@ def main(argv=None) -> int:
         f"ULD / bare = {med['uld'] / med['bare']:.3f}x"
     )
     print(f"SRA with a warm teacher cache / bare = {med['warm'] / med['bare']:.3f}x (target <= 0.70)")
+    fastest = {name: min(ts) for name, ts in times.items()}  # the step least slowed by other load
+    print(
+        f"fastest steps: SRA / bare = {fastest['sra'] / fastest['bare']:.3f}x, "
+        f"warm / bare = {fastest['warm'] / fastest['bare']:.3f}x (a shared machine's load moves medians)"
+    )
     if size is not None:
         mb, spans, texts = size
         print(

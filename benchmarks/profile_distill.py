@@ -29,6 +29,7 @@ PARTS = {  # module attribute -> label of its time in the table
     "geometric_loss": "L_geo",
     "student_span_logits": "KD: student span logits",
     "span_logit_kd": "KD: KL rows",
+    "pooled_span_kd": "KD: pooled span logits + KL (fused)",
     "ce_term": "CE",
 }
 

@@ -4,6 +4,7 @@ batch hook on the tiny pair (cold, warm and corrupted reads give the uncached pa
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import time
 import warnings
@@ -11,15 +12,18 @@ import warnings
 import numpy as np
 import pytest
 import torch
-from safetensors.torch import load_file
+from safetensors.torch import load as load_safetensors
 
 from sra_viz.distill.batch import collate, prepare_example
 from sra_viz.distill.config import DistillConfig
 from sra_viz.distill.teacher_cache import (
     INDEX,
+    SHARD_MAGIC,
     TeacherCache,
     TeacherCacheWarning,
     TeacherContext,
+    decode_shard,
+    encode_shard,
     round_targets,
     teacher_context,
     teacher_spans,
@@ -37,7 +41,7 @@ def _wanted(*keys: str, n: int = 3, dim: int = 4) -> dict[str, dict[str, tuple[i
 
 
 def _shards(cache: TeacherCache) -> list:
-    return sorted(cache.folder.glob("shard-*.safetensors"))
+    return sorted(cache.folder.glob("shard-*.stz"))
 
 
 # ------------------------------------------------------------------ the folder (no model)
@@ -83,6 +87,46 @@ def test_a_damaged_shard_is_detected_warned_about_and_dropped(tmp_path, damage):
         found = TeacherCache(tmp_path, limit_bytes=1 << 20).get(_wanted("a", "b"))
     assert sorted(found) == ["b"] and torch.equal(found["b"]["centers/1"], _record(1)["centers/1"])
     assert not shard.exists() and cache.info().entries == 1
+
+
+def test_a_damaged_compressed_payload_is_detected_even_when_the_index_agrees(tmp_path):
+    """Damage inside the zlib stream, with the index's size and sha256 rewritten to match the damaged
+    file: zlib's own check (or the inflated length) catches it, the shard is dropped, never read."""
+    cache = TeacherCache(tmp_path, limit_bytes=1 << 20)
+    cache.put({"a": _record(0, n=40, dim=16)})
+    index = json.loads((tmp_path / INDEX).read_text())
+    name = index["entries"]["a"]
+    data = bytearray((tmp_path / name).read_bytes())
+    assert data.startswith(SHARD_MAGIC)
+    data[len(data) // 2] ^= 0x10  # one bit in the middle of the deflate stream
+    (tmp_path / name).write_bytes(bytes(data))
+    index["shards"][name].update(bytes=len(data), sha256=hashlib.sha256(bytes(data)).hexdigest())
+    (tmp_path / INDEX).write_text(json.dumps(index))
+    with pytest.warns(TeacherCacheWarning, match="compressed payload"):
+        assert TeacherCache(tmp_path, limit_bytes=1 << 20).get(_wanted("a", n=40, dim=16)) == {}
+    assert cache.info().entries == 0 and _shards(cache) == []
+
+
+def test_shards_of_an_older_cache_version_are_swept_at_the_first_write(tmp_path):
+    old = tmp_path / "shard-0123.safetensors"  # CACHE_VERSION 2 stored plain safetensors files
+    old.write_bytes(b"\0" * 64)
+    (tmp_path / INDEX).write_text(json.dumps({"version": 2, "shards": {}, "entries": {}}))
+    cache = TeacherCache(tmp_path, limit_bytes=1 << 20)
+    with pytest.warns(TeacherCacheWarning, match="unreadable"):
+        cache.put({"a": _record(0)})
+    assert not old.exists() and len(_shards(cache)) == 1 and sorted(cache.get(_wanted("a"))) == ["a"]
+
+
+def test_shard_encoding_is_lossless_and_smaller_on_float16_values():
+    values = torch.randn(40, 640, generator=torch.Generator().manual_seed(0)).half()  # CoM-like spread
+    raw = values.numpy().tobytes()
+    for data in (raw, raw + b"x", b"", b"\x01"):
+        assert decode_shard(encode_shard(data)) == data
+    assert len(encode_shard(raw)) < 0.9 * len(raw)
+    with pytest.raises(ValueError, match="stated"):
+        decode_shard(encode_shard(raw) + b"junk")  # bytes past the stream's end
+    with pytest.raises(ValueError, match="does not open"):
+        decode_shard(raw)
 
 
 def test_a_record_of_float32_centers_is_not_read_as_data(tmp_path):
@@ -228,7 +272,7 @@ def test_every_teacher_pass_gives_the_stored_float16_targets(tiny_pair, tmp_path
     assert torch.equal(c, c.half().float())  # the tiny pair's values are within float16's range
     cache = TeacherCache(tmp_path, limit_bytes=1 << 30)
     teacher_spans(tiny_pair.teacher, batch, config, masses, cache)
-    shard = load_file(str(_shards(cache)[0]))
+    shard = load_safetensors(decode_shard(_shards(cache)[0].read_bytes()))
     centers = [t for name, t in shard.items() if name.endswith("/centers/1")]
     assert len(centers) == 3 and all(t.dtype == torch.float16 for t in centers)
     masses_stored = [t for name, t in shard.items() if name.endswith("/span_mass/1")]

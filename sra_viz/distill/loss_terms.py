@@ -40,6 +40,7 @@ from .batch import Batch, label_positions
 from .config import DistillConfig
 from .plan import LayerPlan, VocabHeads
 from .side_pass import SideOutput, SideView, autocast_for, pool_spans, run_side
+from .span_kd import pooled_span_kd
 from .teacher_cache import TeacherCache, teacher_spans
 
 if TYPE_CHECKING:
@@ -149,6 +150,38 @@ def exact_pair_logits(
     return z_s, z_t
 
 
+def kd_term(
+    heads: VocabHeads,
+    logits: torch.Tensor,
+    student: SideOutput,
+    teacher_centers: torch.Tensor,
+    plan: LayerPlan,
+    valid: torch.Tensor,
+    weights: torch.Tensor,
+    config: DistillConfig,
+) -> torch.Tensor:
+    """L_KD of the batch: z/τ of the CoMs on both sides, V∩ columns live, the rest masked, the KL at τ = 1.
+
+    A linear student head: :func:`.span_kd.pooled_span_kd` pools the token ``logits`` (B, L_S, V_S) and
+    takes the KL in one autograd step. A softcapped one: its span logits from the CoMs
+    (:func:`student_span_logits`) and :func:`span_logit_kd`. Both are (1/B) Σ_m a_m KL_m over the M
+    valid spans; teacher_centers (B, N, D_T), valid and the saliency ``weights`` (B, N).
+    """
+    z_t = heads.teacher_shared_logits(teacher_centers[valid], tau=config.tau)  # (M, V_S)
+    kd_w = weights[valid] if config.kd_weighting == "saliency" else None  # (M,) a_m, None = 1
+    if not heads.student_softcap:
+        last = plan.student_last
+        mass = student.pool_mass[last]
+        return pooled_span_kd(
+            logits, student.span_index, mass, valid, z_t, kd_w, config.tau, heads.shared_mask
+        )
+    z_s = student_span_logits(heads, logits, student, plan.student_last, valid, config.tau)  # (M, V_S)
+    # (1, M) holds every valid span once; dividing by B keeps span_logit_kd's (1/B) Σ_b Σ_k
+    every = torch.ones((1, z_s.shape[0]), dtype=torch.bool, device=valid.device)
+    kd_weights = None if kd_w is None else kd_w[None]
+    return span_logit_kd(z_s[None], z_t[None], every, 1.0, kd_weights) / valid.shape[0]
+
+
 def sra_terms(
     batch: Batch,
     config: DistillConfig,
@@ -190,13 +223,7 @@ def sra_terms(
     if cfg.use_geo:
         terms["geo"] = geometric_loss(s_list[-1], t_list[-1], weights, valid)  # the deepest pair
     if cfg.use_kd:
-        # z/τ of the CoMs on both sides, V∩ columns live, the rest masked, so the KL runs at τ = 1
-        z_s = student_span_logits(heads, logits, s, plan.student_last, valid, cfg.tau)[None]  # (1, M, V_S)
-        z_t = heads.teacher_shared_logits(t.centers[plan.teacher_last][valid], tau=cfg.tau)[None]
-        kd_w = weights[valid][None] if cfg.kd_weighting == "saliency" else None
-        # (1, M) holds every valid span once; dividing by B keeps span_logit_kd's (1/B) Σ_b Σ_k
-        every = torch.ones(z_s.shape[:2], dtype=torch.bool, device=valid.device)
-        terms["kd"] = span_logit_kd(z_s, z_t, every, 1.0, kd_w) / valid.shape[0]
+        terms["kd"] = kd_term(heads, logits, s, t.centers[plan.teacher_last], plan, valid, weights, cfg)
     if "dynamics" in cfg.distill_terms():
         terms["dynamics"] = dynamics_loss(s_list, t_list, projectors, weights, valid)
     if cfg.use_ce:

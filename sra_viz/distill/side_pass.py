@@ -110,7 +110,8 @@ def pool_spans(
     Rows come in the order of ``span_valid.nonzero()``. Used on the token logits: the LM head is linear,
     so ``head(c_k) = Σ_t w_t head(h_t)`` and the student's CoM logits come from the logits the CE term
     computes anyway. Each token is in at most one span, so this is one weighted ``index_add`` (B·L·V
-    multiply-adds), not a matmul. span_index, pool_mass (B, L); span_valid (B, N).
+    multiply-adds), not a matmul. span_index, pool_mass (B, L); span_valid (B, N). Span logit KD in
+    training pools, softmaxes and takes the KL in one step (:mod:`.span_kd`).
         >>> v = torch.tensor([[[1.0, 0.0], [0.0, 1.0], [5.0, 5.0]]])
         >>> pool_spans(
         ...     v, torch.tensor([[0, 0, 1]]), torch.tensor([[0.25, 0.75, 0.0]]), torch.tensor([[True, True]])
@@ -118,7 +119,21 @@ def pool_spans(
         tensor([[0.2500, 0.7500],
                 [5.0000, 5.0000]])
     """
-    batch, length, width = values.shape
+    token_row, share, n_rows = span_rows(span_index, pool_mass, span_valid)
+    return _PoolRows.apply(values, token_row, (share * scale).to(values.dtype), n_rows, offset)
+
+
+def span_rows(
+    span_index: torch.Tensor, pool_mass: torch.Tensor, span_valid: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """Where each token pools to: ``(token_row (B·L,) long, share (B·L,) float32, M)``.
+
+    ``token_row`` is the row (in ``span_valid.nonzero()`` order) of the valid span holding the token, M
+    for a token outside every valid span; ``share_t = (m_t + POOL_EPS) / Σ_{t'∈k} (m_t' + POOL_EPS)``
+    there, 0 elsewhere. M = number of valid spans. span_index, pool_mass (B, L); span_valid (B, N).
+        >>> span_rows(torch.tensor([[0, 0, -1, 1]]), torch.ones(1, 4), torch.tensor([[True, False]]))
+        (tensor([0, 0, 1, 1]), tensor([0.5000, 0.5000, 0.0000, 0.0000]), 1)
+    """
     in_span = span_index >= 0  # (B, L)
     index = span_index.clamp_min(0)
     weights = token_weights(pool_mass.float(), span_index)  # (B, L), as span_centers weighs tokens
@@ -131,7 +146,7 @@ def pool_spans(
     share = torch.where(
         token_row < n_rows, (weights / totals.gather(1, index).clamp_min(POOL_EPS)).reshape(-1), 0.0
     )
-    return _PoolRows.apply(values, token_row, (share * scale).to(values.dtype), n_rows, offset)
+    return token_row, share, n_rows
 
 
 class _PoolRows(torch.autograd.Function):

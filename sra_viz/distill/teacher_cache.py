@@ -11,14 +11,19 @@ token-level teacher logits: they run the teacher every step and do not use this 
 
 Layout of the folder (``sra_viz.paths.teacher_cache_dir()``)::
 
-    index.json              {"version", "shards": {name: {"bytes", "sha256", "keys"}}, "entries": {key: name}}
-    index.lock              flock held while shards and the index are written or dropped
-    shard-<uuid>.safetensors  "<key>/centers/<layer>" (N, D_T) float16 (bfloat16 beyond its range) and
-                              "<key>/span_mass/<layer>" (N,) float32
+    index.json        {"version", "shards": {name: {"bytes", "sha256", "keys"}}, "entries": {key: name}}
+    index.lock        flock held while shards and the index are written or dropped
+    shard-<uuid>.stz  a safetensors file of "<key>/centers/<layer>" (N, D_T) float16 (bfloat16 beyond its
+                      range) and "<key>/span_mass/<layer>" (N,) float32, stored losslessly compressed:
+                      SHARD_MAGIC ‖ uint64 length ‖ zlib(low bytes ‖ high bytes) (:func:`encode_shard`)
 
 The CoMs are the losses' targets at float16 precision whether they are read here or computed
 (:func:`round_targets`, applied to every teacher pass of :func:`teacher_spans`, cached or not), so a
 warm run equals a cold one and a run without the cache, and the cache holds half the bytes of float32.
+Splitting the 2-byte values into byte planes lets zlib find the redundancy of the high bytes (sign,
+exponent): a shard takes ~13 % fewer bytes than its safetensors file (plain zlib on it: ~8 %),
+and inflating one costs about a millisecond per batch of 4 texts (writing: ~10 ms). No format that runs
+code on read (pickle) is involved.
 
 Key of a text: sha256 of the context (teacher architecture, config and weights hash, layer -> mass block,
 mass mode, pooling, dtype, device kind, ``CACHE_VERSION``) and the text's teacher ids and token->span
@@ -27,7 +32,8 @@ index. The text, the student tokenizer, ``max_length`` and the prompt rule enter
 
 Writes go to a temporary file renamed into place, under the lock, then the least recently used shards
 (file mtime, touched on each read) are dropped until the folder holds at most its byte limit. Reads check
-the shard's size and sha256 against the index and each tensor's name and shape; a shard that fails is
+the shard's size and sha256 against the index, then its zlib stream (adler32, exact inflated length),
+its safetensors header and each tensor's name, shape and dtype; a shard that fails is
 reported (:class:`TeacherCacheWarning`), dropped, and its texts recomputed: never read as data.
 
 Example:
@@ -47,6 +53,7 @@ import struct
 import uuid
 import warnings
 import weakref
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,10 +69,12 @@ from .batch import Batch, PreparedExample, collate
 from .config import DistillConfig
 from .side_pass import run_side
 
-CACHE_VERSION = 2  # bump when what is stored, or how it is computed, changes (2: float16 targets)
+CACHE_VERSION = 3  # bump when what is stored, or how, changes (2: float16 targets, 3: shuffled + zlib shards)
 INDEX = "index.json"
 LOCK = "index.lock"
-SHARD_PREFIX, SHARD_SUFFIX = "shard-", ".safetensors"
+SHARD_PREFIX, SHARD_SUFFIX = "shard-", ".stz"
+SHARD_MAGIC = b"SRATC3\n\0"  # 8 bytes opening every shard file, then its raw length and the zlib stream
+ZLIB_LEVEL = 6  # level 1 stores ~1 % more bytes; writes happen once per text, reads do not depend on it
 
 
 class TeacherCacheWarning(UserWarning):
@@ -229,6 +238,45 @@ def _shard_header(data: bytes) -> dict[str, Any]:
     return header
 
 
+def encode_shard(raw: bytes) -> bytes:
+    """The bytes of a shard file holding the safetensors file ``raw`` (lossless):
+
+        file = SHARD_MAGIC ‖ uint64_le(len(raw)) ‖ zlib(raw'[0::2] ‖ raw'[1::2])
+        raw' = raw padded with one zero byte to an even length
+
+    The byte-plane shuffle puts the low bytes of every 2-byte value first and the high bytes (sign,
+    exponent, top of the mantissa: few distinct values) after them, where zlib finds the redundancy that
+    interleaved float16 bytes hide. The tensors of a safetensors file start at 8-byte aligned offsets, so
+    the planes split every float16 value (and every float32 into its two halves).
+
+        >>> decode_shard(encode_shard(b"abcde")) == b"abcde"
+        True
+    """
+    even = np.frombuffer(raw + b"\0" * (len(raw) % 2), dtype=np.uint8).reshape(-1, 2)  # (n, 2)
+    planes = np.ascontiguousarray(even.T).tobytes()  # (2, n): low bytes, then high bytes
+    return SHARD_MAGIC + struct.pack("<Q", len(raw)) + zlib.compress(planes, ZLIB_LEVEL)
+
+
+def decode_shard(data: bytes) -> bytes:
+    """The safetensors bytes of a shard file (inverse of :func:`encode_shard`); ValueError on a file that
+    does not open with the magic, a zlib stream that is damaged (zlib checks its adler32) or that does not
+    inflate to exactly the stated length (no more is ever inflated than that length)."""
+    head = len(SHARD_MAGIC) + 8
+    if len(data) < head or not data.startswith(SHARD_MAGIC):
+        raise ValueError("it does not open as a teacher cache shard")
+    (size,) = struct.unpack("<Q", data[len(SHARD_MAGIC) : head])
+    padded = size + size % 2
+    inflate = zlib.decompressobj()
+    try:
+        planes = inflate.decompress(data[head:], padded + 1)  # at most one byte past the stated length
+    except zlib.error as exc:
+        raise ValueError(f"its compressed payload is damaged ({exc})") from exc
+    if len(planes) != padded or not inflate.eof or inflate.unused_data:
+        raise ValueError(f"its compressed payload does not inflate to the stated {size} bytes")
+    pairs = np.frombuffer(planes, dtype=np.uint8).reshape(2, -1)  # (2, n)
+    return np.ascontiguousarray(pairs.T).tobytes()[:size]
+
+
 class TeacherCache:
     """The cache folder: look texts up by key, add records, stay under ``limit_bytes`` (see module doc).
 
@@ -339,9 +387,10 @@ class TeacherCache:
             raise ValueError(f"it holds {len(data)} bytes, the index says {meta.get('bytes')} (truncated?)")
         if hashlib.sha256(data).hexdigest() != meta.get("sha256"):
             raise ValueError("its sha256 differs from the index (corrupted)")
+        raw = decode_shard(data)
         try:
-            _shard_header(data)
-            return load_safetensors(data)
+            _shard_header(raw)
+            return load_safetensors(raw)
         except Exception as exc:  # safetensors raises its own error types on a malformed file
             raise ValueError(f"it is not a readable safetensors file ({exc})") from exc
 
@@ -368,7 +417,7 @@ class TeacherCache:
             for key, rec in records.items()
             for name, t in rec.items()
         }
-        data = save_safetensors(tensors, metadata={"version": str(CACHE_VERSION)})
+        data = encode_shard(save_safetensors(tensors, metadata={"version": str(CACHE_VERSION)}))
         shard = f"{SHARD_PREFIX}{uuid.uuid4().hex}{SHARD_SUFFIX}"
         with self._locked():
             index = self._load_index()
@@ -405,8 +454,9 @@ class TeacherCache:
                 (self.folder / shard).unlink()
 
     def _sweep_orphans(self, index: dict[str, Any]) -> None:
-        """Shard files the index does not name (left by an index that was lost) are removed."""
-        for path in self.folder.glob(f"{SHARD_PREFIX}*{SHARD_SUFFIX}"):
+        """Shard files the index does not name (left by an index that was lost, or by an older version of
+        the cache, whatever their suffix) are removed."""
+        for path in self.folder.glob(f"{SHARD_PREFIX}*"):
             if path.name not in index["shards"]:
                 with contextlib.suppress(FileNotFoundError):
                     path.unlink()

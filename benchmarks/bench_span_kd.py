@@ -1,0 +1,110 @@
+"""Span logit KD alone, forward + backward, on the default pair's batch: the fused step the engine runs
+(:func:`sra_viz.distill.span_kd.pooled_span_kd`) against the composition it replaced (``pool_spans`` from
+the V∩ mask, then ``span_logit_kd`` at τ = 1, over B). Both include the teacher's V∩ logits
+(``c @ W_head[V∩]ᵀ``), timed alone as well. Steps alternate between the two so that load drift hits
+them alike; the first line checks that they agree (loss, largest gradient difference).
+
+    python benchmarks/bench_span_kd.py                # 12 timed steps each
+    python benchmarks/bench_span_kd.py --repeats 20
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+
+from _common import add_session_options, session_config
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    add_session_options(parser)
+    parser.add_argument("--repeats", type=int, default=12, help="timed steps each (after 2 warm-up steps)")
+    args = parser.parse_args(argv)
+
+    import torch
+
+    from sra_viz.distill import DistillSession
+    from sra_viz.distill.batch import collate
+    from sra_viz.distill.loss_terms import student_forward, student_span_logits
+    from sra_viz.distill.span_kd import pooled_span_kd
+    from sra_viz.distill.teacher_cache import teacher_spans
+    from sra_viz.features import saliency_weights
+    from sra_viz.losses import span_logit_kd
+    from sra_viz.models import load_pair
+
+    torch.manual_seed(0)
+    pair = load_pair()
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg = session_config("sra", args, f"{tmp}/s", probe_size=2, heldout_size=1, teacher_cache="off")
+        session = DistillSession(cfg, pair=pair)
+        items = [session._prepare(e) for e in session.train_examples[: args.batch_size]]
+        batch = collate(items, session.teacher_padding_side, session.student_padding_side)
+    plan, heads, last = session.plan, session.heads, session.plan.student_last
+    t_masses = plan.mass_layers_of("teacher", [plan.teacher_last])
+    teacher = teacher_spans(session.teacher, batch, cfg, t_masses, None)
+    with torch.no_grad():
+        side, token_logits = student_forward(
+            session.student_view, heads, batch, cfg, [last], plan.mass_layers_of("student", [last]), last, []
+        )
+    valid = batch.span_valid  # (B, N)
+    c_t = teacher.centers[plan.teacher_last][valid]  # (M, D_T)
+    a = saliency_weights(teacher.span_mass[plan.teacher_last], valid, cfg.saliency_power)[valid]  # (M,)
+    logits = token_logits.clone().requires_grad_(True)  # (B, L_S, V_S)
+
+    def teacher_logits():
+        return heads.teacher_shared_logits(c_t, tau=cfg.tau)  # (M, V_S)
+
+    def unfused():
+        z_s = student_span_logits(heads, logits, side, last, valid, cfg.tau)  # (M, V_S)
+        every = torch.ones((1, z_s.shape[0]), dtype=torch.bool)
+        loss = span_logit_kd(z_s[None], teacher_logits()[None], every, 1.0, a[None]) / valid.shape[0]
+        loss.backward()
+        return loss
+
+    def fused():
+        mass = side.pool_mass[last]
+        loss = pooled_span_kd(
+            logits, side.span_index, mass, valid, teacher_logits(), a, cfg.tau, heads.shared_mask
+        )
+        loss.backward()
+        return loss
+
+    results = {}
+    for name, fn in (("unfused", unfused), ("fused", fused)):
+        logits.grad = None
+        results[name] = (float(fn().detach()), logits.grad.clone())
+    gap = float((results["fused"][1] - results["unfused"][1]).abs().max())
+    print(
+        f"{tuple(logits.shape)} token logits, {int(valid.sum())} spans; loss unfused "
+        f"{results['unfused'][0]:.6f} fused {results['fused'][0]:.6f}; largest gradient difference "
+        f"{gap:.1e} (largest gradient {float(results['unfused'][1].abs().max()):.1e}); threads "
+        f"{torch.get_num_threads()}"
+    )
+    runners = {"unfused": unfused, "fused": fused, "teacher V∩ logits": teacher_logits}
+    times: dict[str, list[float]] = {name: [] for name in runners}
+    for rep in range(args.repeats + 2):
+        order = list(runners.items()) if rep % 2 else list(reversed(runners.items()))
+        for name, fn in order:
+            logits.grad = None
+            t0 = time.perf_counter()
+            fn()
+            if rep >= 2:
+                times[name].append(time.perf_counter() - t0)
+    for name, ts in times.items():
+        print(f"{name:18s} median {statistics.median(ts) * 1e3:6.1f} ms  fastest {min(ts) * 1e3:6.1f} ms")
+    med = {name: statistics.median(ts) for name, ts in times.items()}
+    fastest = {name: min(ts) for name, ts in times.items()}
+    print(
+        f"fused / unfused = {med['fused'] / med['unfused']:.3f}x (median), "
+        f"{fastest['fused'] / fastest['unfused']:.3f}x (fastest)"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
