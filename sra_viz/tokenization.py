@@ -217,11 +217,7 @@ def encode_bytes(text: str | TextBytes, tokenizer, add_special_tokens: bool = Tr
         ([0], [5])
     """
     source = text if isinstance(text, TextBytes) else TextBytes(text)
-    entry = _BY_TOKENIZER.get(id(tokenizer))  # `_backend_and_facts`'s cache, read here (a call less per text)
-    if entry is not None and entry[0]() is tokenizer:
-        backend, facts = entry[1] or tokenizer, entry[2]
-    else:
-        backend, facts = _backend_and_facts(tokenizer)
+    backend, facts = _backend_and_facts(tokenizer)
     real: range | list[int]
     spans = None
     if facts.kind != "offsets" and facts.misses < _MAX_MISSES:
@@ -334,9 +330,8 @@ def _encode(backend, text: str, add_special_tokens: bool, with_offsets: bool, fa
         and backend.padding is None
         and not any(map(text.__contains__, facts.special_marks))
     ):
-        return backend.encode_batch_fast([text], False, add_special_tokens)[
-            0
-        ]  # positional: no keyword parsing
+        # positional arguments (is_pretokenized, add_special_tokens): no keyword parsing per text
+        return backend.encode_batch_fast([text], False, add_special_tokens)[0]
     with _SWITCHES:  # the switches live on a tokenizer other threads (Streamlit sessions) may share
         truncation, padding, split_before = backend.truncation, backend.padding, backend.encode_special_tokens
         if truncation is not None:

@@ -149,6 +149,15 @@ def span_rows(
     return token_row, share, n_rows
 
 
+def add_pooled_rows(
+    out: torch.Tensor, flat: torch.Tensor, token_row: torch.Tensor, scale: torch.Tensor
+) -> torch.Tensor:
+    """``out[r] += Σ_{t: row_t = r} scale_t · flat[t]`` in place, reading only the tokens of valid spans
+    (``row_t < M``); out (M, V), flat (B·L, V), token_row and scale (B·L,). Returns ``out``."""
+    keep = (token_row < out.shape[0]).nonzero().squeeze(-1)  # (T,) tokens of valid spans
+    return out.index_add_(0, token_row[keep], flat.index_select(0, keep).mul_(scale[keep, None]))
+
+
 class _PoolRows(torch.autograd.Function):
     """``out[r] = Σ_{t: row_t = r} scale_t · values[t]`` over flattened tokens, with the gradient
     ``grad_values[t] = scale_t · grad_out[row_t]`` written in one gather (autograd through
@@ -164,13 +173,11 @@ class _PoolRows(torch.autograd.Function):
         offset: torch.Tensor | None,
     ):
         flat = values.reshape(-1, values.shape[-1])  # (B·L, V)
-        keep = (token_row < n_rows).nonzero().squeeze(-1)  # (T,) tokens of valid spans
-        rows = flat.index_select(0, keep).mul_(scale[keep, None])  # (T, V)
         if offset is None:
             out = values.new_zeros((n_rows, flat.shape[1]))
         else:
             out = offset.detach().to(values.dtype).reshape(1, -1).expand(n_rows, -1).clone()
-        out.index_add_(0, token_row[keep], rows)
+        add_pooled_rows(out, flat, token_row, scale)
         ctx.save_for_backward(token_row, scale)
         ctx.shape = values.shape
         return out

@@ -27,7 +27,7 @@ import warnings
 
 import torch
 
-from .side_pass import span_rows
+from .side_pass import add_pooled_rows, span_rows
 
 
 def pooled_span_kd(
@@ -86,9 +86,7 @@ def _pool(
     weighted ``index_add``."""
     if flat.device.type == "cpu" if sparse is None else sparse:
         return _pooling_matrix(token_row, share, n_rows, flat.shape[0]) @ flat
-    keep = (token_row < n_rows).nonzero().squeeze(-1)
-    out = flat.new_zeros((n_rows, flat.shape[1]))
-    return out.index_add_(0, token_row[keep], flat.index_select(0, keep).mul_(share[keep, None]))
+    return add_pooled_rows(flat.new_zeros((n_rows, flat.shape[1])), flat, token_row, share)
 
 
 class _PooledSpanKD(torch.autograd.Function):
