@@ -331,6 +331,7 @@ def tiny_run(default_pair, tmp_path_factory):
         student_k=2,
         probe_size=2,
         heldout_size=2,
+        eval_size=0,  # no held-out generations: these figures draw the metrics and the snapshots
         log_every=1,
         snapshot_every=1,
         checkpoint_every=0,
