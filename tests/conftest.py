@@ -17,18 +17,11 @@ LONGEST_FIRST = ("test_browser.py", "test_notebooks.py", "test_distill.py", "tes
 
 
 def pytest_collection_modifyitems(config, items):
-    """Modules with the longest tests run first, so that the test workers do not end on one long test
-    while the other waits (a stable sort: a module's tests stay together, in their order). The browser
-    tests of one app server are one xdist group, run by one worker: each server loads its models; so are
-    the tests that run UMAP, whose first call in a process compiles it (numba)."""
+    """Modules with the longest tests run first, so that the test workers (`make test`: two, fed one test
+    at a time) do not end on one long test while the other waits. A stable sort: a module's tests stay
+    together, in their order."""
     rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
     items.sort(key=lambda item: rank.get(item.path.name, len(rank)))
-    for item in items:
-        if item.path.name == "test_browser.py":
-            server = "app_url" if "app_url" in item.fixturenames else "tiny_app"
-            item.add_marker(pytest.mark.xdist_group(f"browser-{server}"))
-        elif "umap" in item.name:
-            item.add_marker(pytest.mark.xdist_group("umap"))
 
 
 @pytest.fixture(scope="session", autouse=True)
