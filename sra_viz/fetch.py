@@ -36,6 +36,8 @@ from pathlib import Path
 
 from . import paths
 from .errors import SraVizError
+from .gguf_reading import gguf_read_once
+from .tokenizer_files import record_added_tokens, save_tokenizer
 
 Progress = Callable[[str], None]
 
@@ -188,16 +190,17 @@ def convert_gguf(gguf_path: Path, out_dir: Path, progress: Progress | None = Non
     tag = f"[{name or gguf_path.name}]"
     t0 = time.perf_counter()
     _say(progress, f"{tag} converting GGUF to a transformers folder (once; about a minute)")
-    tokenizer = AutoTokenizer.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name)
-    model = AutoModelForCausalLM.from_pretrained(
-        str(gguf_path.parent), gguf_file=gguf_path.name, attn_implementation="eager"
-    )
+    with gguf_read_once():  # one parse of the file for the tokenizer, the config and the weights
+        tokenizer = AutoTokenizer.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name)
+        model = AutoModelForCausalLM.from_pretrained(
+            str(gguf_path.parent), gguf_file=gguf_path.name, attn_implementation="eager"
+        )
     # save_pretrained refuses a GGUF-quantized model; the weights are already dequantized to fp32.
     model.hf_quantizer = None  # type: ignore[assignment]  # torch types module attributes as Tensor | Module
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
     model.save_pretrained(str(out_dir), safe_serialization=True)
-    tokenizer.save_pretrained(str(out_dir))
+    save_tokenizer(tokenizer, out_dir)
     _say(progress, f"{tag} converted in {time.perf_counter() - t0:.1f} s")
 
 
@@ -214,6 +217,7 @@ def ensure_default_model(name: str, progress: Progress | None = None) -> Path:
     model = DEFAULT_MODELS[name]
     final = paths.models_dir() / name
     if is_complete(final):
+        record_added_tokens(final)  # a folder converted before save_tokenizer existed loads 1 s faster
         return final
     gguf_path = fetch_gguf(model, progress)
     staging = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=paths.models_dir()))

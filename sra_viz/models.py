@@ -27,6 +27,7 @@ from typing import Any
 
 from . import fetch
 from .errors import SraVizError
+from .gguf_reading import gguf_read_once
 
 
 @dataclass
@@ -198,6 +199,8 @@ def _hub_reachable(timeout: float = 3.0) -> bool:
 def _from_pretrained(cls, src: _Source, **kwargs):
     if src.gguf_file:
         kwargs["gguf_file"] = src.gguf_file
+        with gguf_read_once():  # transformers would parse the file again for the config
+            return cls.from_pretrained(src.location, **kwargs)
     if src.kind != "hub":
         return cls.from_pretrained(src.location, **kwargs)
     try:
@@ -268,15 +271,16 @@ def load_model(
     torch_dtype = _resolve_dtype(dtype)
     if src.kind == "folder":
         _check_causal_lm_folder(Path(src.location))
-    tokenizer = _load_tokenizer_cached(src, trust_remote_code)
     try:
-        model = _from_pretrained(
-            AutoModelForCausalLM,
-            src,
-            attn_implementation="eager",
-            dtype=torch_dtype,
-            trust_remote_code=trust_remote_code,
-        )
+        with gguf_read_once():  # a GGUF is parsed once for the tokenizer, the config and the weights
+            tokenizer = _load_tokenizer_cached(src, trust_remote_code)
+            model = _from_pretrained(
+                AutoModelForCausalLM,
+                src,
+                attn_implementation="eager",
+                dtype=torch_dtype,
+                trust_remote_code=trust_remote_code,
+            )
     except SraVizError:
         raise
     except ValueError as exc:

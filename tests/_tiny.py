@@ -13,12 +13,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from sra_viz.tokenizer_files import save_tokenizer
+
 TINY_SEED = 0
 
 
 def _save(model, tokenizer, folder: Path) -> Path:
     model.save_pretrained(folder, safe_serialization=True)
-    tokenizer.save_pretrained(folder)
+    save_tokenizer(tokenizer, folder)
     return folder
 
 

@@ -87,6 +87,7 @@ def test_fetch_into_fresh_cache_is_atomic_and_idempotent(tmp_path, monkeypatch):
     assert fetch.is_complete(folder)
     assert json.loads((folder / "config.json").read_text())["model_type"] == "llama"
     mtime = (folder / fetch.MARKER).stat().st_mtime
+    assert "added_tokens_decoder" in json.loads((folder / "tokenizer_config.json").read_text())
     assert fetch.ensure_default_model("smollm2-135m") == folder  # idempotent: nothing redone
     assert (folder / fetch.MARKER).stat().st_mtime == mtime
 
@@ -169,3 +170,74 @@ def test_unknown_hub_id_without_network_fails_fast_and_clearly(monkeypatch):
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     with pytest.raises(SraVizError, match="could not load Hugging Face model 'someorg/somemodel'"):
         load_model("someorg/somemodel", device="cpu")
+
+
+@pytest.mark.parametrize("name", ["gemma3-270m", "smollm2-135m"])
+def test_added_tokens_in_the_config_load_the_very_same_tokenizer(tmp_path, name):
+    """A converted folder lists its added tokens in tokenizer_config.json (transformers then skips a
+    second Python parse of tokenizer.json); the tokenizer loaded is the one the legacy path gives."""
+    from transformers import AutoTokenizer
+
+    from sra_viz.tokenizer_files import record_added_tokens
+
+    folder = fetch.ensure_default_model(name)
+    config = json.loads((folder / "tokenizer_config.json").read_text())
+    assert len(config["added_tokens_decoder"]) >= 1
+    legacy = tmp_path / "legacy"
+    legacy.mkdir()
+    for file in folder.iterdir():  # the folder as converted, less the weights
+        if file.suffix != ".safetensors":
+            shutil.copy(file, legacy / file.name)
+    del config["added_tokens_decoder"]
+    (legacy / "tokenizer_config.json").write_text(json.dumps(config))
+    old = AutoTokenizer.from_pretrained(str(legacy))
+    new = AutoTokenizer.from_pretrained(str(folder))
+    assert type(new) is type(old)
+    assert new.backend_tokenizer.to_str() == old.backend_tokenizer.to_str()
+    assert new.added_tokens_decoder == old.added_tokens_decoder
+    assert new.padding_side == old.padding_side and new.model_max_length == old.model_max_length
+    kwargs = {k: repr(v) for k, v in new.init_kwargs.items() if k != "name_or_path"}
+    assert kwargs == {k: repr(v) for k, v in old.init_kwargs.items() if k != "name_or_path"}
+    text = "<bos>Hello 東京 <start_of_turn> ▁x 🇫🇷\n\tdef f(): return 1"
+    assert new(text).input_ids == old(text).input_ids
+    # Recording is idempotent and upgrades a folder saved without them in place.
+    assert record_added_tokens(legacy) is True
+    assert record_added_tokens(legacy) is False
+    upgraded = json.loads((legacy / "tokenizer_config.json").read_text())["added_tokens_decoder"]
+    assert upgraded == {str(i): t.__getstate__() for i, t in old.added_tokens_decoder.items()}
+
+
+def test_a_gguf_is_parsed_once_inside_gguf_read_once(tmp_path):
+    import gguf
+    import numpy as np
+
+    from sra_viz.gguf_reading import gguf_read_once
+
+    path = tmp_path / "tiny.gguf"
+
+    def write(value: int) -> None:
+        writer = gguf.GGUFWriter(str(path), "llama")
+        writer.add_uint32("test.value", value)
+        writer.add_tensor("blk.0.attn_q.weight", np.arange(4, dtype=np.float32))
+        writer.write_header_to_file()
+        writer.write_kv_data_to_file()
+        writer.write_tensors_to_file()
+        writer.close()
+
+    write(7)
+    own_reader, own_map = gguf.GGUFReader, gguf.get_tensor_name_map
+    with gguf_read_once():
+        first = gguf.GGUFReader(path)
+        assert first.fields["test.value"].contents() == 7
+        with gguf_read_once():  # nested: the same memo
+            assert gguf.GGUFReader(str(path)) is first
+        assert gguf.GGUFReader(path) is first
+        arch = gguf.MODEL_ARCH.LLAMA
+        assert gguf.get_tensor_name_map(arch, 2) is gguf.get_tensor_name_map(arch, 2)
+        assert gguf.get_tensor_name_map(arch, 2).get_name("model.layers.1.self_attn.q_proj") == "blk.1.attn_q"
+        del first
+        path.unlink()
+        write(8)  # a file replaced meanwhile is read again
+        assert gguf.GGUFReader(path).fields["test.value"].contents() == 8
+    assert (gguf.GGUFReader, gguf.get_tensor_name_map) == (own_reader, own_map)
+    assert gguf.GGUFReader(path) is not gguf.GGUFReader(path)

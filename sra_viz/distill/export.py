@@ -27,6 +27,7 @@ from typing import Any
 import torch
 
 from ..errors import SraVizError
+from ..tokenizer_files import save_tokenizer
 from .config import DistillConfig
 from .runs import CHECKPOINT, EVALUATION, load_checkpoint, read_config
 
@@ -250,7 +251,7 @@ def export_run(
                 setattr(generation, name, getattr(tokenizer, name))
         model.save_pretrained(staging, safe_serialization=True)
         generation.save_pretrained(staging)
-        tokenizer.save_pretrained(staging)
+        save_tokenizer(tokenizer, staging)
         (staging / "README.md").write_text(model_card(run_dir, student), encoding="utf-8")
         if out.exists():
             shutil.rmtree(out)
