@@ -36,7 +36,7 @@ lint: $(STAMP)
 	$(BIN)/mypy sra_viz
 
 test: models browser lint
-	$(BIN)/python -m pytest -ra --durations=15 -n 2 --dist load --maxschedchunk 1
+	$(BIN)/python -m pytest -ra --durations=15 -n 2 --dist loadgroup
 
 bench: models
 	for b in benchmarks/bench_*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done

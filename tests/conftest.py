@@ -16,12 +16,26 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
 LONGEST_FIRST = ("test_browser.py", "test_notebooks.py", "test_distill.py", "test_figures.py", "test_app.py")
 
 
+@pytest.hookimpl(trylast=True)  # after xdist's own hook, which this one completes
 def pytest_collection_modifyitems(config, items):
-    """Modules with the longest tests run first, so that the test workers (`make test`: two, fed one test
-    at a time) do not end on one long test while the other waits. A stable sort: a module's tests stay
-    together, in their order."""
+    """Modules with the longest tests run first, so that the test workers (`make test`: two) do not end
+    on one long test while the other waits; a stable sort keeps a module's tests together, in order.
+
+    Under ``--dist loadgroup`` the tests marked ``xdist_group(name)`` run on one worker, as xdist
+    documents: xdist 3.8 tags them by appending ``@name`` to ``item._nodeid``, which pytest 9 no longer
+    reads (it keeps the node id in ``item._id``), so the tag is written there too. The browser tests of
+    one app server then share that server (tests/test_browser.py)."""
     rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
     items.sort(key=lambda item: rank.get(item.path.name, len(rank)))
+    if not getattr(config.option, "loadgroup", False):  # set by xdist in its workers under loadgroup
+        return
+    from _pytest.nodeid import NodeId
+
+    for item in items:
+        marks = item.iter_markers("xdist_group")
+        names = sorted({str(m.args[0] if m.args else m.kwargs.get("name", "default")) for m in marks})
+        if names and "@" not in item.nodeid:
+            item._id = NodeId.parse(f"{item.nodeid}@{'_'.join(names)}")
 
 
 @pytest.fixture(scope="session", autouse=True)
