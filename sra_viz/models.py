@@ -19,6 +19,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 from dataclasses import asdict, dataclass
@@ -199,8 +200,6 @@ def _hub_reachable(timeout: float = 3.0) -> bool:
 def _from_pretrained(cls, src: _Source, **kwargs):
     if src.gguf_file:
         kwargs["gguf_file"] = src.gguf_file
-        with gguf_read_once():  # transformers would parse the file again for the config
-            return cls.from_pretrained(src.location, **kwargs)
     if src.kind != "hub":
         return cls.from_pretrained(src.location, **kwargs)
     try:
@@ -248,7 +247,15 @@ def load_tokenizer(spec: str | os.PathLike, trust_remote_code: bool = False):
         >>> tok("Hello").input_ids  # doctest: +SKIP
         [19556]
     """
-    return _load_tokenizer_cached(_resolve(spec, tokenizer_only=True), trust_remote_code)
+    src = _resolve(spec, tokenizer_only=True)
+    with _reading(src):
+        return _load_tokenizer_cached(src, trust_remote_code)
+
+
+def _reading(src: _Source) -> contextlib.AbstractContextManager:
+    """`gguf_read_once` for a GGUF source (transformers would parse the file for the config, the
+    tokenizer and the weights), nothing for any other."""
+    return gguf_read_once() if src.gguf_file else contextlib.nullcontext()
 
 
 def load_model(
@@ -272,7 +279,7 @@ def load_model(
     if src.kind == "folder":
         _check_causal_lm_folder(Path(src.location))
     try:
-        with gguf_read_once():  # a GGUF is parsed once for the tokenizer, the config and the weights
+        with _reading(src):
             tokenizer = _load_tokenizer_cached(src, trust_remote_code)
             model = _from_pretrained(
                 AutoModelForCausalLM,
