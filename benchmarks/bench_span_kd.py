@@ -1,8 +1,11 @@
 """Span logit KD alone, forward + backward, on the default pair's batch: the fused step the engine runs
 (:func:`sra_viz.distill.span_kd.pooled_span_kd`) against the composition it replaced (``pool_spans`` from
 the V∩ mask, then ``span_logit_kd`` at τ = 1, over B). Both include the teacher's V∩ logits
-(``c @ W_head[V∩]ᵀ``), timed alone as well. Steps alternate between the two so that load drift hits
-them alike; the first line checks that they agree (loss, largest gradient difference).
+(``c @ W_head[V∩]ᵀ``), timed alone as well. Then L_KD with the student's CE, as the engine trains them
+(:func:`sra_viz.distill.span_kd.pooled_span_kd_and_ce`, one gradient buffer) against the two terms taken
+apart (``pooled_span_kd`` + ``ce_term``, whose gradients autograd adds). Steps alternate between the
+variants so that load drift hits them alike; the first lines check that they agree (loss, largest
+gradient difference).
 
     python benchmarks/bench_span_kd.py                # 12 timed steps each
     python benchmarks/bench_span_kd.py --repeats 20
@@ -29,9 +32,9 @@ def main(argv=None) -> int:
     import torch
 
     from sra_viz.distill import DistillSession
-    from sra_viz.distill.batch import collate
-    from sra_viz.distill.loss_terms import student_forward, student_span_logits
-    from sra_viz.distill.span_kd import pooled_span_kd
+    from sra_viz.distill.batch import collate, label_positions
+    from sra_viz.distill.loss_terms import ce_term, student_forward, student_span_logits
+    from sra_viz.distill.span_kd import pooled_span_kd, pooled_span_kd_and_ce
     from sra_viz.distill.teacher_cache import teacher_spans
     from sra_viz.features import saliency_weights
     from sra_viz.losses import span_logit_kd
@@ -74,18 +77,61 @@ def main(argv=None) -> int:
         loss.backward()
         return loss
 
+    rows, pos, targets = label_positions(batch, "student")
+    flat_rows = rows * logits.shape[1] + pos  # (R,) label rows of the flattened tokens
+
+    def kd_then_ce():
+        mass = side.pool_mass[last]
+        kd = pooled_span_kd(
+            logits, side.span_index, mass, valid, teacher_logits(), a, cfg.tau, heads.shared_mask
+        )
+        loss = kd + ce_term(batch, logits)
+        loss.backward()
+        return loss
+
+    def kd_and_ce():
+        mass = side.pool_mass[last]
+        kd, ce = pooled_span_kd_and_ce(
+            logits,
+            side.span_index,
+            mass,
+            valid,
+            teacher_logits(),
+            a,
+            cfg.tau,
+            heads.shared_mask,
+            flat_rows,
+            targets,
+        )
+        loss = kd + ce
+        loss.backward()
+        return loss
+
     results = {}
-    for name, fn in (("unfused", unfused), ("fused", fused)):
+    for name, fn in (
+        ("unfused", unfused),
+        ("fused", fused),
+        ("kd then ce", kd_then_ce),
+        ("kd and ce", kd_and_ce),
+    ):
         logits.grad = None
         results[name] = (float(fn().detach()), logits.grad.clone())
-    gap = float((results["fused"][1] - results["unfused"][1]).abs().max())
-    print(
-        f"{tuple(logits.shape)} token logits, {int(valid.sum())} spans; loss unfused "
-        f"{results['unfused'][0]:.6f} fused {results['fused'][0]:.6f}; largest gradient difference "
-        f"{gap:.1e} (largest gradient {float(results['unfused'][1].abs().max()):.1e}); threads "
-        f"{torch.get_num_threads()}"
-    )
-    runners = {"unfused": unfused, "fused": fused, "teacher V∩ logits": teacher_logits}
+    for one, other in (("unfused", "fused"), ("kd then ce", "kd and ce")):
+        gap = float((results[other][1] - results[one][1]).abs().max())
+        print(
+            f"{tuple(logits.shape)} token logits, {int(valid.sum())} spans, {len(flat_rows)} label rows; "
+            "loss "
+            f"{one} {results[one][0]:.6f}, {other} {results[other][0]:.6f}; largest gradient difference "
+            f"{gap:.1e} (largest gradient {float(results[one][1].abs().max()):.1e}); threads "
+            f"{torch.get_num_threads()}"
+        )
+    runners = {
+        "unfused": unfused,
+        "fused": fused,
+        "kd then ce": kd_then_ce,
+        "kd and ce": kd_and_ce,
+        "teacher V∩ logits": teacher_logits,
+    }
     times: dict[str, list[float]] = {name: [] for name in runners}
     for rep in range(args.repeats + 2):
         order = list(runners.items()) if rep % 2 else list(reversed(runners.items()))
@@ -99,10 +145,11 @@ def main(argv=None) -> int:
         print(f"{name:18s} median {statistics.median(ts) * 1e3:6.1f} ms  fastest {min(ts) * 1e3:6.1f} ms")
     med = {name: statistics.median(ts) for name, ts in times.items()}
     fastest = {name: min(ts) for name, ts in times.items()}
-    print(
-        f"fused / unfused = {med['fused'] / med['unfused']:.3f}x (median), "
-        f"{fastest['fused'] / fastest['unfused']:.3f}x (fastest)"
-    )
+    for one, other in (("unfused", "fused"), ("kd then ce", "kd and ce")):
+        print(
+            f"{other} / {one} = {med[other] / med[one]:.3f}x (median), "
+            f"{fastest[other] / fastest[one]:.3f}x (fastest)"
+        )
     return 0
 
 

@@ -30,6 +30,7 @@ PARTS = {  # module attribute -> label of its time in the table
     "student_span_logits": "KD: student span logits",
     "span_logit_kd": "KD: KL rows",
     "pooled_span_kd": "KD: pooled span logits + KL (fused)",
+    "pooled_span_kd_and_ce": "KD + CE: pooled span logits, KL and CE (fused)",
     "ce_term": "CE",
 }
 

@@ -27,7 +27,7 @@ from sra_viz.distill.student import make_student
 from sra_viz.errors import SraVizError
 from sra_viz.features import POOL_EPS
 from sra_viz.geometry import ridge_crossfit
-from sra_viz.losses import span_logit_kd
+from sra_viz.losses import span_logit_kd, total_loss
 from tests._configs import small_config
 
 
@@ -156,6 +156,36 @@ def test_every_ablation_switch_selects_its_terms(tiny_pair, tmp_path):
     a = float(session.loss_terms(batch)["span"].detach())
     session.config.weighted_loss = False
     assert float(session.loss_terms(batch)["span"].detach()) != pytest.approx(a, abs=1e-7)
+
+
+def test_kd_and_ce_in_one_step_equal_the_two_terms_taken_apart(tiny_pair, tmp_path, monkeypatch):
+    """The engine trains L_KD and L_CE in one autograd step (loss_terms.kd_and_ce_terms): the same values
+    and the same gradients of every trainable weight as kd_term + ce_term."""
+    from sra_viz.distill import loss_terms
+
+    session = DistillSession(
+        small_config(tmp_path / "kdce", student_k=1, probe_size=2, heldout_size=1, alpha=0.3), pair=tiny_pair
+    )
+    batch = _batch(session, n=3)
+
+    def taken_apart(batch, heads, logits, *rest):
+        return loss_terms.kd_term(heads, logits, *rest), loss_terms.ce_term(batch, logits)
+
+    results = []
+    for split in (False, True):
+        if split:
+            monkeypatch.setattr(loss_terms, "kd_and_ce_terms", taken_apart)
+        terms = session.loss_terms(batch)
+        assert list(terms) == session.config.distill_terms()
+        loss = total_loss(terms, alpha=session.config.alpha, lambda_geo=session.config.lambda_geo)
+        grads = torch.autograd.grad(loss, session.params)
+        results.append(({k: float(v.detach()) for k, v in terms.items()}, grads))
+    (one, one_grads), (apart, apart_grads) = results
+    assert one["ce"] > 0.1 and one["kd"] > 0.0
+    for name in apart:
+        assert one[name] == pytest.approx(apart[name], rel=1e-5), name
+    for g, h in zip(one_grads, apart_grads, strict=True):
+        torch.testing.assert_close(g, h, rtol=1e-4, atol=1e-7)
 
 
 @pytest.mark.slow

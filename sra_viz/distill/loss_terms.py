@@ -40,7 +40,7 @@ from .batch import Batch, label_positions
 from .config import DistillConfig
 from .plan import LayerPlan, VocabHeads
 from .side_pass import SideOutput, SideView, autocast_for, pool_spans, run_side
-from .span_kd import pooled_span_kd
+from .span_kd import pooled_span_kd, pooled_span_kd_and_ce
 from .teacher_cache import TeacherCache, teacher_spans
 
 if TYPE_CHECKING:
@@ -150,6 +150,20 @@ def exact_pair_logits(
     return z_s, z_t
 
 
+def _kd_targets(
+    heads: VocabHeads,
+    teacher_centers: torch.Tensor,
+    valid: torch.Tensor,
+    weights: torch.Tensor,
+    config: DistillConfig,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """``(z_T/τ (M, V_S), a (M,) or None)``: the teacher's span logits on V∩ (the rest masked) of the M
+    valid spans and their KD weights (None: uniform)."""
+    z_t = heads.teacher_shared_logits(teacher_centers[valid], tau=config.tau)
+    kd_w = weights[valid] if config.kd_weighting == "saliency" else None
+    return z_t, kd_w
+
+
 def kd_term(
     heads: VocabHeads,
     logits: torch.Tensor,
@@ -167,11 +181,9 @@ def kd_term(
     (:func:`student_span_logits`) and :func:`span_logit_kd`. Both are (1/B) Σ_m a_m KL_m over the M
     valid spans; teacher_centers (B, N, D_T), valid and the saliency ``weights`` (B, N).
     """
-    z_t = heads.teacher_shared_logits(teacher_centers[valid], tau=config.tau)  # (M, V_S)
-    kd_w = weights[valid] if config.kd_weighting == "saliency" else None  # (M,) a_m, None = 1
+    z_t, kd_w = _kd_targets(heads, teacher_centers, valid, weights, config)
     if not heads.student_softcap:
-        last = plan.student_last
-        mass = student.pool_mass[last]
+        mass = student.pool_mass[plan.student_last]
         return pooled_span_kd(
             logits, student.span_index, mass, valid, z_t, kd_w, config.tau, heads.shared_mask
         )
@@ -180,6 +192,44 @@ def kd_term(
     every = torch.ones((1, z_s.shape[0]), dtype=torch.bool, device=valid.device)
     kd_weights = None if kd_w is None else kd_w[None]
     return span_logit_kd(z_s[None], z_t[None], every, 1.0, kd_weights) / valid.shape[0]
+
+
+def kd_and_ce_terms(
+    batch: Batch,
+    heads: VocabHeads,
+    logits: torch.Tensor,
+    student: SideOutput,
+    teacher_centers: torch.Tensor,
+    plan: LayerPlan,
+    valid: torch.Tensor,
+    weights: torch.Tensor,
+    config: DistillConfig,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(L_KD, L_CE)``: :func:`kd_term` and :func:`ce_term`, the same values and gradients.
+
+    A linear student head takes both in :func:`.span_kd.pooled_span_kd_and_ce`, which writes their
+    gradients into one buffer the size of ``logits`` (B, L_S, V_S) instead of two that autograd adds.
+    """
+    if heads.student_softcap:
+        kd = kd_term(heads, logits, student, teacher_centers, plan, valid, weights, config)
+        return kd, ce_term(batch, logits)
+    z_t, kd_w = _kd_targets(heads, teacher_centers, valid, weights, config)
+    rows, pos, targets = label_positions(batch, "student")  # (R,) each
+    dev = logits.device
+    flat_rows = (rows * logits.shape[1] + pos).to(dev)  # (R,) index into the (B·L_S) token rows
+    mass = student.pool_mass[plan.student_last]
+    return pooled_span_kd_and_ce(
+        logits,
+        student.span_index,
+        mass,
+        valid,
+        z_t,
+        kd_w,
+        config.tau,
+        heads.shared_mask,
+        flat_rows,
+        targets.to(dev),
+    )
 
 
 def sra_terms(
@@ -222,12 +272,17 @@ def sra_terms(
         terms["span"] = span_loss(s_list, t_list, projectors, weights, valid, plan.weights)
     if cfg.use_geo:
         terms["geo"] = geometric_loss(s_list[-1], t_list[-1], weights, valid)  # the deepest pair
+    ce = None
     if cfg.use_kd:
-        terms["kd"] = kd_term(heads, logits, s, t.centers[plan.teacher_last], plan, valid, weights, cfg)
+        kd_args = (heads, logits, s, t.centers[plan.teacher_last], plan, valid, weights, cfg)
+        if cfg.use_ce:  # one gradient buffer for both terms
+            terms["kd"], ce = kd_and_ce_terms(batch, *kd_args)
+        else:
+            terms["kd"] = kd_term(*kd_args)
     if "dynamics" in cfg.distill_terms():
         terms["dynamics"] = dynamics_loss(s_list, t_list, projectors, weights, valid)
     if cfg.use_ce:
-        terms["ce"] = ce_term(batch, logits)
+        terms["ce"] = ce_term(batch, logits) if ce is None else ce
     return terms
 
 

@@ -1,4 +1,5 @@
-"""Span logit KD straight from the student's token logits: pooling, log-softmax and KL in one autograd step.
+"""Span logit KD straight from the student's token logits: pooling, softmax and KL in one autograd step,
+with the student's CE on the same logits when both are trained.
 
 The training path of L_KD (:func:`.loss_terms.sra_terms`) composes three things over the student's
 vocabulary V_S (49k columns): the student's span logits pooled from its token logits
@@ -9,12 +10,22 @@ gradient in fewer passes over (rows, V_S) tensors:
     z^S_m = mask + Σ_t s_t x_t / τ   over the tokens t of span m (x_t (V_S,) token logits,
                                      s_t = (m_t + ε) / Σ_{t'∈m} (m_t' + ε), mask 0 on V∩, -1e4 elsewhere)
     L_KD  = (1/B) Σ_m a_m · KL( softmax(z^T_m) ‖ softmax(z^S_m) )
+    KL_m  = Σ_v p^T_v (z^T_v − z^S_v) − lse(z^T) + lse(z^S)     (log p = z − lse, Σ_v p^T_v = 1)
     ∂L_KD/∂x_t = (s_t / τ) · (a_m / B) · (softmax(z^S_m) − softmax(z^T_m)),   m the span of t; 0 elsewhere
 
-The pooling is one sparse (M, B·L) × (B·L, V_S) product on the CPU (rows of tokens outside valid spans
-are never read); the forward keeps only ``p_S − p_T`` (M, V_S) for the backward, which writes the token
-gradient in one gather and one scaling by ``(s_t/τ)(a_m/B)``. Columns outside V∩ carry -1e4 on both
-sides, so their probabilities are exactly 0 and their gradient exactly 0: the KL is the KL over V∩ alone.
+Each side's softmax is taken once (one pass of exponentials); lse(z) = max(z) − log max(softmax(z)) reads
+the same row again, so no log-softmax is formed. The pooling is one sparse (M, B·L) × (B·L, V_S) product
+on the CPU (rows of tokens outside valid spans are never read); the forward keeps only ``p_S − p_T``
+(M, V_S) for the backward, which writes the token gradient in one gather and one scaling by
+``(s_t/τ)(a_m/B)``. Columns outside V∩ carry -1e4 on both sides, so their probabilities are exactly 0
+and their gradient exactly 0: the KL is the KL over V∩ alone.
+
+:func:`pooled_span_kd_and_ce` adds the student's cross-entropy on its label positions r (targets y_r):
+
+    L_CE = (1/R) Σ_r (lse(x_r) − x_r[y_r]),      ∂L_CE/∂x_r = (softmax(x_r) − onehot(y_r)) / R
+
+Both gradients land in one (B·L, V_S) buffer: trained as two separate terms, autograd would zero-fill a
+second buffer for the CE rows and add the two (two more passes over the logits' size each step).
 
 Example:
     >>> z_t = heads.teacher_shared_logits(c_t, tau=2.0)  # doctest: +SKIP
@@ -54,13 +65,60 @@ def pooled_span_kd(
         >>> float(kd.detach()), kd.requires_grad
         (0.0, True)
     """
+    kd, _ = _apply(logits, span_index, pool_mass, span_valid, teacher_logits, weights, tau, mask, None, None)
+    return kd
+
+
+def pooled_span_kd_and_ce(
+    logits: torch.Tensor,
+    span_index: torch.Tensor,
+    pool_mass: torch.Tensor,
+    span_valid: torch.Tensor,
+    teacher_logits: torch.Tensor,
+    weights: torch.Tensor | None,
+    tau: float,
+    mask: torch.Tensor | None,
+    ce_rows: torch.Tensor,
+    ce_targets: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(L_KD, L_CE)``: :func:`pooled_span_kd` and the student's mean cross-entropy at the flattened
+    positions ``ce_rows`` (R,) (``text · L + position``, each once) against ``ce_targets`` (R,), with one
+    gradient buffer for both. L_CE equals ``causal_lm_loss(logits.reshape(-1, V)[ce_rows], ce_targets)``
+    (0, with a zero gradient, when R = 0).
+        >>> x = torch.zeros(1, 2, 4, requires_grad=True)
+        >>> span, mass, valid = torch.tensor([[0, 1]]), torch.ones(1, 2), torch.tensor([[True, True]])
+        >>> kd, ce = pooled_span_kd_and_ce(
+        ...     x, span, mass, valid, torch.zeros(2, 4), None, 1.0, None, torch.tensor([0]), torch.tensor([3])
+        ... )
+        >>> float(kd.detach()), round(float(ce.detach()), 4)  # CE of a uniform row: ln 4
+        (0.0, 1.3863)
+    """
+    return _apply(
+        logits, span_index, pool_mass, span_valid, teacher_logits, weights, tau, mask, ce_rows, ce_targets
+    )
+
+
+def _apply(
+    logits: torch.Tensor,
+    span_index: torch.Tensor,
+    pool_mass: torch.Tensor,
+    span_valid: torch.Tensor,
+    teacher_logits: torch.Tensor,
+    weights: torch.Tensor | None,
+    tau: float,
+    mask: torch.Tensor | None,
+    ce_rows: torch.Tensor | None,
+    ce_targets: torch.Tensor | None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Both public functions: the share of each token, a_m/B and the dtype, then the autograd step."""
     token_row, share, n_rows = span_rows(span_index, pool_mass, span_valid)
     dtype = torch.promote_types(logits.dtype, torch.float32)  # half precision is computed in float32
     a = torch.ones(n_rows, device=logits.device) if weights is None else weights.detach()
     a = (a / span_valid.shape[0]).to(dtype)  # (M,) a_m / B
     offset = None if mask is None else mask.detach().to(dtype)
     share = (share * (1.0 / tau)).to(dtype)  # s_t/τ, rounded as pool_spans rounds it
-    return _PooledSpanKD.apply(logits, token_row, share, n_rows, teacher_logits.detach().to(dtype), a, offset)
+    z_t = teacher_logits.detach().to(dtype)
+    return _PooledSpanKD.apply(logits, token_row, share, n_rows, z_t, a, offset, ce_rows, ce_targets)
 
 
 def _pooling_matrix(token_row: torch.Tensor, share: torch.Tensor, n_rows: int, n_tokens: int) -> torch.Tensor:
@@ -79,20 +137,40 @@ def _pooling_matrix(token_row: torch.Tensor, share: torch.Tensor, n_rows: int, n
 
 
 def _pool(
-    flat: torch.Tensor, token_row: torch.Tensor, share: torch.Tensor, n_rows: int, sparse: bool | None = None
+    flat: torch.Tensor,
+    token_row: torch.Tensor,
+    share: torch.Tensor,
+    n_rows: int,
+    sparse: bool | None = None,
+    offset: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """``out[r] = Σ_{t: row_t = r} share_t · flat[t]``: (B·L, V) -> (M, V), reading only tokens of valid
-    spans. ``sparse`` (default: on the CPU, where it was measured) one sparse × dense product; else a
-    weighted ``index_add``."""
+    """``out[r] = offset + Σ_{t: row_t = r} share_t · flat[t]``: (B·L, V) -> (M, V), reading only tokens of
+    valid spans; ``offset`` (V,) or None (0). ``sparse`` (default: on the CPU, where it was measured) one
+    sparse × dense product added to the offset in the same pass; else a weighted ``index_add``."""
     if flat.device.type == "cpu" if sparse is None else sparse:
-        return _pooling_matrix(token_row, share, n_rows, flat.shape[0]) @ flat
-    return add_pooled_rows(flat.new_zeros((n_rows, flat.shape[1])), flat, token_row, share)
+        pooling = _pooling_matrix(token_row, share, n_rows, flat.shape[0])
+        if offset is None:
+            return pooling @ flat
+        return torch.addmm(offset.expand(n_rows, -1), pooling, flat)
+    if offset is None:
+        out = flat.new_zeros((n_rows, flat.shape[1]))
+    else:
+        out = offset.expand(n_rows, -1).clone()
+    return add_pooled_rows(out, flat, token_row, share)
+
+
+def _softmax_and_lse(z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(softmax(z), logsumexp(z))`` of each row of ``z`` (rows, V) with one pass of exponentials:
+    ``lse = max(z) − log max(softmax(z))`` (the largest probability is at least 1/V: no underflow)."""
+    p = torch.softmax(z, dim=-1)
+    return p, z.amax(dim=-1) - p.amax(dim=-1).log()
 
 
 class _PooledSpanKD(torch.autograd.Function):
-    """Forward: ``z^S = mask + P x``, ``log p_S``, ``log p_T``, the row KLs, ``Σ_m (a_m/B) KL_m``; it keeps
-    ``D = p_S − p_T`` (M, V) alone. Backward: ``∂L/∂x_t = g · share_t · (a_m/B) · D[m]``, m = row_t (one
-    gather and one scaling pass)."""
+    """Forward: ``z^S = mask + P x``, both softmaxes, the row KLs, ``Σ_m (a_m/B) KL_m``, and the CE of the
+    label rows when given; it keeps ``D = p_S − p_T`` (M, V) and the label rows' softmax (R, V). Backward:
+    ``∂L/∂x_t = g_KD · share_t · (a_m/B) · D[m]`` (m = row_t; one gather and one scaling pass), plus
+    ``g_CE (softmax(x_r) − onehot(y_r)) / R`` added into the label rows of the same buffer."""
 
     @staticmethod
     def forward(
@@ -104,33 +182,47 @@ class _PooledSpanKD(torch.autograd.Function):
         teacher_logits: torch.Tensor,
         a: torch.Tensor,
         mask: torch.Tensor | None,
+        ce_rows: torch.Tensor | None,
+        ce_targets: torch.Tensor | None,
     ):
         dtype = share.dtype
         flat = logits.reshape(-1, logits.shape[-1]).to(dtype)  # (B·L, V); a view when already float32
-        z_s = _pool(flat, token_row, share, n_rows)  # (M, V) Σ s_t x_t / τ
-        if mask is not None:
-            z_s.add_(mask)
-        log_p_s = torch.log_softmax(z_s, dim=-1)  # (M, V)
+        z_s = _pool(flat, token_row, share, n_rows, offset=mask)  # (M, V) mask + Σ s_t x_t / τ
+        p_s, lse_s = _softmax_and_lse(z_s)  # (M, V), (M,)
+        p_t, lse_t = _softmax_and_lse(teacher_logits)
+        # KL_m = Σ p_T (z_T − z_S) − lse_T + lse_S; masked columns have p_T = 0 exactly and add 0. An
+        # element-wise product and a row sum: a (1, V) @ (V, 1) product per row loses ~100x more digits
+        kl = (p_t * (teacher_logits - z_s)).sum(dim=-1) - lse_t + lse_s  # (M,)
         del z_s
-        log_p_t = torch.log_softmax(teacher_logits, dim=-1)  # (M, V)
-        p_t = log_p_t.exp()
-        # KL_m = Σ p_T log p_T − Σ p_T log p_S as row-wise dot products (masked columns: p = 0, log p
-        # finite, so they add exactly 0)
-        row = p_t.unsqueeze(-2)  # (M, 1, V)
-        kl = (row @ log_p_t.unsqueeze(-1) - row @ log_p_s.unsqueeze(-1)).reshape(-1)  # (M,)
-        diff = log_p_s.exp_().sub_(p_t)  # (M, V) p_S − p_T, in place of log p_S
-        ctx.save_for_backward(diff, token_row, share, a)
+        diff = p_s.sub_(p_t)  # (M, V) p_S − p_T, in place of p_S
+        kd = (kl * a).sum()
+        if ce_rows is None or ce_targets is None:
+            ce, p_ce = kd.new_zeros(()), None
+        elif len(ce_rows) == 0:  # a batch without label tokens adds nothing
+            ce, p_ce = kd.new_zeros(()), flat.new_zeros((0, flat.shape[1]))
+        else:
+            x = flat.index_select(0, ce_rows)  # (R, V)
+            p_ce, lse = _softmax_and_lse(x)
+            ce = (lse - x.gather(1, ce_targets[:, None]).squeeze(1)).mean()
+        ctx.save_for_backward(diff, token_row, share, a, p_ce, ce_rows, ce_targets)
         ctx.shape, ctx.dtype = logits.shape, logits.dtype
-        return (kl * a).sum()
+        return kd, ce
 
     @staticmethod
-    def backward(ctx, grad_loss: torch.Tensor):
-        diff, token_row, share, a = ctx.saved_tensors
+    def backward(ctx, grad_kd: torch.Tensor, grad_ce: torch.Tensor):
+        diff, token_row, share, a, p_ce, ce_rows, ce_targets = ctx.saved_tensors
+        n_tokens, n_vocab = token_row.shape[0], ctx.shape[-1]
         if diff.shape[0] == 0:
-            return grad_loss.new_zeros(ctx.shape, dtype=ctx.dtype), None, None, None, None, None, None
-        # tokens outside valid spans read some row and get share 0 (a NaN there is caught by the
-        # session's non-finite gradient check, which sees the same NaN in the span's own tokens)
-        row = token_row.clamp_max(diff.shape[0] - 1)  # (B·L,)
-        scale = share * a[row] * grad_loss  # (B·L,) g · (s_t/τ) · (a_m/B): one pass over (B·L, V) below
-        grad = diff.index_select(0, row).mul_(scale[:, None])  # (B·L, V)
-        return grad.reshape(ctx.shape).to(ctx.dtype), None, None, None, None, None, None
+            grad = grad_kd.new_zeros((n_tokens, n_vocab), dtype=diff.dtype)
+        else:
+            # tokens outside valid spans read some row and get share 0 (a NaN there is caught by the
+            # session's non-finite gradient check, which sees the same NaN in the span's own tokens)
+            row = token_row.clamp_max(diff.shape[0] - 1)  # (B·L,)
+            scale = share * a[row] * grad_kd  # (B·L,) g · (s_t/τ) · (a_m/B): one pass over (B·L, V) below
+            grad = diff.index_select(0, row).mul_(scale[:, None])  # (B·L, V)
+        if p_ce is not None and p_ce.shape[0]:
+            step = grad_ce / p_ce.shape[0]  # g_CE / R
+            grad.index_add_(0, ce_rows, p_ce * step)
+            grad.index_put_((ce_rows, ce_targets), -step.expand(ce_rows.shape), accumulate=True)
+        nothing = (None,) * 8
+        return grad.reshape(ctx.shape).to(ctx.dtype), *nothing
