@@ -6,9 +6,11 @@
               span logits on V∩ still computed from the cached CoMs through the frozen head)
     (d) ULD:  the engine's ULD step (full teacher logits at the response positions, sorted L1, + CE)
 
-Targets: SRA <= 1.05x bare, warm SRA <= 0.70x bare, SRA <= ULD. Steps of the four are interleaved so
-that load drift on a shared machine hits them alike; the probe evaluation is not part of a step and is
-not timed. Then the teacher cache's size: ``--cache-texts`` training texts at ``--max-length`` written
+Targets: SRA <= 1.05x bare, warm SRA <= 0.70x bare, SRA <= ULD. Steps of the four are interleaved, in
+an order that turns around every round, so that load drift on a shared machine hits them alike; besides
+the ratio of the medians it prints the median of the per-round ratios (SRA's step against the bare step
+of the same round, which ran next to it). The probe evaluation is not part of a step and is not timed.
+Then the teacher cache's size: ``--cache-texts`` training texts at ``--max-length`` written
 to an empty cache folder, scaled to 1,000 texts (target <= 50 MB). The cache holds the teacher's span
 CoMs at float16 (the losses' targets, cached or not); the first lines say how much that rounding moves
 each step-0 loss term against float32 targets.
@@ -103,7 +105,7 @@ def main(argv=None) -> int:
     )
     add_session_options(parser)
     parser.add_argument(
-        "--repeats", type=int, default=8, help="timed steps per pipeline (after 2 warm-up steps)"
+        "--repeats", type=int, default=12, help="timed steps per pipeline (after 2 warm-up steps)"
     )
     parser.add_argument("--device", default=None)
     parser.add_argument(
@@ -151,7 +153,9 @@ def main(argv=None) -> int:
         runners = {"bare": bare_step, "sra": engine_step, "warm": engine_step, "uld": engine_step}
         times: dict[str, list[float]] = {name: [] for name in runners}
         for rep in range(args.repeats + 2):
-            for name, fn in runners.items():
+            # the order turns around every round, so that no pipeline always follows the same one (ULD's
+            # large allocations slow whatever runs next)
+            for name, fn in list(runners.items())[:: 1 if rep % 2 else -1]:
                 if torch.cuda.is_available():
                     torch.cuda.synchronize()
                 t0 = time.perf_counter()
@@ -178,6 +182,14 @@ def main(argv=None) -> int:
     print(
         f"fastest steps: SRA / bare = {fastest['sra'] / fastest['bare']:.3f}x, "
         f"warm / bare = {fastest['warm'] / fastest['bare']:.3f}x (a shared machine's load moves medians)"
+    )
+    paired = {  # each round's two steps ran back to back: the ratio of a pair sees the same load
+        name: statistics.median(t / b for t, b in zip(times[name], times["bare"], strict=True))
+        for name in ("sra", "warm")
+    }
+    print(
+        f"paired rounds (median of the per-round ratios): SRA / bare = {paired['sra']:.3f}x, "
+        f"warm / bare = {paired['warm']:.3f}x"
     )
     if size is not None:
         mb, spans, texts = size
