@@ -54,6 +54,10 @@ def figure_to_html_bytes(fig: go.Figure, title: str | None = None) -> bytes:
 
 
 IMAGE_FORMATS = ("png", "svg")
+# kaleido 1.x can call into its page before the page's script has run (seen on a loaded 2-core machine:
+# "ReferenceError: kaleido_scopes is not defined"): that error, and only it, is tried again
+_PAGE_NOT_READY = "kaleido_scopes is not defined"
+EXPORT_TRIES = 3
 
 
 def figure_to_image_bytes(fig: go.Figure, fmt: str = "png", scale: float = 2.0) -> bytes:
@@ -74,13 +78,17 @@ def figure_to_image_bytes(fig: go.Figure, fmt: str = "png", scale: float = 2.0) 
         )
     import plotly.io as pio
 
-    try:
-        return pio.to_image(fig, format=fmt, scale=scale if fmt == "png" else 1.0)
-    except Exception as exc:  # kaleido reports a missing or broken browser with its own error types
-        raise SraVizError(
-            f"{fmt.upper()} export failed ({type(exc).__name__}: {str(exc)[:200]}); it renders in a headless "
-            "Chromium: run `make browser` (scripts/install_browser.sh) to install one"
-        ) from None
+    for attempt in range(1, EXPORT_TRIES + 1):
+        try:
+            return pio.to_image(fig, format=fmt, scale=scale if fmt == "png" else 1.0)
+        except Exception as exc:  # kaleido reports a missing or broken browser with its own error types
+            if attempt < EXPORT_TRIES and _PAGE_NOT_READY in str(exc):
+                continue  # each call starts its own browser: the next one gets a fresh page
+            raise SraVizError(
+                f"{fmt.upper()} export failed ({type(exc).__name__}: {str(exc)[:200]}); it renders in a "
+                "headless Chromium: run `make browser` (scripts/install_browser.sh) to install one"
+            ) from None
+    raise AssertionError("unreachable: the last try returns or raises")
 
 
 def figure_to_image(fig: go.Figure, path: PathLike, scale: float = 2.0) -> Path:

@@ -422,6 +422,46 @@ def test_png_and_svg_export_of_a_real_alignment_diagram(teacher_tokenizer, stude
         export.figure_to_image_bytes(fig, "gif")
 
 
+def test_image_export_tries_again_only_when_kaleido_called_its_page_too_early(monkeypatch):
+    """kaleido's page can be called before its script ran (a race under load): that error alone is tried
+    again, a bounded number of times; any other error is one SraVizError at once."""
+    import plotly.io as pio
+
+    calls = []
+
+    def flaky(fig, format, scale):  # noqa: A002 (plotly's keyword)
+        calls.append(format)
+        if len(calls) < export.EXPORT_TRIES:
+            raise RuntimeError("JavascriptError: ReferenceError: kaleido_scopes is not defined")
+        return b"\x89PNG..."
+
+    monkeypatch.setattr(pio, "to_image", flaky)
+    assert export.figure_to_image_bytes(go.Figure(), "png") == b"\x89PNG..."
+    assert len(calls) == export.EXPORT_TRIES
+
+    calls.clear()
+
+    def always_early(fig, format, scale):  # noqa: A002
+        calls.append(format)
+        raise RuntimeError("ReferenceError: kaleido_scopes is not defined")
+
+    monkeypatch.setattr(pio, "to_image", always_early)
+    with pytest.raises(SraVizError, match="PNG export failed .*kaleido_scopes"):
+        export.figure_to_image_bytes(go.Figure(), "png")
+    assert len(calls) == export.EXPORT_TRIES  # bounded
+
+    calls.clear()
+
+    def no_browser(fig, format, scale):  # noqa: A002
+        calls.append(format)
+        raise RuntimeError("ChromeNotFoundError: no browser")
+
+    monkeypatch.setattr(pio, "to_image", no_browser)
+    with pytest.raises(SraVizError, match="SVG export failed .*no browser.*make browser"):
+        export.figure_to_image_bytes(go.Figure(), "svg")
+    assert calls == ["svg"]  # not tried again
+
+
 def test_csv_and_parquet_round_trip_of_a_real_alignment(teacher_tokenizer, student_tokenizer, tmp_path):
     from sra_viz.alignment import align_spans
 
