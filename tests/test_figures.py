@@ -427,36 +427,33 @@ def test_image_export_tries_again_only_when_kaleido_called_its_page_too_early(mo
     again, a bounded number of times; any other error is one SraVizError at once."""
     import plotly.io as pio
 
-    calls = []
+    early = RuntimeError("JavascriptError: ReferenceError: kaleido_scopes is not defined")
 
-    def flaky(fig, format, scale):  # noqa: A002 (plotly's keyword)
-        calls.append(format)
-        if len(calls) < export.EXPORT_TRIES:
-            raise RuntimeError("JavascriptError: ReferenceError: kaleido_scopes is not defined")
-        return b"\x89PNG..."
+    def kaleido(*outcomes):
+        """A stand-in for plotly.io.to_image giving ``outcomes`` in turn (an exception is raised); the
+        formats it was called with are in the returned list."""
+        calls: list[str] = []
 
-    monkeypatch.setattr(pio, "to_image", flaky)
+        def to_image(fig, format, scale):  # noqa: A002 (plotly's keyword)
+            calls.append(format)
+            outcome = outcomes[min(len(calls), len(outcomes)) - 1]
+            if isinstance(outcome, Exception):
+                raise outcome
+            return outcome
+
+        monkeypatch.setattr(pio, "to_image", to_image)
+        return calls
+
+    calls = kaleido(*[early] * (export.EXPORT_TRIES - 1), b"\x89PNG...")
     assert export.figure_to_image_bytes(go.Figure(), "png") == b"\x89PNG..."
     assert len(calls) == export.EXPORT_TRIES
 
-    calls.clear()
-
-    def always_early(fig, format, scale):  # noqa: A002
-        calls.append(format)
-        raise RuntimeError("ReferenceError: kaleido_scopes is not defined")
-
-    monkeypatch.setattr(pio, "to_image", always_early)
+    calls = kaleido(early)  # every call too early
     with pytest.raises(SraVizError, match="PNG export failed .*kaleido_scopes"):
         export.figure_to_image_bytes(go.Figure(), "png")
     assert len(calls) == export.EXPORT_TRIES  # bounded
 
-    calls.clear()
-
-    def no_browser(fig, format, scale):  # noqa: A002
-        calls.append(format)
-        raise RuntimeError("ChromeNotFoundError: no browser")
-
-    monkeypatch.setattr(pio, "to_image", no_browser)
+    calls = kaleido(RuntimeError("ChromeNotFoundError: no browser"), b"never")
     with pytest.raises(SraVizError, match="SVG export failed .*no browser.*make browser"):
         export.figure_to_image_bytes(go.Figure(), "svg")
     assert calls == ["svg"]  # not tried again

@@ -65,7 +65,9 @@ def pooled_span_kd(
         >>> float(kd.detach()), kd.requires_grad
         (0.0, True)
     """
-    kd, _ = _apply(logits, span_index, pool_mass, span_valid, teacher_logits, weights, tau, mask, None, None)
+    kd, _ = pooled_span_kd_and_ce(
+        logits, span_index, pool_mass, span_valid, teacher_logits, weights, tau, mask
+    )
     return kd
 
 
@@ -78,13 +80,13 @@ def pooled_span_kd_and_ce(
     weights: torch.Tensor | None,
     tau: float,
     mask: torch.Tensor | None,
-    ce_rows: torch.Tensor,
-    ce_targets: torch.Tensor,
+    ce_rows: torch.Tensor | None = None,
+    ce_targets: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``(L_KD, L_CE)``: :func:`pooled_span_kd` and the student's mean cross-entropy at the flattened
     positions ``ce_rows`` (R,) (``text · L + position``, each once) against ``ce_targets`` (R,), with one
     gradient buffer for both. L_CE equals ``causal_lm_loss(logits.reshape(-1, V)[ce_rows], ce_targets)``
-    (0, with a zero gradient, when R = 0).
+    (0, with a zero gradient, when R = 0 or no rows are given).
         >>> x = torch.zeros(1, 2, 4, requires_grad=True)
         >>> span, mass, valid = torch.tensor([[0, 1]]), torch.ones(1, 2), torch.tensor([[True, True]])
         >>> kd, ce = pooled_span_kd_and_ce(
@@ -93,24 +95,6 @@ def pooled_span_kd_and_ce(
         >>> float(kd.detach()), round(float(ce.detach()), 4)  # CE of a uniform row: ln 4
         (0.0, 1.3863)
     """
-    return _apply(
-        logits, span_index, pool_mass, span_valid, teacher_logits, weights, tau, mask, ce_rows, ce_targets
-    )
-
-
-def _apply(
-    logits: torch.Tensor,
-    span_index: torch.Tensor,
-    pool_mass: torch.Tensor,
-    span_valid: torch.Tensor,
-    teacher_logits: torch.Tensor,
-    weights: torch.Tensor | None,
-    tau: float,
-    mask: torch.Tensor | None,
-    ce_rows: torch.Tensor | None,
-    ce_targets: torch.Tensor | None,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Both public functions: the share of each token, a_m/B and the dtype, then the autograd step."""
     token_row, share, n_rows = span_rows(span_index, pool_mass, span_valid)
     dtype = torch.promote_types(logits.dtype, torch.float32)  # half precision is computed in float32
     a = torch.ones(n_rows, device=logits.device) if weights is None else weights.detach()
@@ -196,10 +180,8 @@ class _PooledSpanKD(torch.autograd.Function):
         del z_s
         diff = p_s.sub_(p_t)  # (M, V) p_S − p_T, in place of p_S
         kd = (kl * a).sum()
-        if ce_rows is None or ce_targets is None:
+        if ce_rows is None or ce_targets is None or len(ce_rows) == 0:  # no label tokens: CE adds nothing
             ce, p_ce = kd.new_zeros(()), None
-        elif len(ce_rows) == 0:  # a batch without label tokens adds nothing
-            ce, p_ce = kd.new_zeros(()), flat.new_zeros((0, flat.shape[1]))
         else:
             x = flat.index_select(0, ce_rows)  # (R, V)
             p_ce, lse = _softmax_and_lse(x)
@@ -220,7 +202,7 @@ class _PooledSpanKD(torch.autograd.Function):
             row = token_row.clamp_max(diff.shape[0] - 1)  # (B·L,)
             scale = share * a[row] * grad_kd  # (B·L,) g · (s_t/τ) · (a_m/B): one pass over (B·L, V) below
             grad = diff.index_select(0, row).mul_(scale[:, None])  # (B·L, V)
-        if p_ce is not None and p_ce.shape[0]:
+        if p_ce is not None:
             step = grad_ce / p_ce.shape[0]  # g_CE / R
             grad.index_add_(0, ce_rows, p_ce * step)
             grad.index_put_((ce_rows, ce_targets), -step.expand(ce_rows.shape), accumulate=True)
