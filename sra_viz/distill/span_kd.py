@@ -175,9 +175,11 @@ class _PooledSpanKD(torch.autograd.Function):
         p_s, lse_s = _softmax_and_lse(z_s)  # (M, V), (M,)
         p_t, lse_t = _softmax_and_lse(teacher_logits)
         # KL_m = Σ p_T (z_T − z_S) − lse_T + lse_S; masked columns have p_T = 0 exactly and add 0. An
-        # element-wise product and a row sum: a (1, V) @ (V, 1) product per row loses ~100x more digits
-        kl = (p_t * (teacher_logits - z_s)).sum(dim=-1) - lse_t + lse_s  # (M,)
-        del z_s
+        # element-wise product and a row sum (a (1, V) @ (V, 1) product per row loses ~100x more digits),
+        # both in z_S's buffer: z_S is not read again
+        gap = torch.sub(teacher_logits, z_s, out=z_s).mul_(p_t)  # (M, V) p_T (z_T − z_S)
+        kl = gap.sum(dim=-1) - lse_t + lse_s  # (M,)
+        del z_s, gap
         diff = p_s.sub_(p_t)  # (M, V) p_S − p_T, in place of p_S
         kd = (kl * a).sum()
         if ce_rows is None or ce_targets is None or len(ce_rows) == 0:  # no label tokens: CE adds nothing
@@ -204,7 +206,9 @@ class _PooledSpanKD(torch.autograd.Function):
             grad = diff.index_select(0, row).mul_(scale[:, None])  # (B·L, V)
         if p_ce is not None:
             step = grad_ce / p_ce.shape[0]  # g_CE / R
-            grad.index_add_(0, ce_rows, p_ce * step)
+            # the scaling rides on index_add (no (R, V) product); the saved softmax stays as it is, so a
+            # second backward (retain_graph, gradcheck) reads it unchanged
+            grad.index_add_(0, ce_rows, p_ce, alpha=float(step))
             grad.index_put_((ce_rows, ce_targets), -step.expand(ce_rows.shape), accumulate=True)
         nothing = (None,) * 8
         return grad.reshape(ctx.shape).to(ctx.dtype), *nothing
