@@ -50,6 +50,23 @@ def test_bad_input_exits_2_with_one_clear_line(args, message):
     assert "Traceback" not in out.stderr
 
 
+def test_the_parser_and_a_bad_option_load_neither_torch_nor_transformers():
+    """`sra-viz --help` and an option error answer at once: the parser is built from DistillConfig alone."""
+    probe = (
+        "import sys\n"
+        "from sra_viz.cli import main\n"
+        "try:\n"
+        "    main(['distill', '--method', 'bogus'])\n"
+        "except SystemExit as stop:\n"
+        "    assert stop.code == 2, stop.code\n"
+        "heavy = sorted({'torch', 'transformers'} & set(sys.modules))\n"
+        "assert not heavy, heavy\n"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "invalid choice: 'bogus'" in out.stderr
+
+
 @pytest.mark.slow
 def test_features_prints_salient_spans():
     out = run("features", "The capital of France is Paris.", "--top", "3")

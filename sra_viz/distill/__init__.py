@@ -27,10 +27,30 @@ Example:
     'finished'
 """
 
-from .config import DistillConfig
-from .runs import RunSnapshots, RunSummary, list_runs, load_run
-from .session import DistillSession, NonFiniteLossError, resume
-from .sra_loss import SRALoss
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from .config import DistillConfig  # no torch: `sra-viz --help` and every CLI parser are built from it
+
+if TYPE_CHECKING:
+    from .runs import RunSnapshots, RunSummary, list_runs, load_run
+    from .session import DistillSession, NonFiniteLossError, resume
+    from .sra_loss import SRALoss
+
+# Resolved on first use, like `sra_viz`'s own names: importing the package (the CLI does, to build its
+# parser) loads neither torch nor transformers.
+_EXPORTS = {
+    "DistillSession": "session",
+    "NonFiniteLossError": "session",
+    "resume": "session",
+    "RunSnapshots": "runs",
+    "RunSummary": "runs",
+    "list_runs": "runs",
+    "load_run": "runs",
+    "SRALoss": "sra_loss",
+}
 
 __all__ = [
     "DistillConfig",
@@ -43,3 +63,16 @@ __all__ = [
     "load_run",
     "resume",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return __all__
