@@ -13,8 +13,7 @@ Names are resolved lazily so ``import sra_viz`` stays cheap (no torch until a mo
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from .lazy_names import lazy_names as _lazy_names
 
 __version__ = "0.1.0"
 
@@ -55,14 +54,4 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS) + ["__version__"]
 
 
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'sra_viz' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"sra_viz.{module}"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return __all__
+__getattr__, __dir__ = _lazy_names(__name__, _EXPORTS, __all__)
