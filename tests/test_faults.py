@@ -447,16 +447,13 @@ def test_non_finite_weights_after_an_update_fail_the_run(tiny_pair, tiny_pair_di
     session = DistillSession(
         small_config(out, pair_dirs=tiny_pair_dirs, steps=4, checkpoint_every=1), pair=tiny_pair
     )
-    real_step = session.optimizer.step
 
-    def poisoning_step(*args, **kwargs):
-        result = real_step(*args, **kwargs)
+    def poison(_optimizer, _args, _kwargs):  # runs after each optimizer step
         if session.step_count == 1:  # the update of step 2
             with torch.no_grad():
                 session.student.parameters()[0].view(-1)[0] = float("inf")
-        return result
 
-    session.optimizer.step = poisoning_step  # type: ignore[method-assign]
+    session.optimizer.register_step_post_hook(poison)
     assert session.run() == "failed"
     assert "weights became non-finite in the update of step 2" in session.error
     assert read_status(out)["state"] == "failed"

@@ -113,7 +113,7 @@ def test_two_layer_pairs_in_either_order_give_identical_losses_and_probe(tiny_pa
         assert session.plan.pairs == ((0, 0), (1, 1)) and session.plan.weights == (1.0, 2.0)
         terms = session.loss_terms(_batch(session))
         assert list(terms) == ["span", "geo", "kd", "dynamics", "ce"]
-        runs[name] = ({k: float(v) for k, v in terms.items()}, session.evaluate(snapshot=False))
+        runs[name] = ({k: float(v.detach()) for k, v in terms.items()}, session.evaluate(snapshot=False))
     assert runs["up"][0] == runs["down"][0]
     assert runs["up"][1] == pytest.approx(runs["down"][1], rel=1e-6, nan_ok=True)
 
