@@ -403,7 +403,7 @@ def merge_boundaries(
             closes = list(range(1, len(a_ends) + 1))
             return [0, *a_ends], closes, closes.copy()
         if len(a_ends) + len(b_ends) <= _SMALL:
-            return _merge_tilings(a_ends, b_ends)
+            return common_ends(a_ends, b_ends)
     if n_bytes == 0:
         return [0], [], []
     if len(a_ends) + len(b_ends) <= _SMALL:
@@ -422,7 +422,7 @@ def merge_boundaries(
     return bounds.tolist(), _closes(a, bounds), _closes(b, bounds)
 
 
-_SMALL = 2048  # below this many tokens plain Python beats numpy's per-call cost
+_SMALL = 2048  # below this many tokens plain Python (or its compiled twin) beats numpy's per-call cost
 
 
 def _merge_small(
@@ -435,7 +435,7 @@ def _merge_small(
     a_ends, b_ends = a.ends, b.ends
     if a_ends == b_ends:  # the same cuts (one C comparison): every token is a span
         return [0, *a_ends], list(range(1, len(a_ends) + 1)), list(range(1, len(b_ends) + 1))
-    return _merge_tilings(a_ends, b_ends)
+    return common_ends(a_ends, b_ends)
 
 
 def _merge_tilings(a_ends: list[int], b_ends: list[int]) -> tuple[list[int], list[int], list[int]]:
@@ -467,6 +467,12 @@ def _merge_tilings(a_ends: list[int], b_ends: list[int]) -> tuple[list[int], lis
         list(itertools.compress(itertools.count(1), b_at)),
         list(filter(None, b_at)),
     )
+
+
+try:  # `_merge_tilings` in C (sra_viz/_span_ends.c): a two-pointer merge with the same result
+    from sra_viz._span_ends import common_ends
+except ImportError:  # the package was built without a compiler
+    common_ends = _merge_tilings
 
 
 def _covers(side: ByteEncoding, n_bytes: int) -> bool:

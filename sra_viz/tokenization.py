@@ -518,19 +518,16 @@ def _forget(key: int, _dead: object, table: dict[int, list] = _BY_TOKENIZER) -> 
 def _exact_spans(facts: _Facts, ids: list[int], source: TextBytes) -> tuple | None:
     """Byte ranges from the tokens' own bytes when, laid end to end, they are exactly the text.
 
-    Fast path: each id's bytes from a table. Then the cases the table cannot tell: bytes a
-    byte-level vocabulary drops, a literal ``▁`` in the text of a metaspace tokenizer.
+    Fast path: each id's bytes from a table (`spelled_ends`). Then the cases the table cannot tell:
+    bytes a byte-level vocabulary drops, a literal ``▁`` in the text of a metaspace tokenizer.
     """
-    if len(ids) > 1:  # the common case, inline: the tables are built and the bytes spell the text
-        take = operator.itemgetter(*ids)
-        try:
-            pieces = take(facts._vocab_bytes)
-        except IndexError:  # first call, or tokens were added since: `spelling` builds the tables
-            pieces = ()
-        if pieces and b"".join(pieces) == source.data:
-            ends = list(itertools.accumulate(take(facts._vocab_sizes)))
-            tiles = facts.never_empty or all(pieces)
-            return (None if tiles else [0, *ends[:-1]]), ends, tiles
+    try:  # the common case: the tables are built and the bytes spell the text
+        found = spelled_ends(ids, facts._vocab_bytes, source.data)
+    except IndexError:  # first call, or tokens were added since: `spelling` builds the tables
+        found = None
+    if found is not None:
+        ends, tiles = found
+        return (None if tiles else [0, *ends[:-1]]), ends, tiles
     pieces, sizes = facts.spelling(ids)
     if b"".join(pieces) == source.data:
         return _with_starts(list(itertools.accumulate(sizes)), facts.never_empty or all(pieces))
@@ -542,6 +539,33 @@ def _exact_spans(facts: _Facts, ids: list[int], source: TextBytes) -> tuple | No
         if b"".join(pieces) == source.data:
             return _with_starts(list(itertools.accumulate(map(len, pieces))), all(pieces))
     return None
+
+
+def spelled_ends_python(ids: list[int], table: list[bytes], data: bytes) -> tuple[list[int], bool] | None:
+    """``(ends, all_nonempty)`` when the tokens' bytes ``table[id]``, end to end, are exactly ``data``:
+    ``ends`` (len(ids),) the running sum of their lengths, ``all_nonempty`` no token spells zero bytes.
+    None when they are not ``data``; IndexError for an id outside ``table``. `spelled_ends` is the
+    compiled twin when the package was built with a compiler (``sra_viz/_span_ends.c``).
+
+    Example:
+        >>> spelled_ends_python([0, 1, 0], [b"ab", b"c"], b"abcab")
+        ([2, 3, 5], True)
+        >>> spelled_ends_python([0, 1], [b"ab", b"c"], b"abd") is None
+        True
+    """
+    if len(ids) < 2:  # itemgetter gives a bare item for one id
+        pieces: Sequence[bytes] = [table[i] for i in ids]
+    else:
+        pieces = operator.itemgetter(*ids)(table)  # one C loop, no Python step per id
+    if b"".join(pieces) != data:
+        return None
+    return list(itertools.accumulate(map(len, pieces))), all(pieces)
+
+
+try:  # the same loop in C: one pass, no Python object per token but its end
+    from sra_viz._span_ends import spelled_ends
+except ImportError:  # the package was built without a compiler
+    spelled_ends = spelled_ends_python
 
 
 def _taker(ids: list[int]) -> Callable[[list], Sequence]:
