@@ -273,7 +273,11 @@ def main() -> None:
         "SmolLM2-GPT-2": (load(f"{CACHE}/tokenizers/gpt2"), smol),
     }
     texts = make_texts(args.texts)
+    from sra_viz.tokenization import spelled_ends, spelled_ends_python
+
+    loops = "Python (built without a compiler)" if spelled_ends is spelled_ends_python else "compiled"
     print(f"{len(texts)} texts, {sum(len(t) for t in texts) / len(texts):.0f} characters on average")
+    print(f"the aligner's per-token loops: {loops} (sra_viz/_span_ends.c)")
     header = (
         f"{'pair':<15} {'ours ms':>8} {'+spans ms':>10} {'TRL ms':>8} {'ours/TRL':>9} {'tok/TRL':>8} "
         f"{'ours wrong':>11} {'TRL wrong':>10}"
