@@ -378,8 +378,6 @@ class _Facts:
         self._backend: Callable[[], Any] = weakref.ref(backend)
         self._vocab: list[str] = []
         self._vocab_bytes: list[bytes] = []  # what each id spells, built on first use (exact kinds only)
-        self._vocab_sizes: list[int] = []  # len() of each of those
-        self.never_empty = False  # no id spells zero bytes (known once the table is built)
         self.fast_batch = hasattr(backend, "encode_batch_fast")  # tokenizers >= 0.20: no offsets computed
         self.special_marks = "".join(  # first characters of the special tokens' strings
             sorted(
@@ -427,26 +425,21 @@ class _Facts:
                 vocab.extend([None] * (i + 1 - len(vocab)))
             vocab[i] = token
         self._vocab = [t if t is not None else backend.id_to_token(i) or "" for i, t in enumerate(vocab)]
-        self._vocab_bytes, self._vocab_sizes, self.never_empty = [], [], False
+        self._vocab_bytes = []
 
-    def spelling(self, ids: list[int]) -> tuple[Sequence[bytes], Sequence[int]]:
-        """The bytes each token spells in the text (``▁`` as a space, ``<0xNN>`` as its byte) and their
-        lengths, by id: two ``(len(ids),)`` sequences, read from tables built once.
+    def spelling_table(self, max_id: int) -> list[bytes]:
+        """The bytes each id spells in the text (``▁`` as a space, ``<0xNN>`` as its byte), by id: built
+        on first use, and again when ``max_id`` lies past it (tokens were added since).
 
         Example:
-            >>> _facts(gpt2_backend).spelling([15496, 995])   # doctest: +SKIP
-            ((b'Hello', b' world'), (5, 6))
+            >>> _facts(gpt2_backend).spelling_table(995)[995]   # doctest: +SKIP
+            b' world'
         """
-        take = _taker(ids)
-        try:
-            return take(self._vocab_bytes), take(self._vocab_sizes)
-        except IndexError:  # first call, or tokens were added since
-            if not ids or max(ids) >= len(self._vocab):
-                self._load_vocab(max(ids, default=0))
-            spelled = [self._spelled(t) for t in self._vocab]
-            self._vocab_bytes, self._vocab_sizes = spelled, list(map(len, spelled))
-            self.never_empty = all(spelled)
-            return take(self._vocab_bytes), take(self._vocab_sizes)
+        if max_id >= len(self._vocab_bytes):
+            if max_id >= len(self._vocab):
+                self._load_vocab(max_id)
+            self._vocab_bytes = [self._spelled(t) for t in self._vocab]
+        return self._vocab_bytes
 
     def _spelled(self, token: str) -> bytes:
         if self.kind == "spaces_as_metaspace":
@@ -521,17 +514,15 @@ def _exact_spans(facts: _Facts, ids: list[int], source: TextBytes) -> tuple | No
     Fast path: each id's bytes from a table (`spelled_ends`). Then the cases the table cannot tell:
     bytes a byte-level vocabulary drops, a literal ``▁`` in the text of a metaspace tokenizer.
     """
-    try:  # the common case: the tables are built and the bytes spell the text
+    try:  # the common case: the bytes spell the text
         found = spelled_ends(ids, facts._vocab_bytes, source.data)
-    except IndexError:  # first call, or tokens were added since: `spelling` builds the tables
-        found = None
+    except IndexError:  # first call, or tokens were added since: build the table and ask again
+        found = spelled_ends(ids, facts.spelling_table(max(ids)), source.data)
     if found is not None:
         ends, tiles = found
         return (None if tiles else [0, *ends[:-1]]), ends, tiles
-    pieces, sizes = facts.spelling(ids)
-    if b"".join(pieces) == source.data:
-        return _with_starts(list(itertools.accumulate(sizes)), facts.never_empty or all(pieces))
     if facts.kind == "byte_level" and facts.dropped:
+        pieces = [facts._vocab_bytes[i] for i in ids]
         if b"".join(pieces) == source.data.translate(None, facts.dropped):
             return _around_dropped(pieces, source.data, facts.dropped)
     elif facts.kind == "spaces_as_metaspace" and "▁" in source.text:
@@ -566,14 +557,6 @@ try:  # the same loop in C: one pass, no Python object per token but its end
     from sra_viz._span_ends import spelled_ends
 except ImportError:  # the package was built without a compiler
     spelled_ends = spelled_ends_python
-
-
-def _taker(ids: list[int]) -> Callable[[list], Sequence]:
-    """``take(table) -> (table[ids[0]], table[ids[1]], ...)``: one C loop (``operator.itemgetter``), no
-    Python call per id; a tuple for any number of ids."""
-    if len(ids) > 1:
-        return operator.itemgetter(*ids)
-    return lambda table: tuple(table[i] for i in ids)  # itemgetter gives a bare item for one id
 
 
 def _around_dropped(
