@@ -15,7 +15,7 @@ $(BIN)/python:
 	$(PY) -c 'import sys; assert sys.version_info >= (3, 10), "sra_viz needs Python >= 3.10"'
 	$(PY) -m venv $(VENV)
 
-$(STAMP): pyproject.toml sra_viz/_span_ends.c | $(BIN)/python  # the C file: the aligner's compiled loops
+$(STAMP): pyproject.toml sra_viz/_span_ends.c sra_viz/_span_kd.c | $(BIN)/python  # the C files: compiled loops
 	$(BIN)/python -m pip install --disable-pip-version-check -q "$(TORCH)"
 	$(BIN)/python -m pip install --disable-pip-version-check -q -e ".[dev]"
 	touch $(STAMP)

@@ -18,6 +18,7 @@ each step-0 loss term against float32 targets.
     python benchmarks/bench_distill.py                          # truncated student (6 blocks), 4 x 64
     python benchmarks/bench_distill.py --variant last_k --k 2 --repeats 6
     python benchmarks/bench_distill.py --set use_kd=false     # what span logit KD costs
+    python benchmarks/bench_distill.py --torch-passes         # span KD with torch operations (A/B)
 """
 
 from __future__ import annotations
@@ -111,9 +112,20 @@ def main(argv=None) -> int:
     parser.add_argument(
         "--cache-texts", type=int, default=64, help="texts written to measure the cache size (0 = skip)"
     )
+    parser.add_argument(
+        "--torch-passes",
+        action="store_true",
+        help="span KD's passes with torch operations even when sra_viz/_span_kd.c is built (an A/B)",
+    )
     args = parser.parse_args(argv)
 
     import torch
+
+    import sra_viz.distill.span_kd as span_kd
+
+    if args.torch_passes:
+        span_kd._compiled = None
+    passes = "compiled (sra_viz/_span_kd.c)" if span_kd._compiled is not None else "torch operations"
 
     from sra_viz.distill import DistillSession
     from sra_viz.distill.batch import collate
@@ -143,7 +155,7 @@ def main(argv=None) -> int:
             f"device {first.device}; student {args.variant} k={args.student_k} "
             f"({first.student.trainable_params / 1e6:.1f} M trainable); batch {args.batch_size} texts, "
             f"{tokens_t} teacher / {tokens_s} student tokens, {batch.n_spans} spans max; threads "
-            f"{torch.get_num_threads()}"
+            f"{torch.get_num_threads()}; span KD passes: {passes}"
         )
         effect = rounding_effect(first, batch)  # step 0: before any update
         print(

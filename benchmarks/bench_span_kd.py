@@ -10,6 +10,7 @@ alike; the first lines check that they agree (loss, largest gradient difference)
 
     python benchmarks/bench_span_kd.py                # 12 timed steps each
     python benchmarks/bench_span_kd.py --repeats 20
+    python benchmarks/bench_span_kd.py --torch-passes    # the torch operations the compiled passes replace
 """
 
 from __future__ import annotations
@@ -28,9 +29,20 @@ def main(argv=None) -> int:
     )
     add_session_options(parser)
     parser.add_argument("--repeats", type=int, default=12, help="timed steps each (after 2 warm-up steps)")
+    parser.add_argument(
+        "--torch-passes",
+        action="store_true",
+        help="span KD's passes with torch operations even when sra_viz/_span_kd.c is built (an A/B)",
+    )
     args = parser.parse_args(argv)
 
     import torch
+
+    import sra_viz.distill.span_kd as span_kd
+
+    if args.torch_passes:
+        span_kd._compiled = None
+    passes = "compiled (sra_viz/_span_kd.c)" if span_kd._compiled is not None else "torch operations"
 
     from sra_viz.distill import DistillSession
     from sra_viz.distill.batch import collate, label_positions
@@ -129,7 +141,7 @@ def main(argv=None) -> int:
             "loss "
             f"{one} {results[one][0]:.6f}, {other} {results[other][0]:.6f}; largest gradient difference "
             f"{gap:.1e} (largest gradient {float(results[one][1].abs().max()):.1e}); threads "
-            f"{torch.get_num_threads()}"
+            f"{torch.get_num_threads()}; span KD passes: {passes}"
         )
     runners = {
         "unfused": unfused,

@@ -40,6 +40,11 @@ import torch
 
 from .side_pass import add_pooled_rows, span_rows
 
+try:  # the passes over the vocabulary in C (sra_viz/_span_kd.c); torch operations without it
+    from sra_viz import _span_kd as _compiled
+except ImportError:  # built without a compiler
+    _compiled = None  # type: ignore[assignment]
+
 
 def pooled_span_kd(
     logits: torch.Tensor,
@@ -150,11 +155,117 @@ def _softmax_and_lse(z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return p, z.amax(dim=-1) - p.amax(dim=-1).log()
 
 
+def _compiled_fits(rows: torch.Tensor, *values: torch.Tensor | None) -> bool:
+    """The compiled passes take int64 rows and float32 values on the CPU (anything else: torch)."""
+    return (
+        _compiled is not None
+        and rows.device.type == "cpu"
+        and rows.dtype == torch.long
+        and all(v is None or (v.device.type == "cpu" and v.dtype == torch.float32) for v in values)
+    )
+
+
+def _numpy(t: torch.Tensor):
+    """A C-contiguous numpy view of ``t`` (no copy when ``t`` is already contiguous)."""
+    return t.detach().contiguous().numpy()
+
+
+def _kl_rows_torch(
+    flat: torch.Tensor,
+    token_row: torch.Tensor,
+    share: torch.Tensor,
+    n_rows: int,
+    teacher_logits: torch.Tensor,
+    mask: torch.Tensor | None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`_kl_rows` with torch operations (any device and dtype; each step one pass over (M, V))."""
+    z_s = _pool(flat, token_row, share, n_rows, offset=mask)  # (M, V) mask + Σ s_t x_t / τ
+    p_s, lse_s = _softmax_and_lse(z_s)  # (M, V), (M,)
+    p_t, lse_t = _softmax_and_lse(teacher_logits)
+    # KL_m = Σ p_T (z_T − z_S) − lse_T + lse_S; masked columns have p_T = 0 exactly and add 0. An
+    # element-wise product and a row sum (a (1, V) @ (V, 1) product per row loses ~100x more digits),
+    # both in z_S's buffer: z_S is not read again
+    gap = torch.sub(teacher_logits, z_s, out=z_s).mul_(p_t)  # (M, V) p_T (z_T − z_S)
+    kl = gap.sum(dim=-1) - lse_t + lse_s  # (M,)
+    del z_s, gap
+    return kl, p_s.sub_(p_t)  # (M, V) p_S − p_T, in place of p_S
+
+
+def _kl_rows(
+    flat: torch.Tensor,
+    token_row: torch.Tensor,
+    share: torch.Tensor,
+    n_rows: int,
+    teacher_logits: torch.Tensor,
+    mask: torch.Tensor | None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(KL_m (M,), p_S − p_T (M, V))`` with ``z^S = mask + P flat`` (P from ``token_row``, ``share``).
+
+    flat (B·L, V) token logits, token_row and share (B·L,) from :func:`.side_pass.span_rows` (share
+    already holding 1/τ), teacher_logits (M, V) ``z^T``, mask (V,) or None. Float32 on the CPU: the
+    compiled passes (sra_viz/_span_kd.c), which keep each span's rows in cache and cross the memory once;
+    otherwise torch operations. Both give the KL to ~1e-6 relative and the difference to ~1e-7.
+    """
+    if n_rows == 0 or not _compiled_fits(token_row, flat, share, teacher_logits, mask):
+        return _kl_rows_torch(flat, token_row, share, n_rows, teacher_logits, mask)
+    n_vocab = flat.shape[-1]
+    diff = torch.empty((n_rows, n_vocab), dtype=torch.float32)
+    kl = torch.empty(n_rows, dtype=torch.float64)
+    _compiled.span_kl(
+        _numpy(flat),
+        _numpy(token_row),
+        _numpy(share),
+        None if mask is None else _numpy(mask),
+        _numpy(teacher_logits),
+        diff.numpy(),
+        kl.numpy(),
+        n_vocab,
+        torch.get_num_threads(),
+    )
+    return kl.to(torch.float32), diff
+
+
+def _spread_rows(
+    diff: torch.Tensor,
+    token_row: torch.Tensor,
+    scale: torch.Tensor,
+    softmax_rows: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
+) -> torch.Tensor:
+    """``grad[t] = scale_t · diff[row_t]`` (B·L, V); a token outside every valid span (row_t = M, scale_t
+    = 0) gets 0: the compiled pass writes it, the torch one scales some row by 0 (a NaN in that row, which
+    the session's non-finite gradient check sees in the span's own tokens anyway, comes through).
+
+    ``softmax_rows`` = (x (B·L, V), w (B·L,), lse (B·L,) float64), compiled path only: adds
+    ``w_t · exp(x_t − lse_t)`` to the tokens with w_t ≠ 0 in the same pass (the CE's softmax term)."""
+    n_rows, n_vocab = diff.shape
+    if not _compiled_fits(token_row, diff, scale):
+        if softmax_rows is not None:
+            raise ValueError("softmax rows are added on the compiled path only")
+        if n_rows == 0:
+            return diff.new_zeros((token_row.shape[0], n_vocab))
+        row = token_row.clamp_max(n_rows - 1)  # tokens outside valid spans read some row, scaled by 0
+        return diff.index_select(0, row).mul_(scale[:, None])
+    grad = torch.empty((token_row.shape[0], n_vocab), dtype=torch.float32)
+    extra = () if softmax_rows is None else tuple(_numpy(t) for t in softmax_rows)
+    _compiled.spread_rows(
+        _numpy(diff), _numpy(token_row), _numpy(scale), grad.numpy(), n_vocab, torch.get_num_threads(), *extra
+    )
+    return grad
+
+
+def _row_lse(flat: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    """``log Σ_v exp(flat[r, v])`` (R,) float64 of the rows ``rows`` (R,), compiled (float32 on the CPU)."""
+    lse = torch.empty(rows.shape[0], dtype=torch.float64)
+    _compiled.row_lse(_numpy(flat), _numpy(rows), lse.numpy(), flat.shape[-1], torch.get_num_threads())
+    return lse
+
+
 class _PooledSpanKD(torch.autograd.Function):
     """Forward: ``z^S = mask + P x``, both softmaxes, the row KLs, ``Σ_m (a_m/B) KL_m``, and the CE of the
-    label rows when given; it keeps ``D = p_S − p_T`` (M, V) and the label rows' softmax (R, V). Backward:
-    ``∂L/∂x_t = g_KD · share_t · (a_m/B) · D[m]`` (m = row_t; one gather and one scaling pass), plus
-    ``g_CE (softmax(x_r) − onehot(y_r)) / R`` added into the label rows of the same buffer."""
+    label rows when given; it keeps ``D = p_S − p_T`` (M, V) and, for the CE, the label rows' softmax
+    (R, V) or, on the compiled path, their lse (R,) (the softmax is taken again in the backward's pass).
+    Backward: ``∂L/∂x_t = g_KD · share_t · (a_m/B) · D[m]`` (m = row_t), plus ``g_CE (softmax(x_r) −
+    onehot(y_r)) / R`` on the label rows, in one buffer."""
 
     @staticmethod
     def forward(
@@ -171,44 +282,43 @@ class _PooledSpanKD(torch.autograd.Function):
     ):
         dtype = share.dtype
         flat = logits.reshape(-1, logits.shape[-1]).to(dtype)  # (B·L, V); a view when already float32
-        z_s = _pool(flat, token_row, share, n_rows, offset=mask)  # (M, V) mask + Σ s_t x_t / τ
-        p_s, lse_s = _softmax_and_lse(z_s)  # (M, V), (M,)
-        p_t, lse_t = _softmax_and_lse(teacher_logits)
-        # KL_m = Σ p_T (z_T − z_S) − lse_T + lse_S; masked columns have p_T = 0 exactly and add 0. An
-        # element-wise product and a row sum (a (1, V) @ (V, 1) product per row loses ~100x more digits),
-        # both in z_S's buffer: z_S is not read again
-        gap = torch.sub(teacher_logits, z_s, out=z_s).mul_(p_t)  # (M, V) p_T (z_T − z_S)
-        kl = gap.sum(dim=-1) - lse_t + lse_s  # (M,)
-        del z_s, gap
-        diff = p_s.sub_(p_t)  # (M, V) p_S − p_T, in place of p_S
+        kl, diff = _kl_rows(flat, token_row, share, n_rows, teacher_logits, mask)  # (M,), (M, V)
         kd = (kl * a).sum()
+        p_ce = lse_ce = None
         if ce_rows is None or ce_targets is None or len(ce_rows) == 0:  # no label tokens: CE adds nothing
-            ce, p_ce = kd.new_zeros(()), None
+            ce = kd.new_zeros(())
+        elif _compiled_fits(ce_rows, flat):
+            lse_ce = _row_lse(flat, ce_rows)  # (R,) float64
+            ce = (lse_ce - flat[ce_rows, ce_targets].double()).mean().to(dtype)
         else:
             x = flat.index_select(0, ce_rows)  # (R, V)
             p_ce, lse = _softmax_and_lse(x)
             ce = (lse - x.gather(1, ce_targets[:, None]).squeeze(1)).mean()
-        ctx.save_for_backward(diff, token_row, share, a, p_ce, ce_rows, ce_targets)
+        ctx.save_for_backward(diff, token_row, share, a, p_ce, lse_ce, flat, ce_rows, ce_targets)
         ctx.shape, ctx.dtype = logits.shape, logits.dtype
         return kd, ce
 
     @staticmethod
     def backward(ctx, grad_kd: torch.Tensor, grad_ce: torch.Tensor):
-        diff, token_row, share, a, p_ce, ce_rows, ce_targets = ctx.saved_tensors
-        n_tokens, n_vocab = token_row.shape[0], ctx.shape[-1]
-        if diff.shape[0] == 0:
-            grad = grad_kd.new_zeros((n_tokens, n_vocab), dtype=diff.dtype)
+        diff, token_row, share, a, p_ce, lse_ce, flat, ce_rows, ce_targets = ctx.saved_tensors
+        n_tokens, n_rows = token_row.shape[0], diff.shape[0]
+        row = token_row.clamp_max(max(n_rows - 1, 0))  # (B·L,)
+        scale = share * a[row] * grad_kd if n_rows else torch.zeros_like(share)  # (B·L,) g (s_t/τ) (a_m/B)
+        if ce_rows is None or ce_targets is None or (p_ce is None and lse_ce is None):  # no CE term
+            return _spread_rows(diff, token_row, scale).reshape(ctx.shape).to(ctx.dtype), *(None,) * 8
+        step = grad_ce / len(ce_rows)  # g_CE / R
+        if lse_ce is not None:  # compiled: the label rows' g_CE softmax(x_r) / R added in the same pass
+            weight = torch.zeros(n_tokens, dtype=torch.float32)
+            weight[ce_rows] = step.float()
+            lse = torch.zeros(n_tokens, dtype=torch.float64)
+            lse[ce_rows] = lse_ce
+            grad = _spread_rows(diff, token_row, scale, (flat, weight, lse))  # (B·L, V)
         else:
-            # tokens outside valid spans read some row and get share 0 (a NaN there is caught by the
-            # session's non-finite gradient check, which sees the same NaN in the span's own tokens)
-            row = token_row.clamp_max(diff.shape[0] - 1)  # (B·L,)
-            scale = share * a[row] * grad_kd  # (B·L,) g · (s_t/τ) · (a_m/B): one pass over (B·L, V) below
-            grad = diff.index_select(0, row).mul_(scale[:, None])  # (B·L, V)
-        if p_ce is not None:
-            step = grad_ce / p_ce.shape[0]  # g_CE / R
+            grad = _spread_rows(diff, token_row, scale)  # (B·L, V)
             # the scaling rides on index_add (no (R, V) product); the saved softmax stays as it is, so a
             # second backward (retain_graph, gradcheck) reads it unchanged
             grad.index_add_(0, ce_rows, p_ce, alpha=float(step))
-            grad.index_put_((ce_rows, ce_targets), -step.expand(ce_rows.shape), accumulate=True)
+        minus = -step.expand(ce_rows.shape).to(grad.dtype)  # − g_CE / R at each label row's target
+        grad.index_put_((ce_rows, ce_targets), minus, accumulate=True)
         nothing = (None,) * 8
         return grad.reshape(ctx.shape).to(ctx.dtype), *nothing
