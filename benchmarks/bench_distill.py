@@ -7,9 +7,12 @@
     (d) ULD:  the engine's ULD step (full teacher logits at the response positions, sorted L1, + CE)
 
 Targets: SRA <= 1.05x bare, warm SRA <= 0.70x bare, SRA <= ULD. Steps of the four are interleaved, in
-an order that turns around every round, so that load drift on a shared machine hits them alike; besides
-the ratio of the medians it prints the median of the per-round ratios (SRA's step against the bare step
-of the same round, which ran next to it). The probe evaluation is not part of a step and is not timed.
+an order that turns around every round, so that load drift on a shared machine hits them alike. The
+SRA and warm ratios are read on the paired rounds: the median of the per-round ratios (each step against
+the bare step of the same round, which ran next to it), with a 95 % bootstrap interval (the rounds
+resampled). The ratios of the medians and of the fastest steps follow; they move by several per cent
+from run to run here. ``--pipelines bare,sra --repeats 100`` times the SRA / bare target alone, in
+rounds of two steps. The probe evaluation is not part of a step and is not timed.
 Then the teacher cache's size: ``--cache-texts`` training texts at ``--max-length`` written
 to an empty cache folder, scaled to 1,000 texts (target <= 50 MB). The cache holds the teacher's span
 CoMs at float16 (the losses' targets, cached or not); the first lines say how much that rounding moves
@@ -19,12 +22,14 @@ each step-0 loss term against float32 targets.
     python benchmarks/bench_distill.py --variant last_k --k 2 --repeats 6
     python benchmarks/bench_distill.py --set use_kd=false     # what span logit KD costs
     python benchmarks/bench_distill.py --torch-passes         # span KD with torch operations (A/B)
+    python benchmarks/bench_distill.py --pipelines bare,sra --repeats 100 --cache-texts 0  # SRA / bare alone
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import random
 import statistics
 import tempfile
 import time
@@ -100,17 +105,67 @@ def cache_size(session, n_texts: int, folder: str) -> tuple[float, float, int]:
     return info.bytes / max(1, info.entries) * 1000 / 1e6, spans, info.entries
 
 
+PIPELINES = {"bare": ("sra", "off"), "sra": ("sra", "off"), "warm": ("sra", "on"), "uld": ("uld", "off")}
+
+
+def report(times: dict[str, list[float]]) -> None:
+    """Print each pipeline's median step and the ratios against the bare step. The targets are read on
+    the paired rounds (the median of the per-round ratios, with its bootstrap interval): each round's
+    steps ran back to back, so a ratio of a pair sees the same load. The ratio of the medians and of the
+    fastest steps follow; on a shared machine they move by several per cent from run to run (in two runs
+    of 100 rounds each the ratio of the medians moved the other way from the paired one)."""
+    med = {name: statistics.median(ts) for name, ts in times.items()}
+    for name, value in med.items():
+        spread = f"{min(times[name]):.3f}-{max(times[name]):.3f}"
+        print(f"{name:5s} median step {value:.3f} s  (range {spread} s over {len(times[name])} steps)")
+    label = {"sra": "SRA", "warm": "SRA with a warm teacher cache"}
+    target = {"sra": "<= 1.05", "warm": "<= 0.70"}
+    compared = [name for name in label if name in times]
+    for name in compared:
+        ratios = [t / b for t, b in zip(times[name], times["bare"], strict=True)]
+        low, high = bootstrap_interval(ratios)
+        print(
+            f"{label[name]} / bare = {statistics.median(ratios):.3f}x (target {target[name]}; median of the "
+            f"per-round ratios, 95 % bootstrap interval {low:.3f}-{high:.3f})"
+        )
+    if "uld" in med:
+        print(
+            f"SRA / ULD = {med['sra'] / med['uld']:.3f}x (target <= 1.00)   "
+            f"ULD / bare = {med['uld'] / med['bare']:.3f}x (ratios of the medians)"
+        )
+    fastest = {name: min(ts) for name, ts in times.items()}  # the step least slowed by other load
+    print(
+        "ratios of the medians: "
+        + ", ".join(f"{name} / bare = {med[name] / med['bare']:.3f}x" for name in compared)
+        + "; of the fastest steps: "
+        + ", ".join(f"{name} / bare = {fastest[name] / fastest['bare']:.3f}x" for name in compared)
+    )
+
+
+def bootstrap_interval(values: list[float], draws: int = 2000, seed: int = 0) -> tuple[float, float]:
+    """The 2.5 and 97.5 percentiles of the median of ``values`` resampled with replacement ``draws`` times."""
+    rng = random.Random(seed)
+    medians = sorted(statistics.median(rng.choices(values, k=len(values))) for _ in range(draws))
+    return medians[int(0.025 * draws)], medians[int(0.975 * draws) - 1]
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     add_session_options(parser)
     parser.add_argument(
-        "--repeats", type=int, default=12, help="timed steps per pipeline (after 2 warm-up steps)"
+        "--repeats", type=int, default=24, help="timed steps per pipeline (after 2 warm-up steps)"
     )
     parser.add_argument("--device", default=None)
     parser.add_argument(
         "--cache-texts", type=int, default=64, help="texts written to measure the cache size (0 = skip)"
+    )
+    parser.add_argument(
+        "--pipelines",
+        default=",".join(PIPELINES),
+        help="which pipelines to interleave, bare and sra among them (bare,sra alone: rounds of two steps, "
+        "for a tighter SRA / bare with --repeats 100)",
     )
     parser.add_argument(
         "--torch-passes",
@@ -118,6 +173,9 @@ def main(argv=None) -> int:
         help="span KD's passes with torch operations even when sra_viz/_span_kd.c is built (an A/B)",
     )
     args = parser.parse_args(argv)
+    chosen = [name for name in PIPELINES if name in args.pipelines.split(",")]
+    if not {"bare", "sra"} <= set(chosen) or len(chosen) != len(args.pipelines.split(",")):
+        parser.error(f"--pipelines: a comma list of {', '.join(PIPELINES)} holding bare and sra")
 
     import torch
 
@@ -136,12 +194,8 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         os.environ["SRA_VIZ_TEACHER_CACHE"] = f"{tmp}/teacher_cache"  # warmed by the untimed steps
         sessions = {}
-        for name, method, cache in (
-            ("bare", "sra", "off"),
-            ("sra", "sra", "off"),
-            ("warm", "sra", "on"),
-            ("uld", "uld", "off"),
-        ):
+        for name in chosen:
+            method, cache = PIPELINES[name]
             cfg = session_config(
                 method, args, f"{tmp}/{name}", probe_size=2, heldout_size=1, teacher_cache=cache
             )
@@ -162,7 +216,7 @@ def main(argv=None) -> int:
             "float16 teacher targets move the step-0 losses by (relative to float32 targets): "
             + ", ".join(f"{name} {value:.1e}" for name, value in effect.items())
         )
-        runners = {"bare": bare_step, "sra": engine_step, "warm": engine_step, "uld": engine_step}
+        runners = {name: bare_step if name == "bare" else engine_step for name in chosen}
         times: dict[str, list[float]] = {name: [] for name in runners}
         for rep in range(args.repeats + 2):
             # the order turns around every round, so that no pipeline always follows the same one (ULD's
@@ -176,33 +230,11 @@ def main(argv=None) -> int:
                     torch.cuda.synchronize()
                 if rep >= 2:
                     times[name].append(time.perf_counter() - t0)
-        warm_cache = sessions["warm"].teacher_cache
-        assert warm_cache is not None and warm_cache.hits == (args.repeats + 1) * len(items), "cache not warm"
+        if "warm" in sessions:
+            warm_cache = sessions["warm"].teacher_cache
+            assert warm_cache is not None and warm_cache.hits == (args.repeats + 1) * len(items), "not warm"
         size = cache_size(first, args.cache_texts, f"{tmp}/size") if args.cache_texts > 0 else None
-    med = {name: statistics.median(ts) for name, ts in times.items()}
-    for name, value in med.items():
-        spread = f"{min(times[name]):.3f}-{max(times[name]):.3f}"
-        print(f"{name:5s} median step {value:.3f} s  (range {spread} s over {len(times[name])} steps)")
-    sra_vs_bare, sra_vs_uld = med["sra"] / med["bare"], med["sra"] / med["uld"]
-    print(
-        f"SRA / bare = {sra_vs_bare:.3f}x (target <= 1.05)   "
-        f"SRA / ULD = {sra_vs_uld:.3f}x (target <= 1.00)   "
-        f"ULD / bare = {med['uld'] / med['bare']:.3f}x"
-    )
-    print(f"SRA with a warm teacher cache / bare = {med['warm'] / med['bare']:.3f}x (target <= 0.70)")
-    fastest = {name: min(ts) for name, ts in times.items()}  # the step least slowed by other load
-    print(
-        f"fastest steps: SRA / bare = {fastest['sra'] / fastest['bare']:.3f}x, "
-        f"warm / bare = {fastest['warm'] / fastest['bare']:.3f}x (a shared machine's load moves medians)"
-    )
-    paired = {  # each round's two steps ran back to back: the ratio of a pair sees the same load
-        name: statistics.median(t / b for t, b in zip(times[name], times["bare"], strict=True))
-        for name in ("sra", "warm")
-    }
-    print(
-        f"paired rounds (median of the per-round ratios): SRA / bare = {paired['sra']:.3f}x, "
-        f"warm / bare = {paired['warm']:.3f}x"
-    )
+    report(times)
     if size is not None:
         mb, spans, texts = size
         print(
