@@ -224,21 +224,24 @@ span_kl(PyObject *self, PyObject *args)
     }
     const Py_ssize_t n_rows = kl.len / (Py_ssize_t)sizeof(double);
     const Py_ssize_t n_tokens = token_row.len / (Py_ssize_t)sizeof(int64_t);
-    if (n_vocab < 1 || check_size(&kl, n_rows, sizeof(double), "kl") ||
+    if (n_vocab < 1) {
+        PyErr_SetString(PyExc_ValueError, "n_vocab must be positive");
+        goto done;
+    }
+    if (check_size(&kl, n_rows, sizeof(double), "kl") ||
         check_size(&token_row, n_tokens, sizeof(int64_t), "token_row") ||
         check_size(&x, n_tokens * n_vocab, sizeof(float), "x") ||
         check_size(&share, n_tokens, sizeof(float), "share") ||
         (has_mask && check_size(&mask, n_vocab, sizeof(float), "mask")) ||
         check_size(&z_t, n_rows * n_vocab, sizeof(float), "z_t") ||
-        check_size(&diff, n_rows * n_vocab, sizeof(float), "diff")) {
-        if (n_vocab < 1 && !PyErr_Occurred())
-            PyErr_SetString(PyExc_ValueError, "n_vocab must be positive");
+        check_size(&diff, n_rows * n_vocab, sizeof(float), "diff"))
         goto done;
-    }
     const int64_t *rows = token_row.buf;
     if (check_rows(rows, n_tokens, n_rows) < 0)
         goto done;
-    /* each row's tokens, in token order (counting sort) */
+    /* each row's tokens in token order, a counting sort: row m's tokens end up in
+     * tokens[first_token[m] .. first_token[m + 1]) (first_token[m + 2] counts row m, is summed, then
+     * serves as row m's cursor while the tokens are placed) */
     first_token = calloc(n_rows + 2, sizeof(int64_t));
     tokens = malloc((n_tokens + 1) * sizeof(int64_t));
     threads = clamp_threads(threads, n_rows);
@@ -248,18 +251,13 @@ span_kl(PyObject *self, PyObject *args)
         goto done;
     }
     for (Py_ssize_t t = 0; t < n_tokens; t++)
-        first_token[rows[t] + 1]++;
-    for (Py_ssize_t m = 0; m < n_rows; m++)
-        first_token[m + 1] += first_token[m];
-    int64_t *fill = calloc(n_rows + 1, sizeof(int64_t));
-    if (!fill) {
-        PyErr_NoMemory();
-        goto done;
-    }
+        if (rows[t] < n_rows)
+            first_token[rows[t] + 2]++;
+    for (Py_ssize_t m = 2; m < n_rows + 2; m++)
+        first_token[m] += first_token[m - 1];
     for (Py_ssize_t t = 0; t < n_tokens; t++)
         if (rows[t] < n_rows)
-            tokens[first_token[rows[t]] + fill[rows[t]]++] = t;
-    free(fill);
+            tokens[first_token[rows[t] + 1]++] = t;
     const float *xs = x.buf, *shares = share.buf, *offset = has_mask ? mask.buf : NULL, *teacher = z_t.buf;
     float *diffs = diff.buf;
     double *kls = kl.buf;
